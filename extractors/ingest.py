@@ -1,0 +1,305 @@
+"""`emofs ingest`: walk folders, probe media, upsert clip rows, join a labels file."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+
+from featurestore import Store
+from featurestore.annotations import LabelMatch, match_labels, read_labels_csv
+from featurestore.console import progress_bar, warn
+from featurestore.errors import InputError, LabelsError
+from featurestore.ids import ClipIdAllocator
+from featurestore.schema import MEDIA_COLUMNS
+
+from .probe import MEDIA_EXTENSIONS, ProbeError, probe, sha256_file
+
+__all__ = ["IngestReport", "ingest", "find_media"]
+
+_MEDIA_SCHEMA = pa.schema(list(MEDIA_COLUMNS))
+_EXAMPLES = 5
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did (printed as the summary)."""
+
+    files: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    annotated: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    unmatched_labels: list[tuple[int, str]] = field(default_factory=list)
+    ambiguous_labels: list[str] = field(default_factory=list)
+    labels_on_failed_files: int = 0
+    version_before: int | None = None
+    version_after: int | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary."""
+        return {
+            "files": self.files,
+            "new": self.new,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "annotated": self.annotated,
+            "errors": [{"uri": u, "message": m} for u, m in self.errors],
+            "unmatched_labels": len(self.unmatched_labels),
+            "unmatched_label_examples": [k for _, k in self.unmatched_labels[:_EXAMPLES]],
+            "ambiguous_labels": len(self.ambiguous_labels),
+            "version_before": self.version_before,
+            "version_after": self.version_after,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    clip_id: str
+    path: Path
+    root: Path
+    rel_path: str
+
+
+def find_media(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, Path]]:
+    """Yield ``(root, file)`` for every media file under ``paths`` (sorted, no dot-files).
+
+    A folder is its own root; a single file's root is its parent folder.
+
+    Raises:
+        InputError: a path does not exist, or a file given directly is not media.
+    """
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise InputError(f"{path} does not exist: pass existing folders or media files")
+        path = path.resolve()
+        if path.is_file():
+            if path.suffix.lower() not in MEDIA_EXTENSIONS:
+                raise InputError(
+                    f"{path} is not a media file emofs reads (extensions: "
+                    f"{', '.join(sorted(MEDIA_EXTENSIONS))})"
+                )
+            yield path.parent, path
+            continue
+        for folder, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if name.startswith(".") or Path(name).suffix.lower() not in MEDIA_EXTENSIONS:
+                    continue
+                yield path, Path(folder) / name
+
+
+def ingest(
+    paths: Iterable[str | os.PathLike],
+    store: Store,
+    *,
+    labels: str | os.PathLike | None = None,
+    batch_size: int = 256,
+    workers: int = 4,
+    progress: bool = True,
+) -> IngestReport:
+    """Add (or refresh) every media file under ``paths`` in ``store``.
+
+    Unchanged files (same size and mtime as stored) are not re-read; new or changed ones
+    are probed and hashed in a thread pool and upserted every ``batch_size`` clips. An
+    unreadable file becomes an ``errors.lance`` row and a warning; the run goes on. A labels
+    CSV is joined by ``path`` / ``clip_id`` / ``name`` and its columns land on the rows.
+
+    Returns:
+        An :class:`IngestReport`; nothing is written when nothing changed.
+    """
+    import time
+
+    started = time.perf_counter()
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1 (got {batch_size})")
+    labels_table = read_labels_csv(labels) if labels is not None else None  # fail early
+    report = IngestReport(version_before=store.version())
+    existing = _existing_rows(store)
+    allocator = ClipIdAllocator({cid: row["uri"] for cid, row in existing.items()})
+
+    roots: list[Path] = []
+    candidates: list[_Candidate] = []
+    for root, path in find_media(paths):
+        if root not in roots:
+            roots.append(root)
+        rel = path.relative_to(root).as_posix()
+        clip_id = allocator.allocate(str(path), root, rel)
+        candidates.append(_Candidate(clip_id, path, root, rel))
+    if not candidates and labels_table is None:
+        raise InputError(
+            f"no media files under {', '.join(map(str, paths))} (extensions: "
+            f"{', '.join(sorted(MEDIA_EXTENSIONS))})"
+        )
+    report.files = len(candidates)
+
+    stale: list[_Candidate] = []
+    for cand in candidates:
+        row = existing.get(cand.clip_id)
+        stat = cand.path.stat()
+        if row and row["size_bytes"] == stat.st_size and row["mtime_ns"] == stat.st_mtime_ns:
+            report.unchanged += 1
+        else:
+            stale.append(cand)
+
+    failed: set[str] = set()
+    with progress_bar(len(stale), "probing", enabled=progress) as advance:
+        for batch in _chunks(stale, batch_size):
+            rows, errs = _probe_batch(batch, existing, workers)
+            if rows:
+                store.upsert_clips(pa.Table.from_pylist(rows, schema=_MEDIA_SCHEMA))
+                store.clear_errors("ingest", [r["uri"] for r in rows])
+            if errs:
+                store.record_errors(errs)
+                for err in errs:
+                    warn(f"skipped {err['uri']}: {err['message']}")
+                    report.errors.append((err["uri"], err["message"]))
+                    failed.add(err["uri"])
+            for row in rows:
+                if row["clip_id"] in existing:
+                    report.updated += 1
+                else:
+                    report.new += 1
+            advance(len(batch))
+
+    if labels_table is not None:
+        _apply_labels(store, labels_table, Path(labels), roots, failed, report)
+    report.version_after = store.version()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _existing_rows(store: Store) -> dict[str, dict[str, Any]]:
+    table = store.table("clips.lance", columns=["clip_id", "uri", "size_bytes", "mtime_ns"])
+    if table is None:
+        return {}
+    return {row["clip_id"]: row for row in table.to_pylist()}
+
+
+def _probe_batch(batch, existing, workers):
+    """Probe + hash a batch in threads (PyAV and hashlib release the GIL)."""
+    now = datetime.now(timezone.utc)
+    rows, errors = [], []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for cand, outcome in zip(batch, pool.map(_probe_one, batch)):
+            if isinstance(outcome, str):
+                errors.append(
+                    {"clip_id": cand.clip_id, "uri": str(cand.path), "stage": "ingest",
+                     "encoder": None, "message": outcome, "at": now}
+                )
+                continue
+            stat = cand.path.stat()
+            rows.append(
+                {
+                    "clip_id": cand.clip_id,
+                    "name": cand.path.stem,
+                    "uri": str(cand.path),
+                    "root": str(cand.root),
+                    "rel_path": cand.rel_path,
+                    "has_media": True,
+                    "size_bytes": stat.st_size,
+                    "mtime_ns": stat.st_mtime_ns,
+                    "ingested_at": now,
+                    **outcome,
+                }
+            )
+    return rows, errors
+
+
+def _probe_one(cand: _Candidate) -> dict[str, Any] | str:
+    try:
+        facts = probe(cand.path)
+        facts["sha256"] = sha256_file(cand.path)
+        return facts
+    except ProbeError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read file ({exc.strerror or exc})"
+
+
+def _apply_labels(store, labels_table, csv_path, roots, failed, report) -> None:
+    """Join the labels file onto the store's clips and upsert only changed values."""
+    clips = store.clips(columns=None)
+    if clips.height == 0:
+        raise LabelsError(f"no clips in {store.uri} to attach {csv_path} to: ingest media first")
+    known = clips.select(["clip_id", "uri", "name"]).to_dicts()
+    match: LabelMatch = match_labels(labels_table, csv_path=csv_path, roots=roots, clips=known)
+    if match.ignored_columns:
+        warn(
+            f"ignored columns {', '.join(match.ignored_columns)} of {csv_path}: "
+            "emofs derives them from the media"
+        )
+    # Rows naming a file that failed to probe are not "unmatched": the file exists.
+    failed_rel = {Path(u) for u in failed}
+    for line, key in match.unmatched:
+        path = Path(key)
+        hits = [r / path for r in roots] if not path.is_absolute() else [path]
+        if any(h.resolve() in failed_rel for h in hits):
+            report.labels_on_failed_files += 1
+        else:
+            report.unmatched_labels.append((line, key))
+    report.ambiguous_labels = match.ambiguous
+    if match.duplicates:
+        warn(f"{len(match.duplicates)} clips appear on several rows of {csv_path}; the last row wins")
+    if not match.values or not match.columns:
+        return
+
+    names = [f.name for f in match.columns]
+    current = {
+        row["clip_id"]: row
+        for row in clips.select(["clip_id", *[n for n in names if n in clips.columns]]).to_dicts()
+    }
+    changed = []
+    for clip_id, values in match.values.items():
+        stored = current.get(clip_id, {})
+        if any(_differs(stored.get(n), values.get(n)) for n in names):
+            changed.append({"clip_id": clip_id, **values})
+    if not changed:
+        return
+    schema = pa.schema([pa.field("clip_id", pa.string()), *match.columns])
+    table = pa.Table.from_pylist(changed, schema=schema)
+    table = _cast_to_stored(table, clips, csv_path)
+    store.upsert_clips(table)
+    report.annotated = len(changed)
+
+
+def _cast_to_stored(table: pa.Table, clips, csv_path: Path) -> pa.Table:
+    """Cast label columns to the types the store already uses for them."""
+    stored_schema = clips.to_arrow().schema
+    for i, fld in enumerate(table.schema):
+        if fld.name in stored_schema.names:
+            target = stored_schema.field(fld.name).type
+            if fld.type != target:
+                try:
+                    table = table.set_column(i, fld.name, table.column(i).cast(target))
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise LabelsError(
+                        f"column {fld.name!r} of {csv_path} holds {fld.type} values but the "
+                        f"store keeps {target} there: fix the values or rename the column"
+                    ) from exc
+    return table
+
+
+def _differs(stored: Any, new: Any) -> bool:
+    if stored is None or new is None:
+        return stored is not new
+    if isinstance(stored, float) or isinstance(new, float):
+        try:
+            return float(stored) != float(new)
+        except (TypeError, ValueError):
+            return True
+    return str(stored) != str(new)
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,84 @@
+"""`emofs info`: what a store holds, as one JSON-friendly dict."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .schema import CLIPS, ERRORS, FEATURES_DIR, INDEX_DIR, PREDICTIONS_DIR, SCHEMA_VERSION
+from .store import Store
+
+__all__ = ["store_info", "feature_set_info", "SPEC_KEY", "FINGERPRINT_KEY"]
+
+#: Schema-metadata keys where a feature set describes itself.
+SPEC_KEY = "emofs.spec"
+FINGERPRINT_KEY = "emofs.fingerprint"
+
+
+def feature_set_info(store: Store, name: str) -> dict[str, Any]:
+    """Rows, dim, dtype, spec and version of ``features/<name>.lance``."""
+    import pyarrow as pa
+
+    ds = store.dataset(f"{FEATURES_DIR}/{name}.lance")
+    meta = {k.decode(): v.decode() for k, v in (ds.schema.metadata or {}).items()}
+    vector = ds.schema.field("vector").type if "vector" in ds.schema.names else None
+    dim = vector.list_size if isinstance(vector, pa.FixedSizeListType) else None
+    dtype = str(vector.value_type) if vector is not None else None
+    spec = json.loads(meta[SPEC_KEY]) if SPEC_KEY in meta else None
+    return {
+        "rows": ds.count_rows(),
+        "dim": dim,
+        "dtype": {"halffloat": "float16", "float": "float32"}.get(dtype, dtype),
+        "has_tokens": "tokens" in ds.schema.names,
+        "fingerprint": meta.get(FINGERPRINT_KEY),
+        "spec": spec,
+        "version": ds.version,
+    }
+
+
+def store_info(store: Store) -> dict[str, Any]:
+    """Everything ``emofs info`` shows: counts by modality and label, feature sets,
+    indexes, prediction runs, errors, versions and size on disk."""
+    clips = store.clips(columns=["clip_id", "modality", "label", "has_media"])
+    modalities = {"audio": 0, "video": 0, "audio+video": 0, "none": 0}
+    for value, count in clips.group_by("modality").len().iter_rows():
+        modalities[value or "none"] = count
+    labels = {
+        (value if value is not None else "<none>"): count
+        for value, count in clips.group_by("label").len().sort("len", descending=True).iter_rows()
+    }
+    errors = store.errors()
+    by_stage = dict(errors.group_by("stage").len().iter_rows()) if errors.height else {}
+    features = {name: feature_set_info(store, name) for name in store.feature_sets()}
+    indexes = {}
+    for name in store.index_names():
+        manifest = _read_json(store, f"{INDEX_DIR}/{name}.json")
+        indexes[name] = manifest or {}
+    versions = {CLIPS: store.version(CLIPS), ERRORS: store.version(ERRORS)}
+    versions.update({f"{FEATURES_DIR}/{n}.lance": f["version"] for n, f in features.items()})
+    return {
+        "store": store.uri,
+        "schema_version": SCHEMA_VERSION,
+        "version": store.version(CLIPS),
+        "versions": versions,
+        "clips": clips.height,
+        "modalities": modalities,
+        "labels": labels,
+        "features": features,
+        "indexes": indexes,
+        "predictions": store.list_datasets(PREDICTIONS_DIR),
+        "errors": errors.height,
+        "errors_by_stage": by_stage,
+        "size_bytes": store.size_bytes(),
+    }
+
+
+def _read_json(store: Store, name: str) -> dict[str, Any] | None:
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(store.path(name))
+    try:
+        with fs.open_input_stream(path) as handle:
+            return json.loads(handle.read())
+    except (FileNotFoundError, OSError, ValueError):
+        return None

@@ -1,0 +1,322 @@
+"""The store: a directory (or object-store URI) of Lance datasets.
+
+Layout::
+
+    <store>/clips.lance                 one row per clip, keyed by clip_id
+    <store>/errors.lance                one row per (stage, encoder, file) that failed
+    <store>/features/<encoder>.lance    one row per clip per encoder
+    <store>/predictions/<run>.lance     one row per clip per prediction run
+    <store>/index/<name>.faiss          FAISS indexes (+ manifest json)
+
+Every write is an idempotent upsert (``merge_insert`` on the key), committed in batches by
+the caller, so a killed run loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from .errors import QueryError, SchemaVersionError, StoreError, StoreNotFoundError
+from .schema import (
+    CLIPS,
+    ERRORS,
+    FEATURES_DIR,
+    INDEX_DIR,
+    PREDICTIONS_DIR,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
+    clips_schema,
+    errors_schema,
+)
+
+__all__ = ["Store", "DEFAULT_STORE", "resolve_store_uri", "sql_quote"]
+
+DEFAULT_STORE = "./emofs-store"
+
+
+def resolve_store_uri(uri: str | os.PathLike | None = None) -> str:
+    """Pick the store location: the argument, else ``$EMOFS_STORE``, else ``./emofs-store``."""
+    chosen = uri if uri not in (None, "") else os.environ.get("EMOFS_STORE") or DEFAULT_STORE
+    chosen = str(chosen)
+    if _is_remote(chosen):
+        return chosen.rstrip("/")
+    return str(Path(chosen).expanduser().absolute())
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+class Store:
+    """An emofs feature store.
+
+    Args:
+        uri: store directory or object-store URI (``s3://bucket/store``); defaults to
+            ``$EMOFS_STORE`` or ``./emofs-store``.
+        create: when False, a store that does not exist yet raises
+            :class:`StoreNotFoundError` instead of being created on first write.
+
+    Example:
+        >>> store = Store("./emofs-store")
+        >>> store.clips(where="label = 'sad'").height
+    """
+
+    def __init__(self, uri: str | os.PathLike | None = None, *, create: bool = True):
+        self.uri = resolve_store_uri(uri)
+        self.is_local = not _is_remote(self.uri)
+        if self.is_local:
+            local = Path(self.uri)
+            if local.exists() and not local.is_dir():
+                raise StoreError(
+                    f"store path {local} is a file, not a directory: pass --store DIR "
+                    "(or set EMOFS_STORE) to a directory or to a path that does not exist yet"
+                )
+        if not create and not self.exists():
+            raise StoreNotFoundError(
+                f"no emofs store at {self.uri}: run `emofs ingest PATH --store {self.uri}` "
+                "first, or point --store / EMOFS_STORE at an existing store"
+            )
+        self._check_schema_version()
+
+    # ------------------------------------------------------------------ paths
+    def path(self, *parts: str) -> str:
+        """The URI of a file or dataset inside the store."""
+        return "/".join([self.uri, *parts])
+
+    def exists(self) -> bool:
+        """True when the store holds a clips table."""
+        return self.dataset(CLIPS) is not None
+
+    def _check_schema_version(self) -> None:
+        clips = self.dataset(CLIPS)
+        if clips is None:
+            return
+        raw = (clips.schema.metadata or {}).get(SCHEMA_VERSION_KEY.encode(), b"0")
+        found = int(raw)
+        if found > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"store {self.uri} was written by a newer emofs (schema {found}; this emofs "
+                f"reads up to {SCHEMA_VERSION}): upgrade with `pip install -U emofs`"
+            )
+
+    # --------------------------------------------------------------- datasets
+    def dataset(self, name: str, version: int | None = None):
+        """Open ``<store>/<name>`` as a Lance dataset, or return None if it does not exist."""
+        import lance
+
+        uri = self.path(name)
+        if self.is_local and not Path(uri).exists():
+            return None
+        try:
+            return lance.dataset(uri, version=version)
+        except (FileNotFoundError, ValueError) as exc:
+            if self.is_local and Path(uri).exists():
+                raise StoreError(
+                    f"{uri} exists but is not a readable Lance dataset ({_first_line(exc)}): "
+                    "move it aside and re-run the command that writes it"
+                ) from exc
+            return None
+
+    def table(
+        self,
+        name: str,
+        *,
+        where: str | None = None,
+        columns: list[str] | None = None,
+        limit: int | None = None,
+    ) -> pa.Table | None:
+        """Read ``name`` (optionally filtered by a SQL ``where``) as an Arrow table."""
+        ds = self.dataset(name)
+        if ds is None:
+            return None
+        try:
+            return ds.to_table(filter=where or None, columns=columns, limit=limit)
+        except (ValueError, OSError) as exc:
+            raise QueryError(
+                f"cannot evaluate --where {where!r} on {name}: {_first_line(exc)} "
+                f"(columns: {', '.join(ds.schema.names)})"
+            ) from exc
+
+    def upsert(
+        self,
+        name: str,
+        table: pa.Table,
+        *,
+        key: str | list[str] = "clip_id",
+        schema: pa.Schema | None = None,
+    ) -> int:
+        """Insert or update rows of ``name`` by ``key``; create the dataset on first write.
+
+        ``table`` may carry a subset of the dataset's columns (columns it lacks keep their
+        stored values on matched rows). Columns the dataset does not have yet are added
+        first (null for existing rows). ``schema`` is the full schema used when the dataset
+        is created (its metadata is kept). Returns the new dataset version.
+        """
+        import lance
+
+        ds = self.dataset(name)
+        if ds is None:
+            if schema is not None:
+                table = _conform(table, schema)
+            return lance.write_dataset(table, self.path(name), mode="create").version
+        missing = [f for f in table.schema if f.name not in ds.schema.names]
+        if missing:
+            ds.add_columns(missing)
+            ds = self.dataset(name)
+        table = _conform(table, pa.schema([ds.schema.field(n) for n in table.column_names]))
+        (
+            ds.merge_insert(key)
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(table)
+        )
+        return self.dataset(name).version
+
+    def delete(self, name: str, predicate: str) -> None:
+        """Delete the rows of ``name`` matching a SQL predicate (no-op if absent)."""
+        ds = self.dataset(name)
+        if ds is not None:
+            ds.delete(predicate)
+
+    def version(self, name: str = CLIPS) -> int | None:
+        """The Lance version of one dataset (default: clips), None if it does not exist."""
+        ds = self.dataset(name)
+        return None if ds is None else ds.version
+
+    def list_datasets(self, folder: str) -> list[str]:
+        """Names (without ``.lance``) of the datasets under ``<store>/<folder>/``."""
+        fs, root = pafs.FileSystem.from_uri(self.path(folder))
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        except (FileNotFoundError, OSError):
+            return []
+        return sorted(
+            Path(i.path).name[: -len(".lance")]
+            for i in infos
+            if i.type == pafs.FileType.Directory and i.path.endswith(".lance")
+        )
+
+    # ------------------------------------------------------------------ clips
+    def clips(
+        self,
+        where: str | None = None,
+        columns: list[str] | None = None,
+        limit: int | None = None,
+    ):
+        """Clip rows as a polars DataFrame (empty frame if the store has none)."""
+        import polars as pl
+
+        table = self.table(CLIPS, where=where, columns=columns, limit=limit)
+        if table is None:
+            table = clips_schema().empty_table()
+            if columns:
+                table = table.select(columns)
+        return pl.from_arrow(table)
+
+    def upsert_clips(self, table: pa.Table) -> int:
+        """Insert or update clip rows (by ``clip_id``)."""
+        return self.upsert(CLIPS, table, schema=clips_schema())
+
+    # ----------------------------------------------------------------- errors
+    def record_errors(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Store failures (one row per stage, encoder and file; a newer one replaces it)."""
+        rows = list(rows)
+        if not rows:
+            return
+        from .schema import error_key
+
+        for row in rows:
+            row["error_key"] = error_key(row["stage"], row.get("encoder"), row["uri"])
+        table = pa.Table.from_pylist(rows, schema=errors_schema())
+        self.upsert(ERRORS, table, key="error_key", schema=errors_schema())
+
+    def clear_errors(self, stage: str, uris: Iterable[str], encoder: str | None = None) -> None:
+        """Forget earlier failures of ``uris`` at ``stage`` (they succeeded this time)."""
+        from .schema import error_key
+
+        keys = [error_key(stage, encoder, u) for u in uris]
+        ds = self.dataset(ERRORS)
+        if ds is None or not keys:
+            return
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            quoted = ", ".join(sql_quote(k) for k in chunk)
+            if ds.count_rows(filter=f"error_key IN ({quoted})"):
+                ds.delete(f"error_key IN ({quoted})")
+
+    def errors(self, where: str | None = None):
+        """Failure rows as a polars DataFrame."""
+        import polars as pl
+
+        table = self.table(ERRORS, where=where)
+        return pl.from_arrow(table if table is not None else errors_schema().empty_table())
+
+    # ------------------------------------------------------------- inventory
+    def feature_sets(self) -> list[str]:
+        """Names of the feature sets in the store."""
+        return self.list_datasets(FEATURES_DIR)
+
+    def prediction_runs(self) -> list[str]:
+        """Names of the prediction datasets in the store."""
+        return self.list_datasets(PREDICTIONS_DIR)
+
+    def index_names(self) -> list[str]:
+        """Names of the FAISS indexes in the store."""
+        fs, root = pafs.FileSystem.from_uri(self.path(INDEX_DIR))
+        infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        return sorted(Path(i.path).stem for i in infos if i.path.endswith(".faiss"))
+
+    def size_bytes(self) -> int:
+        """Bytes on disk (or in the bucket) under the store."""
+        fs, root = pafs.FileSystem.from_uri(self.uri)
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+        return sum(i.size or 0 for i in infos if i.type == pafs.FileType.File)
+
+    def remove(self, name: str) -> None:
+        """Delete a whole dataset or file inside the store."""
+        if self.is_local:
+            target = Path(self.path(name))
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            return
+        fs, root = pafs.FileSystem.from_uri(self.path(name))
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.Directory:
+            fs.delete_dir(root)
+        elif info.type == pafs.FileType.File:
+            fs.delete_file(root)
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast ``table`` to ``schema`` (adding all-null columns it lacks), keep metadata."""
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            col = table.column(field.name)
+            columns.append(col if col.type == field.type else col.cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def sql_quote(value: str) -> str:
+    """Quote a string literal for a Lance (DataFusion) SQL filter."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    # Lance appends the Rust source location; users need only the reason.
+    return line.split(", /home/")[0].split(", /rust")[0]

@@ -1,0 +1,3 @@
+"""Projector and fusion heads trained from cached tensors (Lightning)."""
+
+__all__: list[str] = []
