@@ -128,12 +128,17 @@ def ingest(
     allocator = ClipIdAllocator({cid: row["uri"] for cid, row in existing.items()})
 
     roots: list[Path] = []
+    found = list(find_media(paths))
+    adoptable = _adoptable_rows(existing, [path for _, path in found])
     candidates: list[_Candidate] = []
-    for root, path in find_media(paths):
+    for root, path in found:
         if root not in roots:
             roots.append(root)
         rel = path.relative_to(root).as_posix()
-        clip_id = allocator.allocate(str(path), root, rel)
+        if path.stem in adoptable:
+            clip_id = allocator.adopt(adoptable.pop(path.stem), str(path))
+        else:
+            clip_id = allocator.allocate(str(path), root, rel)
         candidates.append(_Candidate(clip_id, path, root, rel))
     if not candidates and labels_table is None:
         raise InputError(
@@ -179,10 +184,32 @@ def ingest(
 
 
 def _existing_rows(store: Store) -> dict[str, dict[str, Any]]:
-    table = store.table("clips.lance", columns=["clip_id", "uri", "size_bytes", "mtime_ns"])
+    columns = ["clip_id", "name", "uri", "has_media", "size_bytes", "mtime_ns"]
+    table = store.table("clips.lance", columns=columns)
     if table is None:
         return {}
     return {row["clip_id"]: row for row in table.to_pylist()}
+
+
+def _adoptable_rows(existing: dict[str, dict[str, Any]], files: list[Path]) -> dict[str, str]:
+    """``{stem: clip_id}`` of rows imported without media that a new file should fill.
+
+    Emotion-LLaMA / MER imports create rows keyed by name; when the media arrives, the file
+    whose stem is that name takes the row over (only when exactly one row and one file of
+    this run carry the name, so nothing is guessed).
+    """
+    orphans: dict[str, list[str]] = {}
+    for clip_id, row in existing.items():
+        if row.get("has_media") is False and not row.get("uri") and row.get("name"):
+            orphans.setdefault(row["name"], []).append(clip_id)
+    stems: dict[str, int] = {}
+    for path in files:
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+    return {
+        name: ids[0]
+        for name, ids in orphans.items()
+        if len(ids) == 1 and stems.get(name) == 1
+    }
 
 
 def _probe_batch(batch, existing, workers):

@@ -41,6 +41,10 @@ class ClipIdAllocator:
             n += 1
         return self._claim(f"{rel}~{root_hash}-{n}", uri)
 
+    def adopt(self, clip_id: str, uri: str) -> str:
+        """Give the file at ``uri`` an existing row that has no media yet (imported rows)."""
+        return self._claim(clip_id, uri)
+
     def _claim(self, clip_id: str, uri: str) -> str:
         self._uri_by_id[clip_id] = uri
         self._id_by_uri[uri] = clip_id

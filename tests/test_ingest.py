@@ -131,3 +131,18 @@ def test_labels_without_join_column_fail_clearly(tmp_path, media_samples):
     with pytest.raises(LabelsError, match="path, clip_id, name"):
         ingest([tmp_path / "root"], Store(tmp_path / "store"), labels=labels, progress=False)
     assert not Store(tmp_path / "store").exists()  # failed before writing anything
+
+
+def test_media_fills_rows_imported_without_media(tmp_path, media_samples):
+    import pyarrow as pa
+
+    store = Store(tmp_path / "store")
+    # As `emofs import annotations` leaves them: keyed by name, no media yet.
+    store.upsert_clips(pa.table({"clip_id": ["sample_01"], "name": ["sample_01"],
+                                 "has_media": [False], "label": ["worried"]}))
+    copy_to(media_samples["mp4"], tmp_path / "archive" / "sample_01.mp4")
+    ingest([tmp_path / "archive"], store, progress=False)
+    rows = store.clips().to_dicts()
+    assert len(rows) == 1
+    assert rows[0]["clip_id"] == "sample_01" and rows[0]["has_media"] is True
+    assert rows[0]["label"] == "worried" and rows[0]["modality"] == "audio+video"
