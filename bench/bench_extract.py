@@ -1,0 +1,272 @@
+"""Benchmark `emofs extract`: decode-once vs per-encoder passes, overlap, memory growth.
+
+On the shared audio+video clips (../shared/data: CREMA-D flv + mp4, RAVDESS mp4), linked
+(not copied) N times into a temporary folder, with hubert, mae, videomae, eva at ``tiny``
+plus ``egemaps``:
+
+1. decode-once pipeline (all encoders in one pass) vs a baseline running each encoder in
+   its own pass over the media, decoding again each time (as the MER2023 toolkit does);
+   target >= 2.5x.
+2. overlap: pipeline wall <= 1.25 x max(decode-only pass, encode-only pass on pre-decoded
+   input); decode-only uses the same spawn workers, encode-only runs the encoders and the
+   batched store writes on inputs decoded beforehand.
+3. peak RSS of a full run in a fresh subprocess at 20 and 200 clips; target growth < 20%.
+
+Prints one JSON object, then a markdown table. Usage::
+
+    python bench/bench_extract.py [--clips 105] [--workers 2] [--batch-size 16]
+        [--rss-small 20] [--rss-large 200] [--device auto] [--large]
+
+``--large`` (for a GPU) uses real-sized random-weight configs instead of ``tiny`` ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = (REPO / ".." / "shared" / "data").resolve()
+TINY = ["hubert:tiny", "mae:tiny", "videomae:tiny", "eva:tiny", "egemaps"]
+
+
+def audio_video_clips() -> list[Path]:
+    """The shared clips that have both audio and video."""
+    crema = SHARED / "crema_d"
+    clips = sorted(crema.glob("*.flv")) + sorted((crema / "mp4").glob("*.mp4"))
+    clips += sorted((SHARED / "ravdess_actor05" / "av").glob("*.mp4"))
+    if not clips:
+        sys.exit(f"no shared clips under {SHARED}: the benchmark needs ../shared/data")
+    return clips
+
+
+def make_store(root: Path, n_clips: int):
+    """A store with ``n_clips`` rows: the audio+video clips linked repeatedly (no copies)."""
+    from extractors import ingest
+    from featurestore import Store
+
+    src = audio_video_clips()
+    folder = root / "clips"
+    for i in range(n_clips):
+        path = src[i % len(src)]
+        link = folder / f"rep{i // len(src):03d}" / path.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            os.symlink(path, link)
+    store = Store(root / "store")
+    ingest([folder], store, progress=False)
+    return store
+
+
+def fresh_store(root: Path, template, name: str):
+    """Copy of a store holding only clips (every configuration starts from the same state)."""
+    from featurestore import Store
+
+    target = root / name
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(Path(template.uri) / "clips.lance", target / "clips.lance")
+    return Store(target)
+
+
+def bench_pipeline(root, template, encoders, args) -> dict:
+    from extractors import extract
+
+    store = fresh_store(root, template, "once")
+    t0 = time.perf_counter()
+    report = extract(store, encoders, workers=args.workers, batch_size=args.batch_size,
+                     device=args.device, tokens=args.tokens, progress=False)
+    wall = time.perf_counter() - t0
+    assert report.decode_errors == 0 and all(e.failed == 0 for e in report.encoders.values())
+    return {"wall_s": wall, "clips": report.decoded}
+
+
+def bench_per_encoder(root, template, encoders, args) -> dict:
+    from extractors import extract
+
+    store = fresh_store(root, template, "per_encoder")
+    passes = {}
+    for ref in encoders:
+        name = ref.split(":")[0]
+        t0 = time.perf_counter()
+        extract(store, [ref], workers=args.workers, batch_size=args.batch_size, device=args.device,
+                tokens={k: v for k, v in args.tokens.items() if k == name}, progress=False)
+        passes[name] = time.perf_counter() - t0
+    return {"wall_s": sum(passes.values()), "passes_s": passes}
+
+
+def bench_split(root, template, encoders, args) -> dict:
+    """Decode-only (workers, no encoders) and encode-only (pre-decoded inputs) passes."""
+    from extractors.encoders.base import resolve_device
+    from extractors.media import MediaConfig
+    from extractors.pipeline import (
+        ExtractConfig, ExtractReport, EncoderReport, Job, _BatchWriter, _full_spec, load_encoders,
+        prepared,
+    )
+    from featurestore.features import spec_fingerprint
+
+    store = fresh_store(root, template, "split")
+    device = resolve_device(args.device)
+    loaded = load_encoders(encoders, device, args.tokens)
+    cfg = ExtractConfig(encoders, device, args.batch_size, args.workers, "float16", args.tokens, MediaConfig())
+    rows = store.clips(columns=["clip_id", "uri", "subtitle"]).to_dicts()
+    needs = tuple(dict.fromkeys(e.need for e in loaded))
+    names = tuple(e.name for e in loaded)
+    jobs = [Job(r["clip_id"], r["uri"], r["subtitle"], needs, names) for r in rows]
+
+    t0 = time.perf_counter()
+    items = list(prepared(jobs, cfg.media, args.workers))
+    decode_s = time.perf_counter() - t0
+
+    specs = {e.name: _full_spec(e, cfg) for e in loaded}
+    report = ExtractReport(encoders={e.name: EncoderReport(spec_fingerprint(specs[e.name])) for e in loaded})
+    writer = _BatchWriter(store, loaded, specs, cfg, report)
+    t0 = time.perf_counter()
+    for start in range(0, len(items), args.batch_size):
+        writer.flush(items[start : start + args.batch_size])
+    encode_s = time.perf_counter() - t0
+    return {"decode_only_s": decode_s, "encode_only_s": encode_s}
+
+
+def rss_child(store_uri: str, args) -> None:
+    """(Subprocess) extract a store built by the parent; print peak RSS in MiB."""
+    from extractors import extract
+    from featurestore import Store
+
+    report = extract(Store(store_uri), args.encoders, workers=args.workers,
+                     batch_size=args.batch_size, device=args.device, tokens=args.tokens,
+                     progress=False)
+    print(json.dumps({
+        "clips": report.decoded,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_worker_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "seconds": round(report.seconds, 1),
+    }))
+
+
+def bench_rss(root: Path, args) -> dict:
+    out = {}
+    for n in (args.rss_small, args.rss_large):
+        store = make_store(root / f"rss{n}", n)
+        cmd = [sys.executable, __file__, "--rss-child", store.uri, "--workers", str(args.workers),
+               "--batch-size", str(args.batch_size), "--device", args.device,
+               "--encoders", ",".join(args.encoders)]
+        if args.tokens:
+            cmd += ["--tokens", ",".join(f"{k}={v}" for k, v in args.tokens.items())]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[n] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def large_encoders(root: Path) -> list[str]:
+    """Real-sized random-weight checkpoints saved to disk (GPU benchmark; no hub needed)."""
+    import torch
+    from transformers import HubertConfig, HubertModel, VideoMAEConfig, VideoMAEModel, ViTMAEConfig, ViTMAEModel
+
+    torch.manual_seed(0)
+    refs = []
+    for name, model in (
+        ("hubert", HubertModel(HubertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                            intermediate_size=4096, feat_extract_norm="layer",
+                                            do_stable_layer_norm=True))),
+        ("mae", ViTMAEModel(ViTMAEConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                         intermediate_size=4096, mask_ratio=0.0))),
+        ("videomae", VideoMAEModel(VideoMAEConfig(hidden_size=1024, num_hidden_layers=24,
+                                                  num_attention_heads=16, intermediate_size=4096))),
+    ):
+        model.save_pretrained(root / f"w_{name}")
+        refs.append(f"{name}:{root / f'w_{name}'}")
+    import timm
+    from timm.models import save_for_hf
+
+    eva = timm.create_model("eva_giant_patch14_clip_224", pretrained=False, num_classes=0)
+    save_for_hf(eva, str(root / "w_eva"), model_args={"num_classes": 0}, safe_serialization=True)
+    refs.append(f"eva:{root / 'w_eva'}")
+    return refs + ["egemaps"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=105)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--rss-small", type=int, default=20)
+    parser.add_argument("--rss-large", type=int, default=200)
+    parser.add_argument("--encoders", default=",".join(TINY))
+    parser.add_argument("--tokens", default="")
+    parser.add_argument("--large", action="store_true", help="real-sized random weights (GPU)")
+    parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--rss-child", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.encoders = [e for e in args.encoders.split(",") if e]
+    args.tokens = {k: int(v) for k, v in (p.split("=") for p in args.tokens.split(",") if p)}
+    if args.rss_child:
+        rss_child(args.rss_child, args)
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if args.large:
+            args.encoders = large_encoders(root)
+        template = make_store(root / "template", args.clips)
+        from extractors.pipeline import load_encoders
+        from extractors.encoders.base import resolve_device
+
+        load_encoders(args.encoders, resolve_device(args.device), args.tokens)  # warm imports
+        once = bench_pipeline(root, template, args.encoders, args)
+        per = bench_per_encoder(root, template, args.encoders, args)
+        split = bench_split(root, template, args.encoders, args)
+        rss = {} if args.skip_rss else bench_rss(root, args)
+
+    bound = max(split["decode_only_s"], split["encode_only_s"])
+    figures = {
+        "clips": once["clips"],
+        "cpu_count": os.cpu_count(),
+        "workers": args.workers,
+        "batch_size": args.batch_size,
+        "encoders": [e if ":" not in e or not e.split(":", 1)[1].startswith("/") else e.split(":")[0] + ":<large random>"
+                     for e in args.encoders],
+        "decode_once_s": round(once["wall_s"], 2),
+        "decode_once_clips_per_s": round(once["clips"] / once["wall_s"], 2),
+        "per_encoder_passes_s": round(per["wall_s"], 2),
+        "per_encoder_pass_s": {k: round(v, 2) for k, v in per["passes_s"].items()},
+        "speedup_vs_per_encoder": round(per["wall_s"] / once["wall_s"], 2),
+        "decode_only_s": round(split["decode_only_s"], 2),
+        "encode_only_s": round(split["encode_only_s"], 2),
+        "overlap_ratio": round(once["wall_s"] / bound, 3),
+        "rss": rss,
+    }
+    if rss:
+        small, large = rss[args.rss_small], rss[args.rss_large]
+        figures["rss_growth"] = round(large["peak_rss_mib"] / small["peak_rss_mib"] - 1, 3)
+        figures["worker_rss_growth"] = round(large["peak_worker_rss_mib"] / small["peak_worker_rss_mib"] - 1, 3)
+    print(json.dumps(figures, indent=1))
+    print()
+    print("| figure | value | target |")
+    print("|---|---|---|")
+    print(f"| decode-once pipeline ({figures['clips']} clips) | {figures['decode_once_s']} s "
+          f"({figures['decode_once_clips_per_s']} clips/s) | |")
+    print(f"| per-encoder passes (baseline) | {figures['per_encoder_passes_s']} s | |")
+    print(f"| speed-up vs per-encoder passes | {figures['speedup_vs_per_encoder']}x | >= 2.5x |")
+    print(f"| decode-only / encode-only | {figures['decode_only_s']} s / {figures['encode_only_s']} s | |")
+    print(f"| pipeline / max(decode-only, encode-only) | {figures['overlap_ratio']} | <= 1.25 |")
+    if rss:
+        print(f"| peak RSS main, {args.rss_small} -> {args.rss_large} clips | "
+              f"{small['peak_rss_mib']} -> {large['peak_rss_mib']} MiB ({figures['rss_growth']:+.1%}) | < +20% |")
+        print(f"| peak RSS worker, {args.rss_small} -> {args.rss_large} clips | "
+              f"{small['peak_worker_rss_mib']} -> {large['peak_worker_rss_mib']} MiB "
+              f"({figures['worker_rss_growth']:+.1%}) | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""``videomae``: VideoMAE (transformers ``VideoMAEModel``) on 16 face crops over the clip."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..registry import register
+from ._loading import load_transformers
+from .base import Encoded, Encoder, Need, Tag
+from .vision import to_pixels
+
+__all__ = ["VideoMaeEncoder"]
+
+_TINY = dict(image_size=224, patch_size=16, num_frames=16, tubelet_size=2, hidden_size=32,
+             num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@register
+class VideoMaeEncoder(Encoder):
+    """Mean of all last-layer tokens (vector); per-time-step mean over patches (tokens)."""
+
+    name = "videomae"
+    modality = "video"
+    input_description = "16 face crops sampled uniformly over the clip"
+    need = Need("face_clip", size=224, frames=16)
+    tags = {
+        "large": Tag("MCG-NJU/videomae-large", 1024, 1024),
+        "base": Tag("MCG-NJU/videomae-base", 768, 768),
+        "tiny": Tag("tiny", 32, 32, "random weights, same architecture (tests, demo)"),
+    }
+    default_tag = "large"
+
+    def _load(self) -> None:
+        from transformers import VideoMAEConfig, VideoMAEModel
+
+        self.model, self.identity = load_transformers(
+            self.name, VideoMAEModel, self.weights, lambda: VideoMAEConfig(**_TINY), _TINY)
+        self.model.to(self.torch_device())
+        cfg = self.model.config
+        self.dim = self.token_dim = int(cfg.hidden_size)
+        self.image_size, self.n_frames = int(cfg.image_size), int(cfg.num_frames)
+        self.t_steps = self.n_frames // int(cfg.tubelet_size)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"architecture": "transformers.VideoMAEModel",
+                "preprocessing": {"size": self.image_size, "frames": self.n_frames,
+                                  "mean": _MEAN, "std": _STD},
+                "pooling": "mean of all last-layer tokens",
+                "tokens": f"{self.t_steps} temporal tokens (mean over spatial patches per tubelet step)"}
+
+    def encode(self, inputs: list[np.ndarray]) -> list[Encoded]:
+        import torch
+
+        clips = np.stack([_fit_frames(c, self.n_frames) for c in inputs])  # (B, F, H, W, 3)
+        pixels = to_pixels(clips, self.image_size, _MEAN, _STD, self.torch_device())  # (B, F, 3, S, S)
+        with torch.inference_mode(), self.autocast():
+            hidden = self.model(pixel_values=pixels).last_hidden_state  # (B, T*P, D)
+        hidden = hidden.float()
+        b, n, d = hidden.shape
+        temporal = hidden.reshape(b, self.t_steps, n // self.t_steps, d).mean(2)  # (B, T, D)
+        vectors = hidden.mean(1).cpu().numpy()  # (B, D)
+        return [Encoded(v, t) for v, t in zip(vectors, temporal.cpu().numpy())]
+
+
+def _fit_frames(frames: np.ndarray, n: int) -> np.ndarray:
+    """Resample a ``(F, H, W, 3)`` crop sequence to exactly ``n`` frames (uniform)."""
+    if len(frames) == n:
+        return frames
+    idx = np.linspace(0, len(frames) - 1, n).round().astype(int)
+    return frames[idx]

@@ -1,0 +1,619 @@
+"""`emofs extract`: every clip decoded once, all requested encoders batched, upserted per batch.
+
+Flow::
+
+    clips.lance ──plan (fingerprints)──▶ jobs ──spawn workers: decode once + faces + peak
+        + per-encoder inputs──▶ main process: batches of clips ──▶ each encoder (autocast on
+        GPU) ──▶ features/<name>.lance (merge_insert on clip_id) + clip rows + errors.lance
+
+A rerun skips clips whose row already carries the encoder's spec fingerprint; a killed run
+loses at most the batch in flight; a clip that fails to decode or crashes an encoder
+becomes an ``errors.lance`` row and the run goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from featurestore import Store
+from featurestore.console import progress_bar, warn
+from featurestore.errors import InputError, StoreError, StoreNotFoundError
+from featurestore.features import (
+    feature_spec,
+    features_name,
+    spec_fingerprint,
+    up_to_date_clip_ids,
+    write_features,
+)
+from featurestore.store import sql_quote
+
+from .media import DecodedClip, MediaConfig, MediaError, decode_clip
+
+__all__ = ["ExtractConfig", "ExtractReport", "EncoderReport", "extract", "extract_file",
+           "prepare_clip", "Job", "load_encoders"]
+
+_DTYPES = ("float16", "float32")
+
+
+@dataclass
+class ExtractConfig:
+    """Validated options of one extraction run (flag names in the messages)."""
+
+    encoders: list[str]
+    device: str = "auto"
+    batch_size: int = 16
+    workers: int = 2
+    dtype: str = "float16"
+    tokens: dict[str, int] = field(default_factory=dict)
+    media: MediaConfig = field(default_factory=MediaConfig)
+
+    def __post_init__(self):
+        if isinstance(self.encoders, str):
+            self.encoders = [e for e in self.encoders.split(",") if e.strip()]
+        if not self.encoders:
+            raise InputError("--encoders is empty: name at least one (see `emofs encoders`)")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be >= 1 (got {self.batch_size})")
+        if self.workers < 0:
+            raise InputError(f"--workers must be >= 0 (got {self.workers}; 0 decodes in-process)")
+        if self.dtype not in _DTYPES:
+            raise InputError(f"--dtype must be float16 or float32 (got {self.dtype!r})")
+        for name, value in self.tokens.items():
+            if not isinstance(value, int) or value < 1:
+                raise InputError(f"--tokens {name}={value!r}: must be a positive integer")
+
+
+@dataclass
+class EncoderReport:
+    """Per-encoder counts of one run."""
+
+    spec_fingerprint: str = ""
+    extracted: int = 0
+    up_to_date: int = 0
+    not_applicable: int = 0
+    failed: int = 0
+
+
+@dataclass
+class ExtractReport:
+    """What an extraction run did (the CLI prints it as the summary)."""
+
+    clips: int = 0
+    decoded: int = 0
+    decode_errors: int = 0
+    encoders: dict[str, EncoderReport] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    device: str = "cpu"
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.decoded / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary."""
+        return {
+            "clips": self.clips,
+            "decoded": self.decoded,
+            "decode_errors": self.decode_errors,
+            "encoders": {k: vars(v) for k, v in self.encoders.items()},
+            "errors": [{k: v for k, v in e.items() if k != "at"} for e in self.errors[:20]],
+            "seconds": round(self.seconds, 3),
+            "clips_per_s": round(self.clips_per_s, 2),
+            "device": self.device,
+        }
+
+
+# --------------------------------------------------------------------------- jobs
+@dataclass
+class Job:
+    """One clip to prepare: which streams to decode and which inputs to compute."""
+
+    clip_id: str
+    uri: str | None
+    subtitle: str | None
+    needs: tuple  # of Need
+    todo: tuple[str, ...]  # encoder names to run on this clip
+
+    @property
+    def decode_audio(self) -> bool:
+        return any(n.modality == "audio" for n in self.needs)
+
+    @property
+    def decode_video(self) -> bool:
+        return any(n.modality == "video" for n in self.needs)
+
+
+def need_key(need) -> str:
+    return f"{need.kind}:{need.size}:{need.frames}"
+
+
+def prepare_clip(job: Job, media: MediaConfig) -> dict[str, Any]:
+    """Decode a clip once and compute every input its encoders need (runs in a worker).
+
+    Returns:
+        ``{"clip_id", "uri", "todo", "inputs": {need_key: array|str}, "peak_frame",
+        "face_ratio", "error"}``; ``error`` is a message when decoding failed.
+    """
+    result: dict[str, Any] = {"clip_id": job.clip_id, "uri": job.uri, "todo": job.todo,
+                              "inputs": {}, "peak_frame": None, "face_ratio": None, "error": None}
+    decoded = DecodedClip()
+    if job.decode_audio or job.decode_video:
+        try:
+            decoded = decode_clip(job.uri, audio=job.decode_audio, video=job.decode_video, config=media)
+        except MediaError as exc:
+            result["error"] = str(exc)
+            return result
+        except (OSError, ValueError) as exc:
+            result["error"] = f"cannot read media ({exc})"
+            return result
+    visual = None
+    if decoded.frames is not None:
+        visual = _Visual(decoded)
+        result["peak_frame"] = int(decoded.frame_indices[visual.peak])
+        result["face_ratio"] = visual.track.face_ratio
+    for need in job.needs:
+        key = need_key(need)
+        if need.kind == "audio":
+            result["inputs"][key] = decoded.audio
+        elif need.kind == "subtitle":
+            result["inputs"][key] = job.subtitle
+        elif need.kind == "peak_face":
+            result["inputs"][key] = visual.peak_face(need.size)
+        elif need.kind == "face_clip":
+            result["inputs"][key] = visual.face_clip(need.frames, need.size)
+        elif need.kind == "peak_image":
+            result["inputs"][key] = visual.peak_image(need.size)
+        else:  # pragma: no cover - registry invariant
+            raise AssertionError(f"unknown input kind {need.kind}")
+    return result
+
+
+class _Visual:
+    """Faces and the peak frame of one decoded clip (computed once for all encoders)."""
+
+    def __init__(self, decoded: DecodedClip):
+        from .faces import crop, track_faces
+        from .peak import peak_index
+
+        self.frames = decoded.frames  # (F, H, W, 3)
+        self.track = track_faces(self.frames)
+        faces = np.stack([crop(f, b, 96) for f, b in zip(self.frames, self.track.boxes)])  # (F, 96, 96, 3)
+        self.peak = peak_index(faces)  # every frame competes: its box is a detected face's
+
+    def peak_face(self, size: int) -> np.ndarray:
+        from .faces import crop
+
+        return crop(self.frames[self.peak], self.track.boxes[self.peak], size)  # (S, S, 3)
+
+    def face_clip(self, n: int, size: int) -> np.ndarray:
+        from .faces import crop
+
+        idx = np.linspace(0, len(self.frames) - 1, n).round().astype(int)
+        return np.stack([crop(self.frames[i], self.track.boxes[i], size) for i in idx])  # (n, S, S, 3)
+
+    def peak_image(self, size: int) -> np.ndarray:
+        import cv2
+
+        frame = self.frames[self.peak]
+        h, w = frame.shape[:2]
+        scale = size / min(h, w)
+        resized = cv2.resize(frame, (max(size, round(w * scale)), max(size, round(h * scale))),
+                             interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        h2, w2 = resized.shape[:2]
+        y0, x0 = (h2 - size) // 2, (w2 - size) // 2
+        return np.ascontiguousarray(resized[y0 : y0 + size, x0 : x0 + size])  # (S, S, 3)
+
+
+class _PrepareDataset:
+    """Map-style dataset over jobs; each item is one prepared clip (picklable for spawn)."""
+
+    def __init__(self, jobs: list[Job], media: MediaConfig):
+        self.jobs, self.media = jobs, media
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return prepare_clip(self.jobs[i], self.media)
+
+
+def _identity(item):
+    return item
+
+
+def _worker_init(_worker_id: int) -> None:
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def prepared(jobs: list[Job], media: MediaConfig, workers: int,
+             prefetch: int = 32) -> Iterator[dict[str, Any]]:
+    """Prepared clips in job order; decoding runs in ``workers`` spawned processes.
+
+    ``prefetch`` clips (in all) are decoded ahead, so workers keep going while the main
+    process encodes a batch (set it to about twice the batch size).
+    """
+    if workers == 0 or len(jobs) == 0:
+        for job in jobs:
+            yield prepare_clip(job, media)
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        _PrepareDataset(jobs, media), batch_size=None, shuffle=False,
+        num_workers=min(workers, len(jobs)), multiprocessing_context="spawn",
+        collate_fn=_identity, worker_init_fn=_worker_init,
+        prefetch_factor=max(2, -(-prefetch // max(1, min(workers, len(jobs))))),
+    )
+    yield from loader
+
+
+# ----------------------------------------------------------------------- encoders
+def load_encoders(refs: Iterable[str], device: str, tokens: dict[str, int] | None = None) -> list:
+    """Build every encoder (before any clip is decoded, so bad weights fail first)."""
+    from .registry import build_encoder, parse_ref
+
+    tokens = tokens or {}
+    seen: dict[str, str] = {}
+    refs = [r.strip() for r in refs if r.strip()]
+    for ref in refs:
+        name, _ = parse_ref(ref)
+        if name in seen:
+            raise InputError(f"--encoders names {name!r} twice ({seen[name]}, {ref}): keep one")
+        seen[name] = ref
+    for name in tokens:
+        if name not in seen:
+            raise InputError(f"--tokens {name}=...: {name!r} is not among --encoders")
+    encoders = []
+    for ref in refs:
+        name, _ = parse_ref(ref)
+        options = {"tokens": tokens[name]} if name in tokens else None
+        encoders.append(build_encoder(ref, device=device, options=options))
+    return encoders
+
+
+def _applies(encoder, row: dict[str, Any]) -> bool:
+    if encoder.modality == "text":
+        return bool((row.get("subtitle") or "").strip())
+    if row.get("has_media") is False:
+        return False
+    return bool(row.get(f"has_{encoder.modality}"))
+
+
+# ------------------------------------------------------------------------ extract
+def extract(
+    store: Store,
+    encoders: list[str] | str,
+    *,
+    where: str | None = None,
+    device: str = "auto",
+    batch_size: int = 16,
+    workers: int = 2,
+    dtype: str = "float16",
+    tokens: dict[str, int] | None = None,
+    progress: bool = True,
+    media: MediaConfig | None = None,
+) -> ExtractReport:
+    """Extract features of every clip (matching ``where``) with every encoder in ``encoders``.
+
+    Args:
+        store: the store (must hold clips).
+        encoders: references ``NAME[:WEIGHTS]`` (list or comma-separated string).
+        where: SQL filter on clip columns.
+        device: ``auto`` | ``cpu`` | ``cuda``.
+        batch_size: clips per encoder batch and per commit.
+        workers: decoding processes (spawn); 0 decodes in the main process.
+        dtype: stored float type, ``float16`` or ``float32``.
+        tokens: token counts per encoder, e.g. ``{"eva": 64, "hubert": 32}``.
+        progress: show a progress bar.
+        media: decoding settings (part of every spec).
+
+    Returns:
+        An :class:`ExtractReport`.
+
+    Raises:
+        InputError: bad flags, unknown encoders, unavailable weights (before decoding).
+        StoreNotFoundError: the store holds no clips.
+    """
+    from .encoders.base import resolve_device
+
+    started = time.perf_counter()
+    cfg = ExtractConfig(list(encoders) if not isinstance(encoders, str) else encoders, device,
+                        batch_size, workers, dtype, dict(tokens or {}), media or MediaConfig())
+    if not store.exists():
+        raise StoreNotFoundError(f"no clips in {store.uri}: run `emofs ingest PATH --store {store.uri}` first")
+    dev = resolve_device(cfg.device)
+    loaded = load_encoders(cfg.encoders, dev, cfg.tokens)
+    report = ExtractReport(device=dev)
+    specs = {e.name: _full_spec(e, cfg) for e in loaded}
+    fingerprints = {n: spec_fingerprint(s) for n, s in specs.items()}
+
+    columns = ["clip_id", "uri", "has_audio", "has_video", "has_media", "subtitle"]
+    rows = store.clips(where=where, columns=columns).to_dicts()
+    report.clips = len(rows)
+    todo: dict[str, list[str]] = {r["clip_id"]: [] for r in rows}
+    for enc in loaded:
+        rep = report.encoders[enc.name] = EncoderReport(spec_fingerprint=fingerprints[enc.name])
+        done = up_to_date_clip_ids(store, enc.name, fingerprints[enc.name])
+        for row in rows:
+            if not _applies(enc, row):
+                rep.not_applicable += 1
+            elif row["clip_id"] in done:
+                rep.up_to_date += 1
+            else:
+                todo[row["clip_id"]].append(enc.name)
+    by_name = {e.name: e for e in loaded}
+    jobs = []
+    for row in rows:
+        names = tuple(todo[row["clip_id"]])
+        if names:
+            needs = tuple(dict.fromkeys(by_name[n].need for n in names))
+            jobs.append(Job(row["clip_id"], row["uri"], row.get("subtitle"), needs, names))
+
+    writer = _BatchWriter(store, loaded, specs, cfg, report)
+    batch: list[dict[str, Any]] = []
+    with progress_bar(len(jobs), "extracting", enabled=progress) as advance:
+        for item in prepared(jobs, cfg.media, cfg.workers, prefetch=2 * cfg.batch_size):
+            batch.append(item)
+            if len(batch) >= cfg.batch_size:
+                writer.flush(batch)
+                advance(len(batch))
+                batch = []
+        if batch:
+            writer.flush(batch)
+            advance(len(batch))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _full_spec(encoder, cfg: ExtractConfig) -> dict[str, Any]:
+    spec = encoder.spec(cfg.dtype)
+    if encoder.modality != "text":
+        spec["media"] = cfg.media.as_dict()
+    if encoder.modality == "video":
+        from .faces import CASCADE, DETECT_SIDE, MAX_DETECT
+        from .peak import PEAK_METHOD
+
+        spec["faces"] = {"detector": f"opencv haar {CASCADE}", "detect_side": DETECT_SIDE,
+                         "detect_frames": MAX_DETECT, "margin": 0.25,
+                         "fallback": "nearest detected box, else centre crop"}
+        spec["peak_frame"] = PEAK_METHOD
+    return spec
+
+
+class _BatchWriter:
+    """Runs every encoder over one batch of prepared clips and commits the results."""
+
+    def __init__(self, store: Store, encoders: list, specs: dict, cfg: ExtractConfig,
+                 report: ExtractReport):
+        self.store, self.encoders, self.specs, self.cfg, self.report = store, encoders, specs, cfg, report
+
+    def flush(self, batch: list[dict[str, Any]]) -> None:
+        now = datetime.now(timezone.utc)
+        errors: list[dict[str, Any]] = []
+        ok = []
+        for item in batch:
+            if item["error"] is not None:
+                self.report.decode_errors += 1
+                errors.append({"clip_id": item["clip_id"], "uri": item["uri"] or item["clip_id"],
+                               "stage": "decode", "encoder": None, "message": item["error"], "at": now})
+                for name in item["todo"]:
+                    self.report.encoders[name].failed += 1
+            else:
+                ok.append(item)
+        self.report.decoded += len(ok)
+        for enc in self.encoders:
+            items = [it for it in ok if enc.name in it["todo"]]
+            if items:
+                self._encode(enc, items, errors, now)
+        clip_rows = [it for it in ok if it["peak_frame"] is not None]
+        if clip_rows:
+            self.store.upsert_clips(pa.table({
+                "clip_id": pa.array([it["clip_id"] for it in clip_rows], pa.string()),
+                "peak_frame": pa.array([it["peak_frame"] for it in clip_rows], pa.int32()),
+                "face_ratio": pa.array([it["face_ratio"] for it in clip_rows], pa.float32()),
+            }))
+        decoded_uris = [it["uri"] for it in ok if it["uri"]]
+        if decoded_uris:
+            self.store.clear_errors("decode", decoded_uris)
+        if errors:
+            self.store.record_errors(errors)
+            self.report.errors.extend(errors)
+            for err in errors:
+                warn(f"{err['stage']} failed for {err['clip_id']}"
+                     f"{' (' + err['encoder'] + ')' if err['encoder'] else ''}: {err['message']}")
+
+    def _encode(self, enc, items, errors, now) -> None:
+        from .encoders.base import Encoded
+
+        key = need_key(enc.need)
+        inputs = [it["inputs"][key] for it in items]
+        try:
+            outputs: list[Encoded | BaseException] = list(enc.encode(inputs))
+        except Exception:  # noqa: BLE001 - isolate the clip that crashes the encoder
+            outputs = []
+            for x in inputs:
+                try:
+                    outputs.append(enc.encode([x])[0])
+                except Exception as exc:  # noqa: BLE001
+                    outputs.append(exc)
+        good_ids, vectors, tokens, uris = [], [], [], []
+        rep = self.report.encoders[enc.name]
+        for it, out in zip(items, outputs):
+            if isinstance(out, BaseException) or not np.isfinite(out.vector).all() or (
+                    out.tokens is not None and not np.isfinite(out.tokens).all()):
+                message = (f"{type(out).__name__}: {str(out).splitlines()[0] if str(out) else ''}"
+                           if isinstance(out, BaseException) else "encoder output holds NaN or inf")
+                errors.append({"clip_id": it["clip_id"], "uri": it["uri"] or it["clip_id"],
+                               "stage": "encode", "encoder": enc.name, "message": message[:500],
+                               "at": now})
+                rep.failed += 1
+                continue
+            good_ids.append(it["clip_id"])
+            vectors.append(out.vector)
+            tokens.append(out.tokens)
+            uris.append(it["uri"] or it["clip_id"])
+        if not good_ids:
+            return
+        has_tokens = enc.token_dim is not None
+        write_features(self.store, enc.name, good_ids, np.stack(vectors), self.specs[enc.name],
+                       dtype=self.cfg.dtype, tokens=tokens if has_tokens else None)
+        self.store.clear_errors("encode", uris, encoder=enc.name)
+        rep.extracted += len(good_ids)
+
+
+# ------------------------------------------------------------------- one new file
+def extract_file(
+    path: str | Path,
+    feature_sets: list[str],
+    store: Store,
+    *,
+    add: bool = False,
+    device: str = "auto",
+    subtitle: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Features of one media file, with the same specs as the store's feature sets.
+
+    Each encoder is rebuilt from its stored spec (reference, token options, dtype). With
+    ``add=True`` the file is ingested into the store and its features are stored too.
+
+    Args:
+        path: a media file.
+        feature_sets: names of existing feature sets (e.g. ``["hubert", "eva"]``).
+        store: the store whose specs to follow.
+        add: also ingest the file and upsert its feature rows.
+        device: ``auto`` | ``cpu`` | ``cuda``.
+        subtitle: text for the ``text`` encoder (a new file has none otherwise).
+
+    Returns:
+        ``{name: {"vector": (D,) float32, "tokens": (T, Dt) float32 or None}}`` for every set
+        that applies to the file's modality (the others are left out with a warning).
+
+    Raises:
+        StoreError: a feature set does not exist. InputError: unreadable file, or the
+        encoder rebuilt from the spec no longer matches it (weights changed).
+    """
+    from .encoders.base import resolve_device
+    from .probe import ProbeError, probe
+
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise InputError(f"{path} is not a file: pass a media file")
+    specs = {}
+    for name in feature_sets:
+        spec = feature_spec(store, name)
+        if spec is None:
+            available = ", ".join(store.feature_sets()) or "none"
+            raise StoreError(f"no feature set {name!r} in {store.uri} (available: {available}): "
+                             f"run `emofs extract --encoders {name}` first")
+        if "ref" not in spec:
+            raise StoreError(f"feature set {name!r} was not written by `emofs extract` (no encoder "
+                             "reference in its spec): re-extract it")
+        specs[name] = spec
+    dev = resolve_device(device)
+    if add:
+        return _extract_added(path, specs, store, dev, subtitle)
+
+    try:
+        facts = probe(path)
+    except ProbeError as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    row = {"has_audio": facts["has_audio"], "has_video": facts["has_video"], "has_media": True,
+           "subtitle": subtitle}
+    encoders, media = _rebuild(specs, dev)
+    applicable = [e for e in encoders if _applies(e, row)]
+    for e in encoders:
+        if e not in applicable:
+            warn(f"feature set {e.name!r} does not apply to {path.name} ({facts['modality']}"
+                 f"{', no subtitle' if e.modality == 'text' else ''}); left out")
+    if not applicable:
+        return {}
+    needs = tuple(dict.fromkeys(e.need for e in applicable))
+    item = prepare_clip(Job(str(path), str(path), subtitle, needs, tuple(e.name for e in applicable)), media)
+    if item["error"]:
+        raise InputError(f"cannot decode {path}: {item['error']}")
+    out = {}
+    for enc in applicable:
+        encoded = enc.encode([item["inputs"][need_key(enc.need)]])[0]
+        np_dtype = np.float16 if specs[enc.name]["dtype"] == "float16" else np.float32
+        out[enc.name] = {
+            "vector": encoded.vector.astype(np_dtype).astype(np.float32),
+            "tokens": None if encoded.tokens is None else encoded.tokens.astype(np_dtype).astype(np.float32),
+        }
+    return out
+
+
+def _rebuild(specs: dict[str, dict], device: str):
+    """Encoders rebuilt from stored specs (checked against them) + the media config."""
+    media_cfgs = {json_key(s.get("media")) for s in specs.values() if s.get("media")}
+    if len(media_cfgs) > 1:
+        raise InputError("the feature sets were decoded with different media settings: "
+                         "extract them one at a time")
+    media = next((MediaConfig(**s["media"]) for s in specs.values() if s.get("media")), MediaConfig())
+    cfg = ExtractConfig([s["ref"] for s in specs.values()], device, dtype="float32", media=media)
+    encoders = []
+    for name, spec in specs.items():
+        tokens = {name: spec["options"]["tokens"]} if (spec.get("options") or {}).get("tokens") else None
+        enc = load_encoders([spec["ref"]], device, tokens)[0]
+        cfg.dtype = spec.get("dtype", "float16")
+        rebuilt = _full_spec(enc, cfg)
+        if spec_fingerprint(rebuilt) != spec_fingerprint(spec):
+            changed = sorted(k for k in set(rebuilt) | set(spec) if rebuilt.get(k) != spec.get(k))
+            raise InputError(
+                f"encoder {spec['ref']} no longer matches feature set {name!r} (changed: "
+                f"{', '.join(changed)}): re-run `emofs extract --encoders {spec['ref']}` first"
+            )
+        encoders.append(enc)
+    return encoders, media
+
+
+def json_key(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _extract_added(path: Path, specs: dict[str, dict], store: Store, device: str,
+                   subtitle: str | None) -> dict[str, dict[str, Any]]:
+    from .ingest import ingest
+
+    ingest([path], store, progress=False)
+    clip = store.clips(where=f"uri = {sql_quote(str(path))}", columns=["clip_id", "subtitle"])
+    if clip.height != 1:
+        raise InputError(f"cannot ingest {path}: see `emofs errors --where \"stage = 'ingest'\"`")
+    clip_id = clip["clip_id"][0]
+    if subtitle is not None and clip["subtitle"][0] != subtitle:
+        store.upsert_clips(pa.table({"clip_id": [clip_id], "subtitle": [subtitle]}))
+    by_dtype: dict[str, list[str]] = {}
+    for name, spec in specs.items():
+        by_dtype.setdefault(spec.get("dtype", "float16"), []).append(name)
+    for dtype, names in by_dtype.items():
+        tokens = {n: specs[n]["options"]["tokens"] for n in names
+                  if (specs[n].get("options") or {}).get("tokens")}
+        media = next((MediaConfig(**specs[n]["media"]) for n in names if specs[n].get("media")), None)
+        extract(store, [specs[n]["ref"] for n in names], where=f"clip_id = {sql_quote(clip_id)}",
+                device=device, workers=0, dtype=dtype, tokens=tokens, progress=False, media=media)
+    out = {}
+    for name in specs:
+        table = store.table(features_name(name), where=f"clip_id = {sql_quote(clip_id)}")
+        if table is None or table.num_rows == 0:
+            warn(f"feature set {name!r} does not apply to {path.name}; left out")
+            continue
+        row = table.slice(0, 1)
+        vector = np.asarray(row.column("vector")[0].as_py(), np.float32)
+        tokens = None
+        if "tokens" in row.column_names and row.column("tokens")[0].is_valid:
+            tokens = np.asarray(row.column("tokens")[0].as_py(), np.float32)
+        out[name] = {"vector": vector, "tokens": tokens}
+    return out

@@ -1,0 +1,131 @@
+"""The encoder registry: ``NAME[:WEIGHTS]`` -> a loaded, frozen encoder.
+
+WEIGHTS is a registered tag (``hubert:tiny``), a local directory (``hubert:/models/hubert``)
+or a hub id (``hubert:facebook/hubert-large-ls960-ft``); without it the family's default tag
+is used. Unknown names fail listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from featurestore.errors import InputError
+
+__all__ = ["ENCODERS", "register", "parse_ref", "resolve_weights", "build_encoder",
+           "encoder_table", "encoder_class"]
+
+#: name -> Encoder subclass (filled when ``extractors.encoders`` is imported).
+ENCODERS: dict[str, type] = {}
+
+
+def register(cls):
+    """Class decorator adding an encoder family to the registry."""
+    if cls.name in ENCODERS:
+        raise ValueError(f"encoder {cls.name!r} registered twice")
+    if cls.default_tag not in cls.tags:
+        raise ValueError(f"{cls.name}: default tag {cls.default_tag!r} is not in its tags")
+    ENCODERS[cls.name] = cls
+    return cls
+
+
+def _load_families() -> None:
+    import extractors.encoders  # noqa: F401  (registers every family)
+
+
+def encoder_class(name: str):
+    """The Encoder subclass registered as ``name``.
+
+    Raises:
+        InputError: unknown name (lists the valid ones).
+    """
+    _load_families()
+    if name not in ENCODERS:
+        raise InputError(
+            f"unknown encoder {name!r}: valid encoders are {', '.join(sorted(ENCODERS))} "
+            "(see `emofs encoders`)"
+        )
+    return ENCODERS[name]
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """Split ``NAME[:WEIGHTS]`` (WEIGHTS may itself hold ':' or '/')."""
+    ref = ref.strip()
+    if not ref:
+        raise InputError("empty encoder reference in --encoders: use e.g. hubert,mae:tiny")
+    name, _, weights = ref.partition(":")
+    return name.strip(), (weights.strip() or None)
+
+
+def resolve_weights(cls, weights: str | None):
+    """Turn the WEIGHTS part of a reference into a :class:`Weights`."""
+    from .encoders.base import Weights
+
+    weights = weights or cls.default_tag
+    if weights in cls.tags:
+        location = cls.tags[weights].weights
+        source = {"tiny": "tiny", "bundled": "bundled", "none": "none"}.get(location, "hub")
+        return Weights(source, "" if source in ("tiny", "none") else location, weights)
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        return Weights("local", str(path.resolve()))
+    if weights.startswith((".", "/", "~")) or os.sep in weights and path.parent.exists() and not path.exists():
+        raise InputError(
+            f"{cls.name} weights directory {weights!r} does not exist: pass an existing "
+            f"directory, a hub id, or a tag ({', '.join(cls.tags)})"
+        )
+    if cls.tags[cls.default_tag].weights in ("none", "bundled") and "/" not in weights:
+        raise InputError(f"unknown {cls.name} tag {weights!r}: valid tags are {', '.join(cls.tags)}")
+    return Weights("hub", weights)
+
+
+def build_encoder(ref: str, *, device: str = "cpu", options: dict[str, Any] | None = None):
+    """Load the encoder named by ``ref`` on ``device``.
+
+    Args:
+        ref: ``NAME[:WEIGHTS]``.
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (already resolved).
+        options: encoder options, e.g. ``{"tokens": 64}`` for ``hubert`` / ``eva``.
+
+    Raises:
+        InputError: unknown name or tag, or weights that are neither local nor reachable.
+    """
+    name, weights = parse_ref(ref)
+    cls = encoder_class(name)
+    return cls(resolve_weights(cls, weights), device=device, options=options)
+
+
+def _tag_available(tag) -> bool:
+    if tag.weights in ("tiny", "none"):
+        return True
+    if tag.weights == "bundled":
+        from .encoders.text import bundled_model_dir
+
+        return bundled_model_dir() is not None
+    from .encoders.base import hub_cache
+
+    repo = tag.weights if "/" in tag.weights else f"timm/{tag.weights}"
+    return hub_cache(repo).cached_dir is not None
+
+
+def encoder_table() -> list[dict[str, Any]]:
+    """One row per (encoder, tag): modality, input, dim, weights, available locally."""
+    _load_families()
+    rows = []
+    for name in sorted(ENCODERS):
+        cls = ENCODERS[name]
+        for tag_name, tag in cls.tags.items():
+            rows.append({
+                "encoder": name,
+                "tag": tag_name,
+                "default": tag_name == cls.default_tag,
+                "modality": cls.modality,
+                "input": cls.input_description,
+                "dim": tag.dim,
+                "token_dim": tag.token_dim,
+                "weights": tag.weights,
+                "available": _tag_available(tag),
+                "note": tag.note,
+            })
+    return rows

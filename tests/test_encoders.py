@@ -1,0 +1,205 @@
+"""Encoder registry, media decoding, faces and peak frame."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from extractors.encoders.base import Need
+from extractors.registry import ENCODERS, build_encoder, encoder_class, encoder_table
+from featurestore.errors import InputError
+
+ALL = sorted(ENCODERS) if ENCODERS else ["egemaps", "eva", "hubert", "mae", "text", "videomae"]
+# Every family at its offline tag: `tiny` where the family has one, else its default.
+OFFLINE_REFS = [f"{n}:tiny" for n in ALL if n != "egemaps"] + ["egemaps"]
+
+
+def _inputs(need: Need, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    if need.kind == "audio":
+        t = np.arange(16000 * 2) / 16000
+        wave = 0.3 * np.sin(2 * np.pi * (150 + 50 * seed) * t) + 0.01 * rng.standard_normal(t.size)
+        return [wave.astype(np.float32), wave[:12000].astype(np.float32)]
+    if need.kind == "subtitle":
+        return ["I can't believe you did that!", "the weather is mild today"]
+    if need.kind == "face_clip":
+        return [rng.integers(0, 256, (need.frames, 224, 224, 3), dtype=np.uint8) for _ in range(2)]
+    return [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(2)]
+
+
+@pytest.fixture(scope="module")
+def built():
+    cache = {}
+
+    def get(ref, **options):
+        key = (ref, tuple(sorted(options.items())))
+        if key not in cache:
+            cache[key] = build_encoder(ref, device="cpu", options=options or None)
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize("ref", OFFLINE_REFS)
+def test_offline_encoder_dim_finite_deterministic(ref, built):
+    enc = built(ref)
+    name, _, tag = ref.partition(":")
+    declared = encoder_class(name).tags[tag or encoder_class(name).default_tag]
+    assert enc.dim == declared.dim
+    assert enc.token_dim == declared.token_dim
+    inputs = _inputs(enc.need)
+    first = enc.encode(inputs)
+    again = build_encoder(ref).encode(inputs)  # a fresh build: same seed, same weights
+    assert len(first) == 2
+    for a, b in zip(first, again):
+        assert a.vector.shape == (enc.dim,)
+        assert np.isfinite(a.vector).all()
+        np.testing.assert_allclose(a.vector, b.vector, rtol=1e-4, atol=1e-5)
+        if enc.token_dim:
+            assert a.tokens.ndim == 2 and a.tokens.shape[1] == enc.token_dim
+            assert np.isfinite(a.tokens).all()
+            np.testing.assert_allclose(a.tokens, b.tokens, rtol=1e-4, atol=1e-5)
+    # different inputs give different vectors (the model is not constant)
+    assert not np.allclose(first[0].vector, first[1].vector)
+    spec = enc.spec("float16")
+    assert spec["dim"] == enc.dim and spec["ref"] == enc.ref and spec["dtype"] == "float16"
+
+
+def test_token_layouts(built):
+    hub = built("hubert:tiny")
+    out = hub.encode(_inputs(hub.need))
+    assert out[0].tokens.shape == (64, 32)  # 2 s -> 99 frames pooled to 64
+    hub4 = built("hubert:tiny", tokens=4)
+    assert hub4.encode(_inputs(hub.need))[0].tokens.shape == (4, 32)
+    eva = built("eva:tiny")
+    assert eva.encode(_inputs(eva.need))[0].tokens.shape == (256, 64)
+    eva16 = built("eva:tiny", tokens=16)
+    assert eva16.encode(_inputs(eva.need))[0].tokens.shape == (16, 64)
+    vid = built("videomae:tiny")
+    assert vid.encode(_inputs(vid.need))[0].tokens.shape == (8, 32)  # 16 frames / tubelet 2
+    with pytest.raises(InputError, match="square"):
+        build_encoder("eva:tiny", options={"tokens": 15})
+    with pytest.raises(InputError, match="no option"):
+        build_encoder("mae:tiny", options={"tokens": 4})
+
+
+@pytest.mark.parametrize("name", ["hubert", "mae", "videomae", "text", "eva"])
+def test_saved_tiny_loads_by_path(name, tmp_path, built):
+    tiny = built(f"{name}:tiny")
+    target = tmp_path / name
+    if name == "eva":
+        from extractors.encoders.eva import save_tiny
+
+        save_tiny(target)
+    else:
+        tiny.model.save_pretrained(target)
+        if name == "text":
+            tiny.tokenizer.save_pretrained(target)
+    loaded = build_encoder(f"{name}:{target}")
+    assert loaded.weights.source == "local"
+    assert loaded.spec("float32")["sha256"]
+    inputs = _inputs(tiny.need)
+    for a, b in zip(tiny.encode(inputs), loaded.encode(inputs)):
+        np.testing.assert_allclose(a.vector, b.vector, rtol=1e-4, atol=1e-5)
+
+
+def test_egemaps_on_real_wav(media_samples):
+    from extractors.media import decode_audio
+
+    wave = decode_audio(media_samples["wav"])
+    out = build_encoder("egemaps").encode([wave])[0].vector
+    assert out.shape == (88,)
+    assert np.isfinite(out).all() and np.abs(out).sum() > 0
+
+
+def test_text_minilm_is_semantic(built):
+    enc = built("text")
+    assert enc.dim == 384
+    a, b, c = (o.vector for o in enc.encode(
+        ["I am furious with you", "I am very angry at you", "the train leaves at noon"]))
+    assert abs(np.linalg.norm(a) - 1) < 1e-4
+    assert a @ b > a @ c + 0.2
+
+
+def test_unavailable_weights_fail_with_ways_out(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError) as err:
+        build_encoder("hubert:nobody/no-such-hubert")
+    assert "nobody/no-such-hubert" in str(err.value) and "hubert:tiny" in str(err.value)
+    with pytest.raises(InputError, match="eva:tiny"):
+        build_encoder("eva")
+    with pytest.raises(InputError, match="valid encoders are"):
+        build_encoder("wav2vec")
+    with pytest.raises(InputError, match="does not exist"):
+        build_encoder("mae:./no/such/dir")
+
+
+def test_encoder_table_and_cli():
+    rows = encoder_table()
+    names = {r["encoder"] for r in rows}
+    assert {"hubert", "mae", "videomae", "eva", "egemaps", "text"} <= names
+    tiny = [r for r in rows if r["tag"] == "tiny"]
+    assert tiny and all(r["available"] for r in tiny)
+    result = CliRunner().invoke(app, ["encoders", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    assert {(r["encoder"], r["tag"]) for r in listed} == {(r["encoder"], r["tag"]) for r in rows}
+
+
+# ---------------------------------------------------------------- media, faces, peak
+def test_decode_audio_resamples_to_16k(shared_data):
+    from extractors.media import decode_clip
+    from extractors.probe import probe
+
+    wav48 = next((shared_data / "ravdess_actor05" / "wav").glob("*.wav"))
+    flv = next((shared_data / "crema_d").glob("*.flv"))
+    for path in (wav48, flv):
+        clip = decode_clip(path, audio=True, video=False)
+        duration = probe(path)["duration_s"]
+        assert clip.audio.dtype == np.float32 and clip.audio.ndim == 1
+        assert abs(len(clip.audio) / 16000 - duration) < 0.15
+        assert np.abs(clip.audio).max() > 0.01
+
+
+def test_video_sampling_is_bounded(shared_data):
+    from extractors.media import MediaConfig, decode_clip
+
+    av_clip = next((shared_data / "ravdess_actor05" / "av").glob("*.mp4"))
+    clip = decode_clip(av_clip, audio=True, video=True, config=MediaConfig(video_fps=4, max_frames=6, max_side=320))
+    assert clip.frames.shape[0] <= 6 and max(clip.frames.shape[1:3]) <= 320
+    assert np.all(np.diff(clip.frame_indices) > 0)
+    assert clip.audio is not None
+
+
+def test_faces_found_and_centre_fallback(media_samples):
+    from extractors.faces import centre_square, crop, track_faces
+    from extractors.media import decode_clip
+
+    frames = decode_clip(media_samples["flv"], audio=False, video=True).frames
+    track = track_faces(frames[:8])
+    assert track.face_ratio > 0.5 and not track.fallback
+    face = crop(frames[0], track.boxes[0], 224)
+    assert face.shape == (224, 224, 3)
+    blank = np.full((3, 120, 160, 3), 128, np.uint8)
+    empty = track_faces(blank)
+    assert empty.fallback and empty.face_ratio == 0.0
+    assert tuple(empty.boxes[0]) == centre_square(120, 160) == (20, 0, 120, 120)
+
+
+def test_peak_picks_the_most_deviating_face():
+    from extractors.peak import peak_index
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(60, 200, (64, 64, 3), dtype=np.uint8)
+    crops = np.stack([base] * 7).astype(np.int16)
+    crops += rng.integers(-3, 4, crops.shape).astype(np.int16)
+    crops[4, 40:56, 16:48] = 0  # an "open mouth" in one frame
+    crops = np.clip(crops, 0, 255).astype(np.uint8)
+    assert peak_index(crops) == 4
+    detected = np.array([True] * 7)
+    detected[4] = False  # frames without a detected face do not compete
+    assert peak_index(crops, detected) != 4

@@ -1,0 +1,267 @@
+"""`emofs extract`: decode once, batched encoders, resumable, errors recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from conftest import REPO, SHARED_LABELS, copy_to
+from extractors import extract, extract_file, ingest
+from featurestore import Store
+from featurestore.errors import InputError, StoreError
+from featurestore.features import feature_spec, features_name, read_features
+
+TINY = ["hubert:tiny", "mae:tiny", "videomae:tiny", "eva:tiny", "egemaps"]
+
+
+def _small_folder(shared_data: Path, dst: Path) -> Path:
+    """2 audio+video flv, 1 audio+video mp4, 2 wav (audio only), 2 face-crop avi (video only)."""
+    crema = shared_data / "crema_d"
+    picks = [*sorted(crema.glob("*.flv"))[:2], sorted((crema / "mp4").glob("*.mp4"))[0],
+             *sorted((shared_data / "ravdess_actor05" / "wav").glob("*.wav"))[:2],
+             *sorted((shared_data / "ravdess_actor05" / "facecrop").glob("*.avi"))[:2]]
+    for i, src in enumerate(picks):
+        copy_to(src, dst / f"{i:02d}_{src.name}")
+    return dst
+
+
+def _ids(store: Store, name: str) -> list[str]:
+    return store.table(features_name(name), columns=["clip_id"]).column("clip_id").to_pylist()
+
+
+def _modality_ids(store: Store, modality: str) -> set[str]:
+    clips = store.clips(columns=["clip_id", "has_audio", "has_video"]).to_dicts()
+    return {c["clip_id"] for c in clips if c[f"has_{modality}"]}
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("small")
+    store = Store(root / "store")
+    ingest([_small_folder(shared_data, root / "clips")], store, progress=False)
+    report = extract(store, TINY, workers=0, batch_size=3, progress=False)
+    return store, report
+
+
+def test_extract_writes_one_row_per_applicable_clip(small_store):
+    store, report = small_store
+    audio, video = _modality_ids(store, "audio"), _modality_ids(store, "video")
+    assert len(audio) == 5 and len(video) == 5
+    for name in ("hubert", "egemaps"):
+        assert sorted(_ids(store, name)) == sorted(audio)
+        assert report.encoders[name].not_applicable == 2  # the video-only avi
+    for name in ("mae", "videomae", "eva"):
+        assert sorted(_ids(store, name)) == sorted(video)
+        assert report.encoders[name].not_applicable == 2  # the wav files
+    assert store.errors().height == 0 and report.decode_errors == 0
+    dims = {"hubert": 32, "mae": 32, "videomae": 32, "eva": 64, "egemaps": 88}
+    for name, dim in dims.items():
+        fm = read_features(store, name)
+        assert fm.vectors.shape[1] == dim and np.isfinite(fm.vectors).all()
+        spec = feature_spec(store, name)
+        assert spec["ref"].startswith(name) and spec["dim"] == dim and spec["dtype"] == "float16"
+    tokens = store.table(features_name("eva"), columns=["tokens"]).column("tokens").to_pylist()
+    assert all(len(t) == 256 and len(t[0]) == 64 for t in tokens)
+    rows = store.clips(columns=["clip_id", "has_video", "peak_frame", "face_ratio"]).to_dicts()
+    for row in rows:
+        if row["has_video"]:
+            assert row["peak_frame"] is not None and 0.0 <= row["face_ratio"] <= 1.0
+        else:
+            assert row["peak_frame"] is None
+
+
+def test_rerun_adds_nothing(small_store):
+    store, _ = small_store
+    versions = {n: store.version(features_name(n)) for n in ("hubert", "mae", "eva")}
+    again = extract(store, TINY, workers=0, progress=False)
+    assert again.decoded == 0
+    assert all(e.extracted == 0 for e in again.encoders.values())
+    assert {n: store.version(features_name(n)) for n in versions} == versions
+
+
+def test_extract_file_matches_stored_and_add(small_store, tmp_path):
+    store, _ = small_store
+    row = store.clips(where="modality = 'audio+video'", columns=["clip_id", "uri"]).row(0, named=True)
+    got = extract_file(row["uri"], ["hubert", "eva", "egemaps"], store, device="cpu")
+    stored = read_features(store, "eva", clip_ids=[row["clip_id"]]).vectors[0]
+    np.testing.assert_allclose(got["eva"]["vector"], stored, rtol=1e-2, atol=1e-2)
+    assert got["eva"]["tokens"].shape == (256, 64) and got["egemaps"]["tokens"] is None
+    # a new file, added to the store with its features
+    new = copy_to(Path(row["uri"]), tmp_path / "new_clip.flv")
+    before = store.clips().height
+    added = extract_file(new, ["mae", "hubert"], store, add=True, device="cpu")
+    assert store.clips().height == before + 1
+    new_id = store.clips(where=f"uri = '{new.resolve()}'", columns=["clip_id"])["clip_id"][0]
+    assert new_id in _ids(store, "mae")
+    assert added["mae"]["vector"].shape == (32,)
+    with pytest.raises(StoreError, match="emofs extract"):
+        extract_file(new, ["no_such_set"], store)
+
+
+def test_spec_change_reextracts(tmp_path, shared_data):
+    store = Store(tmp_path / "store")
+    wavs = sorted((shared_data / "crema_d" / "wav16k").glob("*.wav"))[:3]
+    ingest(wavs, store, progress=False)
+    extract(store, ["hubert:tiny"], workers=0, progress=False)
+    old_fp = set(store.table(features_name("hubert"), columns=["fingerprint"]).column(0).to_pylist())
+    report = extract(store, ["hubert:tiny"], workers=0, tokens={"hubert": 4}, progress=False)
+    assert report.encoders["hubert"].extracted == 3
+    table = store.table(features_name("hubert"))
+    assert table.num_rows == 3 and len(set(table.column("clip_id").to_pylist())) == 3
+    new_fp = set(table.column("fingerprint").to_pylist())
+    assert len(new_fp) == 1 and new_fp.isdisjoint(old_fp)
+    assert all(len(t) <= 4 for t in table.column("tokens").to_pylist())
+    assert feature_spec(store, "hubert")["options"] == {"tokens": 4}
+
+
+def test_corrupt_file_in_the_middle(tmp_path, shared_data):
+    folder = tmp_path / "clips"
+    wavs = sorted((shared_data / "crema_d" / "wav16k").glob("*.wav"))[:5]
+    for i, src in enumerate(wavs):
+        copy_to(src, folder / f"{i}.wav")
+    store = Store(tmp_path / "store")
+    ingest([folder], store, progress=False)
+    bad = folder / "2.wav"
+    bad.write_bytes(b"RIFF" + os.urandom(3000))  # corrupted after ingest
+    report = extract(store, ["egemaps"], workers=0, batch_size=2, progress=False)
+    assert report.decode_errors == 1 and report.encoders["egemaps"].extracted == 4
+    errors = store.errors().to_dicts()
+    assert len(errors) == 1 and errors[0]["stage"] == "decode" and errors[0]["clip_id"] == "2.wav"
+    assert sorted(_ids(store, "egemaps")) == ["0.wav", "1.wav", "3.wav", "4.wav"]
+    copy_to(wavs[2], bad)  # fixed: the rerun extracts it and forgets the error
+    extract(store, ["egemaps"], workers=0, progress=False)
+    assert store.errors().height == 0 and len(_ids(store, "egemaps")) == 5
+
+
+def test_encoder_crash_is_recorded_not_fatal(tmp_path, shared_data, monkeypatch):
+    from extractors.encoders.egemaps import EgemapsEncoder
+
+    store = Store(tmp_path / "store")
+    ingest(sorted((shared_data / "crema_d" / "wav16k").glob("*.wav"))[:3], store, progress=False)
+    real = EgemapsEncoder.encode
+    calls = {"n": 0}
+
+    def flaky(self, inputs):
+        calls["n"] += 1
+        if calls["n"] in (1, 3):  # the batch call and the second per-clip retry fail
+            raise RuntimeError("boom")
+        return real(self, inputs)
+
+    monkeypatch.setattr(EgemapsEncoder, "encode", flaky)
+    report = extract(store, ["egemaps"], workers=0, batch_size=3, progress=False)
+    assert report.encoders["egemaps"].failed == 1 and report.encoders["egemaps"].extracted == 2
+    err = store.errors().to_dicts()[0]
+    assert err["stage"] == "encode" and err["encoder"] == "egemaps" and "boom" in err["message"]
+
+
+def test_bad_weights_fail_before_decoding(tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    store = Store(tmp_path / "store")
+    ingest([sorted((shared_data / "crema_d" / "wav16k").glob("*.wav"))[0]], store, progress=False)
+    import extractors.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "prepare_clip", lambda *a: pytest.fail("decoded before loading"))
+    with pytest.raises(InputError, match="hubert:tiny"):
+        extract(store, ["egemaps", "hubert:someone/missing"], workers=0, progress=False)
+    with pytest.raises(InputError, match="--batch-size"):
+        extract(store, ["egemaps"], batch_size=0)
+    with pytest.raises(InputError, match="twice"):
+        extract(store, ["egemaps", "egemaps:v02"])
+    assert store.feature_sets() == []
+
+
+def test_cli_extract_with_spawn_workers(tmp_path, shared_data):
+    store = tmp_path / "store"
+    crema = shared_data / "crema_d"
+    files = [str(p) for p in sorted(crema.glob("*.flv"))[:2] + sorted(crema.glob("*.mp3"))[:2]]
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", *files, "--store", str(store)]).exit_code == 0
+    result = runner.invoke(app, ["extract", "--store", str(store), "--encoders", "egemaps,mae:tiny",
+                                 "--workers", "2", "--batch-size", "2", "--dtype", "float32", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["encoders"]["egemaps"]["extracted"] == 4
+    assert report["encoders"]["mae"]["extracted"] == 2 and report["encoders"]["mae"]["not_applicable"] == 2
+    info = json.loads(runner.invoke(app, ["info", "--store", str(store), "--json"]).stdout)
+    assert info["features"]["mae"]["dtype"] == "float32" and info["features"]["mae"]["rows"] == 2
+    bad = runner.invoke(app, ["extract", "--store", str(store), "--encoders", "egemaps", "--tokens", "x"])
+    assert bad.exit_code == 1 and "--tokens" in bad.output
+
+
+_KILL_SCRIPT = """
+import sys
+from featurestore import Store
+from extractors import extract
+if __name__ == "__main__":
+    extract(Store(sys.argv[1]), ["egemaps"], device="cpu", workers=0, batch_size=2, progress=False)
+"""
+
+
+def test_sigkill_mid_run_then_rerun_completes(tmp_path, shared_data):
+    store = Store(tmp_path / "store")
+    wavs = sorted((shared_data / "ravdess_actor05" / "wav").glob("*.wav"))[:24]
+    ingest(wavs, store, progress=False)
+    script = tmp_path / "run.py"
+    script.write_text(_KILL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, str(script), str(store.uri)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                ds = store.dataset(features_name("egemaps"))
+            except StoreError:  # the first commit is being written
+                ds = None
+            if ds is not None and ds.count_rows() >= 4:
+                break
+            assert proc.poll() is None, "the run finished before it could be killed"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    partial = len(_ids(store, "egemaps"))
+    assert 4 <= partial < 24
+    report = extract(store, ["egemaps"], device="cpu", workers=0, batch_size=8, progress=False)
+    assert report.encoders["egemaps"].up_to_date == partial
+    assert report.encoders["egemaps"].extracted == 24 - partial
+    ids = _ids(store, "egemaps")
+    assert len(ids) == 24 and len(set(ids)) == 24
+
+
+@pytest.mark.slow
+def test_extract_all_shared_clips(tmp_path, shared_data):
+    store = Store(tmp_path / "store")
+    ingest([shared_data], store, labels=SHARED_LABELS, progress=False)
+    report = extract(store, TINY, workers=2, progress=False)
+    assert report.decode_errors == 0
+    for name in ("hubert", "egemaps"):
+        assert sorted(_ids(store, name)) == sorted(_modality_ids(store, "audio"))
+    for name in ("mae", "videomae", "eva"):
+        assert sorted(_ids(store, name)) == sorted(_modality_ids(store, "video"))
+    again = extract(store, TINY, workers=2, progress=False)
+    assert again.decoded == 0
+
+
+def test_text_encoder_uses_subtitles_only(tmp_path, shared_data):
+    import pyarrow as pa
+
+    store = Store(tmp_path / "store")
+    ingest(sorted((shared_data / "crema_d" / "wav16k").glob("*.wav"))[:2], store, progress=False)
+    first = store.clips(columns=["clip_id"])["clip_id"][0]
+    store.upsert_clips(pa.table({"clip_id": [first], "subtitle": ["don't forget a jacket"]}))
+    report = extract(store, ["text:tiny"], device="cpu", workers=0, progress=False)
+    assert report.encoders["text"].extracted == 1 and report.encoders["text"].not_applicable == 1
+    assert report.decoded == 1 and _ids(store, "text") == [first]
