@@ -297,6 +297,18 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
 
+    # ---------------------------------------------------------------- similar
+    def similar(self, query: str, k: int = 10, **kwargs):
+        """Clips most similar to ``query`` (clip_id, stored path or new media file) as a
+        polars DataFrame ``rank, clip_id, path, label, score``.
+
+        Keyword arguments (``index``, ``where``, ``include_self``, ``add``) are those of
+        :func:`featurestore.similar.find_similar`.
+        """
+        from .similar import similar
+
+        return similar(self, query, k=k, **kwargs)
+
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Cast ``table`` to ``schema`` (adding all-null columns it lacks), keep metadata."""

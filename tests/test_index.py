@@ -1,0 +1,312 @@
+"""FAISS indexes and `emofs similar`: kinds, filters, fusion, incremental adds, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from featurestore import InputError, Store
+from featurestore.features import write_features
+from featurestore.index import (
+    DimensionMismatchError,
+    IndexConfig,
+    IndexCorruptError,
+    IndexNotFoundError,
+    build_index,
+    drop_index,
+    list_indexes,
+    load_index,
+    read_manifest,
+)
+from featurestore.similar import find_similar, neighbour_vote
+
+runner = CliRunner()
+LABELS = ["sad", "happy", "angry", "neutral"]
+SPEC_A = {"encoder": "enc_a", "dim": 16, "weights": "test"}
+SPEC_B = {"encoder": "enc_b", "dim": 6, "weights": "test"}
+
+
+def _clustered(n: int, dim: int, seed: int, centres: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(centres, dim)) * 3
+    which = np.arange(n) % centres
+    return (means[which] + rng.normal(size=(n, dim))).astype(np.float32), which
+
+
+def _add_clips(store: Store, start: int, n: int, *, seed: int = 0,
+               encoders: dict[str, tuple[dict, int]] | None = None) -> list[str]:
+    ids = [f"clip{i:05d}.wav" for i in range(start, start + n)]
+    which = np.arange(start, start + n) % len(LABELS)
+    store.upsert_clips(pa.table({
+        "clip_id": ids,
+        "uri": [f"/data/{c}" for c in ids],
+        "rel_path": ids,
+        "label": [LABELS[w] for w in which],
+        "split": ["train" if i % 3 else "test" for i in range(start, start + n)],
+        "has_audio": [True] * n,
+    }))
+    for j, (name, (spec, dim)) in enumerate((encoders or {"enc_a": (SPEC_A, 16)}).items()):
+        vectors, _ = _clustered(n + start, dim, seed=seed + j)
+        write_features(store, name, ids, vectors[start:], spec, dtype="float32")
+    return ids
+
+
+@pytest.fixture()
+def store(tmp_path) -> Store:
+    s = Store(tmp_path / "store")
+    _add_clips(s, 0, 400)
+    return s
+
+
+def _exact_neighbours(store: Store, query: str, k: int, allowed: set[str] | None = None) -> list[str]:
+    from featurestore.features import read_features
+
+    m = read_features(store, "enc_a")
+    x = m.vectors / np.linalg.norm(m.vectors, axis=1, keepdims=True)  # (N, D)
+    q = x[m.clip_ids.index(query)]
+    scores = x @ q
+    order = [m.clip_ids[i] for i in np.argsort(-scores, kind="stable")]
+    order = [c for c in order if c != query and (allowed is None or c in allowed)]
+    return order[:k]
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_self_query_ranks_self_first_only_with_include_self(store, kind):
+    report = build_index(store, IndexConfig(["enc_a"], kind=kind), progress=False)
+    assert (report.kind, report.mode, report.rows, report.dim) == (kind, "created", 400, 16)
+    with_self = store.similar("clip00007.wav", k=5, include_self=True)
+    assert with_self["clip_id"][0] == "clip00007.wav"
+    assert with_self["score"][0] == pytest.approx(1.0, abs=1e-4)
+    assert with_self["rank"].to_list() == [1, 2, 3, 4, 5]
+    default = store.similar("clip00007.wav", k=5)
+    assert "clip00007.wav" not in default["clip_id"].to_list() and default.height == 5
+    scores = default["score"].to_list()
+    assert scores == sorted(scores, reverse=True)
+    exact = _exact_neighbours(store, "clip00007.wav", 5)
+    overlap = len(set(default["clip_id"]) & set(exact))
+    assert overlap == 5 if kind == "flat" else overlap >= 4
+    assert set(default["label"]) <= set(LABELS) and default["path"][0].endswith(".wav")
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+@pytest.mark.parametrize("force_selector", [False, True])
+def test_filter_is_honoured_and_k_returned(store, kind, force_selector, monkeypatch):
+    import featurestore.similar as sim
+
+    if force_selector:  # exercise the FAISS id-selector path instead of the exact subset scan
+        monkeypatch.setattr(sim, "_EXACT_SUBSET_MAX", 0)
+    build_index(store, IndexConfig(["enc_a"], kind=kind), progress=False)
+    # Exact scan: a filter correlated with the neighbourhood (sad clips for an angry query).
+    # Selector path: an uncorrelated filter, where ANN recall must hold.
+    where = "split = 'train'" if force_selector else "label = 'sad' AND split = 'train'"
+    allowed = set(store.clips(where=where)["clip_id"])
+    frame = store.similar("clip00002.wav", k=12, where=where)  # an 'angry' clip
+    assert frame.height == 12 and set(frame["clip_id"]) <= allowed
+    if not force_selector:
+        assert set(frame["label"]) == {"sad"}
+    exact = _exact_neighbours(store, "clip00002.wav", 12, allowed)
+    assert len(set(frame["clip_id"]) & set(exact)) >= (12 if kind == "flat" or not force_selector else 10)
+    # A filter leaving fewer than k rows returns all of them (self excluded).
+    few = "clip_id IN ('clip00001.wav', 'clip00005.wav', 'clip00009.wav', 'clip00002.wav')"
+    frame = store.similar("clip00002.wav", k=10, where=few)
+    assert sorted(frame["clip_id"]) == ["clip00001.wav", "clip00005.wav", "clip00009.wav"]
+
+
+def test_fused_index_across_dims_scores_weighted_mean_cosine(tmp_path):
+    store = Store(tmp_path / "store")
+    _add_clips(store, 0, 120, encoders={"enc_a": (SPEC_A, 16), "enc_b": (SPEC_B, 6)})
+    # A clip with only one encoder is left out of the fused index.
+    store.upsert_clips(pa.table({"clip_id": ["lonely.wav"], "label": ["sad"]}))
+    write_features(store, "enc_a", ["lonely.wav"], np.ones((1, 16), np.float32), SPEC_A, dtype="float32")
+    report = build_index(store, IndexConfig(["enc_a", "enc_b"], [1.0, 0.5], kind="flat"), progress=False)
+    assert (report.name, report.rows, report.dim) == ("enc_a+enc_b", 120, 22)
+    manifest = read_manifest(store, "enc_a+enc_b")
+    assert manifest["fused"] and manifest["weights"] == [1.0, 0.5]
+    assert manifest["feature_sets"]["enc_b"]["dim"] == 6
+
+    from featurestore.features import read_features
+
+    def unit(name):
+        m = read_features(store, name)
+        order = np.argsort(m.clip_ids)
+        x = m.vectors[order]
+        ids = [m.clip_ids[i] for i in order]
+        return ids, x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    ids_a, xa = unit("enc_a")
+    ids_b, xb = unit("enc_b")
+    ia = {c: i for i, c in enumerate(ids_a)}
+    ib = {c: i for i, c in enumerate(ids_b)}
+    frame = store.similar("clip00010.wav", k=5)
+    for cid, score in zip(frame["clip_id"], frame["score"]):
+        expected = (xa[ia[cid]] @ xa[ia["clip00010.wav"]] + 0.5 * (xb[ib[cid]] @ xb[ib["clip00010.wav"]])) / 1.5
+        assert score == pytest.approx(float(expected), abs=1e-4)
+    assert "lonely.wav" not in load_index(store, "enc_a+enc_b").clip_ids
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_new_clips_are_added_incrementally_and_staleness_warned(store, kind, capsys):
+    build_index(store, IndexConfig(["enc_a"], kind=kind), progress=False)
+    new_ids = _add_clips(store, 400, 30)
+    result = find_similar(store, "clip00003.wav", k=3)
+    assert any("30 clips extracted since the build" in n for n in result.notes)
+    assert "emofs index build --encoder enc_a" in capsys.readouterr().err
+    report = build_index(store, IndexConfig(["enc_a"], kind="auto"), progress=False)
+    assert (report.mode, report.kind, report.added, report.rows) == ("added", kind, 30, 430)
+    assert load_index(store, "enc_a").clip_ids[-30:] == new_ids
+    frame = store.similar(new_ids[5], k=3, include_self=True)
+    assert frame["clip_id"][0] == new_ids[5]
+    assert find_similar(store, "clip00003.wav", k=3).notes == []
+    again = build_index(store, IndexConfig(["enc_a"]), progress=False)
+    assert (again.mode, again.added) == ("unchanged", 0)
+
+
+def test_changed_fingerprint_rebuilds_and_says_why(store):
+    build_index(store, IndexConfig(["enc_a"], kind="flat"), progress=False)
+    ids = store.clips()["clip_id"].to_list()
+    vectors, _ = _clustered(len(ids), 16, seed=9)
+    write_features(store, "enc_a", ids, vectors, {**SPEC_A, "weights": "v2"}, dtype="float32")
+    assert "spec of 'enc_a' changed" in list_indexes(store)[0]["status"]
+    report = build_index(store, IndexConfig(["enc_a"]), progress=False)
+    assert report.mode == "rebuilt" and "spec of 'enc_a' changed" in report.reason
+    assert report.rows == 400
+
+
+def test_missing_corrupt_index_and_dim_mismatch_are_clear(store, tmp_path):
+    with pytest.raises(IndexNotFoundError, match="emofs index build --encoder"):
+        store.similar("clip00001.wav")
+    build_index(store, IndexConfig(["enc_a"], kind="hnsw"), progress=False)
+    with pytest.raises(InputError, match="unknown clip 'nope'"):
+        store.similar("nope")
+    faiss_file = tmp_path / "store" / "index" / "enc_a.faiss"
+    good = faiss_file.read_bytes()
+    faiss_file.write_bytes(b"not a faiss index at all")
+    with pytest.raises(IndexCorruptError, match="corrupt.*--rebuild"):
+        load_index(store, "enc_a", use_cache=False)
+    result = runner.invoke(app, ["similar", "clip00001.wav", "--store", store.uri])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "corrupt" in result.output
+    faiss_file.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(IndexCorruptError):
+        load_index(store, "enc_a", use_cache=False)
+    faiss_file.unlink()
+    with pytest.raises(IndexCorruptError, match="missing"):
+        load_index(store, "enc_a", use_cache=False)
+    # A rebuild repairs it; then the feature set changes dim under the index.
+    build_index(store, IndexConfig(["enc_a"], kind="flat", rebuild=True), progress=False)
+    ids = store.clips()["clip_id"].to_list()
+    write_features(store, "enc_a", ids, np.ones((len(ids), 8), np.float32),
+                   {**SPEC_A, "dim": 8}, dtype="float32")
+    with pytest.raises(DimensionMismatchError, match="dim 8 .*dim 16.*--rebuild"):
+        store.similar("clip00001.wav")
+
+
+def test_new_media_file_query_without_extractor_is_clear(store, tmp_path, monkeypatch):
+    import extractors
+
+    build_index(store, IndexConfig(["enc_a"], kind="flat"), progress=False)
+    media = tmp_path / "new.wav"
+    media.write_bytes(b"RIFF")
+    calls = []
+
+    def fake_extract_file(path, feature_sets, st, add=False):
+        calls.append((path, tuple(feature_sets), add))
+        return {"enc_a": {"vector": np.full(16, 0.5, np.float32), "tokens": None}}
+
+    # With the extraction contract available, the file's vector is searched.
+    monkeypatch.setattr(extractors, "extract_file", fake_extract_file, raising=False)
+    frame = store.similar(str(media), k=4)
+    assert frame.height == 4 and calls == [(media.resolve(), ("enc_a",), False)]
+    # A vector of the wrong size is a one-line dim error.
+    monkeypatch.setattr(extractors, "extract_file",
+                        lambda p, f, s, add=False: {"enc_a": {"vector": np.ones(5), "tokens": None}})
+    with pytest.raises(DimensionMismatchError, match="dim 5"):
+        store.similar(str(media))
+
+
+def test_cli_build_list_similar_drop(store):
+    s = ["--store", store.uri]
+    result = runner.invoke(app, ["index", "build", "--encoder", "enc_a", "--kind", "hnsw", *s])
+    assert result.exit_code == 0, result.output
+    assert "index enc_a: created, hnsw, 400 rows" in result.output and "efSearch=" in result.output
+    result = runner.invoke(app, ["index", "build", "--encoder", "enc_a", "--fused", "a,b", *s])
+    assert result.exit_code == 1 and "exactly one of" in result.output
+    result = runner.invoke(app, ["index", "build", "--fused", "enc_a", "--weights", "1,2", *s])
+    assert result.exit_code == 1 and "one value per encoder" in result.output
+
+    result = runner.invoke(app, ["similar", "clip00000.wav", "-k", "10", "--format", "json", *s])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["rank"] for r in rows] == list(range(1, 11))
+    assert set(rows[0]) == {"rank", "clip_id", "path", "label", "score"}
+    assert "neighbours:" in result.stderr
+    result = runner.invoke(app, ["similar", "/data/clip00000.wav", "-k", "3", "--include-self", *s])
+    assert result.exit_code == 0, result.output
+    assert "clip00000.wav" in result.stdout and "2/2 neighbours:" in result.stdout  # self does not vote
+
+    runner.invoke(app, ["index", "build", "--encoder", "enc_a", "--kind", "flat", "--name", "exact", *s])
+    result = runner.invoke(app, ["similar", "clip00000.wav", "-f", "csv", *s])
+    assert "most recently built of 2" in result.stderr and "exact" in result.stderr
+    result = runner.invoke(app, ["index", "list", "--format", "json", *s])
+    listed = {r["name"]: r for r in json.loads(result.stdout)}
+    assert listed["exact"]["kind"] == "flat" and listed["enc_a"]["status"] == "up to date"
+    result = runner.invoke(app, ["info", "--json", *s])
+    assert json.loads(result.stdout)["indexes"]["exact"]["rows"] == 400
+    result = runner.invoke(app, ["index", "drop", "exact", *s])
+    assert result.exit_code == 0 and store.index_names() == ["enc_a"]
+    result = runner.invoke(app, ["index", "drop", "exact", *s])
+    assert result.exit_code == 1 and "no index 'exact'" in result.output
+
+
+def test_neighbour_vote_line():
+    import polars as pl
+
+    frame = pl.DataFrame({"clip_id": ["q", "a", "b", "c"], "label": ["x", "sad", "sad", None]})
+    assert neighbour_vote(frame, exclude="q") == "2/3 neighbours: sad"
+    assert neighbour_vote(frame.head(1), exclude="q") is None
+
+
+def test_drop_missing_is_clear(store):
+    with pytest.raises(IndexNotFoundError, match="emofs index list"):
+        drop_index(store, "ghost")
+    with pytest.raises(InputError, match="invalid index name"):
+        drop_index(store, "../x")
+
+
+@pytest.mark.slow  # runs openSMILE over the 122 shared clips (about a minute on 2 cores)
+def test_real_clips_egemaps_neighbours(shared_store, tmp_path):
+    """Over the shared clips with `egemaps`: neighbours of a RAVDESS clip, by score, labelled."""
+    extractors = pytest.importorskip("extractors")
+    extract = getattr(extractors, "extract", None)
+    if extract is None:
+        pytest.skip("extractors.extract is not available yet")
+    store = Store(tmp_path / "store")
+    shutil.copytree(shared_store.uri, store.uri)
+    store = Store(store.uri)
+    extract(store, ["egemaps"], where="has_audio")
+    report = build_index(store, IndexConfig(["egemaps"]), progress=False)
+    assert report.kind == "flat" and report.rows >= 50 and report.dim == 88
+    ravdess = store.clips(where="has_audio AND uri LIKE '%ravdess%'")
+    assert ravdess.height
+    query = ravdess["clip_id"][0]
+    result = find_similar(store, query, k=8)
+    frame = result.frame
+    assert frame.height == 8 and query not in frame["clip_id"].to_list()
+    scores = frame["score"].to_list()
+    assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0001 for s in scores)
+    assert frame["label"].null_count() == 0
+    assert result.vote().split(" neighbours: ")[1].split(" ")[0] in set(frame["label"])
+    # The same audio as a new file (not in the store) finds the stored clip first.
+    extract_file = getattr(extractors, "extract_file", None)
+    if extract_file is not None:
+        src = ravdess["uri"][0]
+        copy = tmp_path / ("copy_" + src.rsplit("/", 1)[-1])
+        shutil.copyfile(src, copy)
+        again = store.similar(str(copy), k=3)
+        assert again["clip_id"][0] == query and again["score"][0] == pytest.approx(1.0, abs=1e-3)
