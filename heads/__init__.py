@@ -1,3 +1,48 @@
-"""Projector and fusion heads trained from cached tensors (Lightning)."""
+"""Projector and fusion heads trained from cached tensors (Lightning).
 
-__all__: list[str] = []
+Cheap to import: torch and Lightning load on first use of a function below.
+
+Example:
+    >>> from featurestore import Store
+    >>> from heads import HeadConfig, train_head, predict_clips
+    >>> result = train_head(Store(), HeadConfig(encoders=["hubert", "mae"], split_by="speaker"))
+    >>> predict_clips(Store(), result.run_dir, where="split = 'test'")
+"""
+
+from __future__ import annotations
+
+from .config import HeadConfig
+from .metrics import classification_metrics, confusion_matrix
+
+__all__ = [
+    "HeadConfig",
+    "classification_metrics",
+    "confusion_matrix",
+    "prepare_data",
+    "train_head",
+    "ablate",
+    "load_run",
+    "predict_clips",
+    "evaluate_run",
+    "predict_to_store",
+]
+
+_LAZY = {
+    "prepare_data": "data",
+    "train_head": "train",
+    "ablate": "train",
+    "load_run": "predict",
+    "predict_clips": "predict",
+    "evaluate_run": "predict",
+    "predict_to_store": "predict",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

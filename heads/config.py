@@ -1,0 +1,169 @@
+"""Typed configuration of a head-training run (resolved and saved as ``config.json``).
+
+Every check in ``__post_init__`` names the CLI flag to change, so a bad value fails before
+any data is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from featurestore.errors import InputError
+
+__all__ = ["HeadConfig", "FUSIONS", "MONITORS", "PRELOAD_MODES"]
+
+FUSIONS = ("concat", "attention")
+#: Validation figures early stopping / checkpointing may follow (all: higher is better).
+MONITORS = ("weighted_f1", "macro_f1", "uar", "accuracy")
+PRELOAD_MODES = ("auto", "always", "never")
+
+
+@dataclass
+class HeadConfig:
+    """Everything that defines a projector + fusion + classifier run.
+
+    Attributes:
+        encoders: feature sets to fuse (``--encoders hubert,mae``), in projector order.
+        label: clip column holding the class (``--label``).
+        where: SQL filter on clip columns choosing the clips (``--where``).
+        split_by: group column for a group split (``--split-by speaker``); None uses the
+            ``split`` column when it has values, else a stratified random split.
+        folds: group k-fold with this many folds (``--folds``; needs ``--split-by``);
+            0 is a single group split.
+        fold: which fold is the test fold (``--fold``); the next one is validation.
+        val_frac: validation share of a random or group split (``--val-frac``).
+        test_frac: test share of a random or group split (``--test-frac``).
+        fusion: ``concat`` or ``attention`` (softmax weights over modalities).
+        hidden: projector width (``--hidden``; Emotion-LLaMA projects to 4096).
+        dropout: dropout on projected features (``--dropout``).
+        epochs: maximum epochs (``--epochs``).
+        max_steps: stop after this many optimiser steps (-1: no limit; smoke tests).
+        lr: AdamW learning rate (``--lr``). weight_decay: AdamW weight decay.
+        batch_size: clips per step (``--batch-size``).
+        seed: seed of splits, weights and shuffling (``--seed``).
+        patience: epochs without improvement before early stopping (``--patience``).
+        monitor: validation figure for early stopping and the best checkpoint.
+        standardize: z-score each input dimension with train-set statistics, kept in the
+            checkpoint (``--no-standardize``); needed for raw features like eGeMAPS.
+        class_weights: inverse-frequency class weights in the loss (``--no-class-weights``).
+        drop_missing: drop clips lacking a feature set instead of failing (``--drop-missing``).
+        preload: ``auto`` (preload when it fits in memory), ``always`` or ``never`` (stream
+            from Lance with the torch reader) (``--preload``).
+        workers: DataLoader worker processes when streaming (``--workers``; spawn).
+        accelerator: Lightning accelerator (``cpu``, ``gpu``, ``auto``).
+        threads: torch CPU threads (``--threads``; 0 keeps torch's default). On a shared
+            or small CPU, 1 thread is often faster than several fighting for cores.
+    """
+
+    encoders: list[str]
+    label: str = "label"
+    where: str | None = None
+    split_by: str | None = None
+    folds: int = 0
+    fold: int = 0
+    val_frac: float = 0.15
+    test_frac: float = 0.2
+    fusion: str = "concat"
+    hidden: int = 256
+    dropout: float = 0.2
+    epochs: int = 30
+    max_steps: int = -1
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    seed: int = 0
+    patience: int = 5
+    monitor: str = "weighted_f1"
+    standardize: bool = True
+    class_weights: bool = True
+    drop_missing: bool = False
+    preload: str = "auto"
+    workers: int = 0
+    accelerator: str = "auto"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoders, str):
+            self.encoders = [e.strip() for e in self.encoders.split(",")]
+        self.encoders = [e.strip() for e in self.encoders if e and e.strip()]
+        if not self.encoders:
+            raise InputError("--encoders needs at least one feature set, e.g. --encoders hubert,mae")
+        if len(set(self.encoders)) != len(self.encoders):
+            raise InputError(f"--encoders lists a feature set twice: {','.join(self.encoders)}")
+        if not self.label:
+            raise InputError("--label must name a clip column, e.g. --label label")
+        if self.fusion not in FUSIONS:
+            raise InputError(f"--fusion must be one of {', '.join(FUSIONS)} (got {self.fusion!r})")
+        if self.monitor not in MONITORS:
+            raise InputError(f"--monitor must be one of {', '.join(MONITORS)} (got {self.monitor!r})")
+        if self.preload not in PRELOAD_MODES:
+            raise InputError(
+                f"--preload must be one of {', '.join(PRELOAD_MODES)} (got {self.preload!r})"
+            )
+        _positive("--hidden", self.hidden)
+        _positive("--epochs", self.epochs)
+        _positive("--batch-size", self.batch_size)
+        if not 0.0 <= self.dropout < 1.0:
+            raise InputError(f"--dropout must be in [0, 1) (got {self.dropout})")
+        if not self.lr > 0:
+            raise InputError(f"--lr must be > 0 (got {self.lr})")
+        if self.weight_decay < 0:
+            raise InputError(f"--weight-decay must be >= 0 (got {self.weight_decay})")
+        if self.patience < 1:
+            raise InputError(f"--patience must be >= 1 (got {self.patience})")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise InputError(f"--max-steps must be -1 (no limit) or >= 1 (got {self.max_steps})")
+        if self.threads < 0:
+            raise InputError(f"--threads must be >= 0 (0: torch's default; got {self.threads})")
+        if self.workers < 0:
+            raise InputError(f"--workers must be >= 0 (got {self.workers})")
+        for flag, value in (("--val-frac", self.val_frac), ("--test-frac", self.test_frac)):
+            if not 0.0 < value < 1.0:
+                raise InputError(f"{flag} must be between 0 and 1 (got {value})")
+        if self.val_frac + self.test_frac >= 0.9:
+            raise InputError("--val-frac + --test-frac must leave at least 10% for training")
+        if self.folds:
+            if self.split_by is None:
+                raise InputError("--folds needs --split-by COLUMN (a group k-fold), e.g. --split-by speaker")
+            if self.folds < 3:
+                raise InputError(f"--folds must be >= 3 (test, validation and train folds; got {self.folds})")
+            if not 0 <= self.fold < self.folds:
+                raise InputError(f"--fold must be in 0..{self.folds - 1} (got {self.fold})")
+        elif self.fold:
+            raise InputError("--fold needs --folds K")
+
+    # ----------------------------------------------------------------- io
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "HeadConfig":
+        """Build from a dict (unknown keys are refused, naming them)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InputError(f"unknown config keys {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        """Write ``config.json``."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "HeadConfig":
+        """Read a ``config.json`` written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def replace(self, **changes: Any) -> "HeadConfig":
+        """A copy with some fields changed (re-checked)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _positive(flag: str, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise InputError(f"{flag} must be a positive integer (got {value!r})")

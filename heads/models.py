@@ -1,0 +1,81 @@
+"""Projectors, fusion and classifier (plain torch; the Lightning wrapper is in ``train``).
+
+Per modality a projector (Emotion-LLaMA: ``Linear(D, 4096)``; width ``hidden``) maps the
+cached vector to a shared width; fusion is ``concat`` (projections side by side) or
+``attention`` (softmax weights over modalities computed from all of them, as the MER
+baselines' attention fusion); a dropout + linear classifier gives the class logits.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["FusionHead", "build_head"]
+
+
+class FusionHead(nn.Module):
+    """Multimodal emotion classifier over cached vectors.
+
+    Args:
+        dims: input width of each modality, in a fixed order.
+        n_classes: vocabulary size.
+        hidden: projector width.
+        fusion: ``"concat"`` or ``"attention"``.
+        dropout: dropout on the projected features.
+    """
+
+    def __init__(self, dims: Sequence[int], n_classes: int, *, hidden: int = 256,
+                 fusion: str = "concat", dropout: float = 0.2):
+        super().__init__()
+        if fusion not in ("concat", "attention"):
+            raise ValueError(f"unknown fusion {fusion!r}")
+        self.fusion = fusion
+        self.n_modalities = len(dims)
+        self.projectors = nn.ModuleList(nn.Linear(d, hidden) for d in dims)
+        # Per-modality input standardisation (train-set mean / std; identity until set).
+        for m, d in enumerate(dims):
+            self.register_buffer(f"mean_{m}", torch.zeros(d))
+            self.register_buffer(f"std_{m}", torch.ones(d))
+        self.act = nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+        if fusion == "attention":
+            m = self.n_modalities
+            # Scores from every modality together -> one weight per modality.
+            self.attention = nn.Sequential(nn.Linear(m * hidden, hidden), nn.ReLU(), nn.Linear(hidden, m))
+            fused = hidden
+        else:
+            fused = hidden * self.n_modalities
+        self.classifier = nn.Linear(fused, n_classes)
+
+    def set_standardization(self, stats: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Store per-modality ``(mean (D,), std (D,))`` of the training inputs."""
+        for m, (mean, std) in enumerate(stats):
+            getattr(self, f"mean_{m}").copy_(torch.as_tensor(mean, dtype=torch.float32))
+            getattr(self, f"std_{m}").copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
+
+    def fuse(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Project and fuse; returns ``(fused (B, F), modality weights (B, M) or None)``."""
+        projected = [
+            self.act(p((x.float() - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")))
+            for m, (p, x) in enumerate(zip(self.projectors, inputs))
+        ]  # M x (B, H)
+        if self.fusion == "concat":
+            return torch.cat(projected, dim=-1), None  # (B, M*H)
+        stacked = torch.stack(projected, dim=1)  # (B, M, H)
+        weights = torch.softmax(self.attention(stacked.flatten(1)), dim=-1)  # (B, M)
+        return (weights.unsqueeze(-1) * stacked).sum(dim=1), weights  # (B, H), (B, M)
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Class logits ``(B, C)`` from one ``(B, D_m)`` tensor per modality."""
+        if len(inputs) != self.n_modalities:
+            raise ValueError(f"expected {self.n_modalities} modalities, got {len(inputs)}")
+        fused, _ = self.fuse(inputs)
+        return self.classifier(self.dropout(fused))  # (B, C)
+
+
+def build_head(dims: Sequence[int], n_classes: int, cfg) -> FusionHead:
+    """A :class:`FusionHead` from a :class:`heads.config.HeadConfig`."""
+    return FusionHead(dims, n_classes, hidden=cfg.hidden, fusion=cfg.fusion, dropout=cfg.dropout)

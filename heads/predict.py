@@ -1,0 +1,271 @@
+"""Use a trained run: load it, score clips (``emofs eval``), predict (``emofs predict``).
+
+Loading a run needs torch only (not Lightning): the head is rebuilt from ``config.json``,
+``labels.json`` and ``features.json`` and takes the weights of ``checkpoints/best.ckpt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from featurestore.console import warn
+from featurestore.errors import InputError
+from featurestore.store import Store
+
+from .config import HeadConfig
+
+__all__ = ["LoadedRun", "load_run", "predict_proba", "predict_clips", "evaluate_run", "predict_to_store"]
+
+_CHECKPOINT = "checkpoints/best.ckpt"
+
+
+@dataclass
+class LoadedRun:
+    """A run directory loaded for inference.
+
+    Attributes:
+        run_dir: the directory; run_id: its name.
+        config: the resolved :class:`HeadConfig`.
+        vocabulary: labels in class-index order.
+        features: ``features.json`` (fingerprint, dim, ... per feature set).
+        head: the :class:`heads.models.FusionHead` in eval mode (CPU).
+        model_fingerprint: hash of the checkpoint bytes + config.
+    """
+
+    run_dir: Path
+    run_id: str
+    config: HeadConfig
+    vocabulary: list[str]
+    features: dict[str, dict[str, Any]]
+    head: Any
+    model_fingerprint: str
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Load a run directory written by ``emofs train head``.
+
+    Raises:
+        InputError: the directory is not a finished run (names the missing file).
+    """
+    import torch
+
+    from .models import build_head
+
+    run_dir = Path(run_dir)
+    for name in ("config.json", "labels.json", "features.json", _CHECKPOINT):
+        if not (run_dir / name).exists():
+            raise InputError(
+                f"{run_dir} is not a finished head run (no {name}): pass a directory written by "
+                "`emofs train head`"
+            )
+    config = HeadConfig.load(run_dir / "config.json")
+    vocabulary = json.loads((run_dir / "labels.json").read_text())
+    features = json.loads((run_dir / "features.json").read_text())
+    ckpt_bytes = (run_dir / _CHECKPOINT).read_bytes()
+    fingerprint = hashlib.sha256(
+        ckpt_bytes + json.dumps(config.to_dict(), sort_keys=True).encode()
+    ).hexdigest()[:16]
+    state = torch.load(run_dir / _CHECKPOINT, map_location="cpu", weights_only=True)["state_dict"]
+    weights = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
+    head = build_head([int(features[e]["dim"]) for e in config.encoders], len(vocabulary), config)
+    head.load_state_dict(weights)
+    head.eval()
+    return LoadedRun(run_dir=run_dir, run_id=run_dir.name, config=config, vocabulary=vocabulary,
+                     features=features, head=head, model_fingerprint=fingerprint)
+
+
+def predict_proba(head, dataset, encoders: Sequence[str], *, batch_size: int = 1024,
+                  with_weights: bool = False):
+    """Class probabilities ``(N, C)`` of every clip of a batch dataset, in its order.
+
+    With ``with_weights``, also the attention fusion's modality weights ``(N, M)`` (None
+    for concat fusion).
+    """
+    import torch
+
+    from featurestore.reader import batch_loader
+
+    head.eval()
+    probs, weights = [], []
+    with torch.inference_mode():
+        for batch in batch_loader(dataset, batch_size):
+            inputs = [batch[e] for e in encoders]  # M x (B, D_m)
+            fused, w = head.fuse(inputs)
+            probs.append(torch.softmax(head.classifier(fused), dim=-1).numpy())  # (B, C)
+            if w is not None:
+                weights.append(w.numpy())  # (B, M)
+    n_classes = head.classifier.out_features
+    out = np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32)
+    if with_weights:
+        return out, (np.concatenate(weights) if weights else None)
+    return out
+
+
+def _check_features(store: Store, run: LoadedRun) -> None:
+    from heads.data import feature_fingerprints
+
+    current = feature_fingerprints(store, run.config.encoders)
+    for name, trained in run.features.items():
+        now = current[name]
+        if int(now["dim"]) != int(trained["dim"]):
+            raise InputError(
+                f"feature set {name!r} is {now['dim']}-d in {store.uri} but the run was trained on "
+                f"{trained['dim']}-d vectors: re-extract with the run's encoder or retrain"
+            )
+        if now["fingerprint"] != trained["fingerprint"]:
+            warn(f"feature set {name!r} changed since training (fingerprint {trained['fingerprint']} "
+                 f"-> {now['fingerprint']}): predictions may be off")
+
+
+def _features_for(store: Store, run: LoadedRun, clip_ids: list[str], drop_missing: bool):
+    from heads.data import TensorBatches, read_aligned
+
+    arrays, present = {}, np.ones(len(clip_ids), dtype=bool)
+    for name in run.config.encoders:
+        arrays[name], has = read_aligned(store, name, clip_ids)
+        if not has.all() and not drop_missing:
+            raise InputError(
+                f"{int((~has).sum())} of {len(clip_ids)} clips have no {name!r} features: run "
+                f"`emofs extract --encoders {name}` or pass --drop-missing"
+            )
+        present &= has
+    if not present.all():
+        warn(f"--drop-missing: skipped {int((~present).sum())} clips lacking a feature set")
+    kept = [c for c, ok in zip(clip_ids, present) if ok]
+    return kept, present, TensorBatches({k: v[present] for k, v in arrays.items()}, None)
+
+
+def _select(store: Store, where: str | None, clip_ids: Sequence[str] | None, columns=None):
+    frame = store.clips(where=where, columns=columns)
+    if clip_ids is not None:
+        import polars as pl
+
+        wanted = list(clip_ids)
+        unknown = set(wanted) - set(frame["clip_id"].to_list())
+        if unknown:
+            raise InputError(f"{len(unknown)} clip ids are not in the store (e.g. {sorted(unknown)[0]})")
+        frame = frame.filter(pl.col("clip_id").is_in(wanted))
+    if frame.height == 0:
+        raise InputError("no clips selected" + (f" by --where {where!r}" if where else "") + ": loosen --where")
+    return frame
+
+
+def predict_clips(
+    store: Store,
+    run_dir: str | Path,
+    *,
+    where: str | None = None,
+    clip_ids: Sequence[str] | None = None,
+    drop_missing: bool = False,
+):
+    """Predict clips with a trained run (nothing is written).
+
+    Args:
+        store: the store holding the run's feature sets.
+        run_dir: a run directory (or a :class:`LoadedRun`).
+        where: SQL filter on clip columns; clip_ids: restrict to these clips.
+        drop_missing: skip clips lacking a feature set instead of failing.
+
+    Returns:
+        polars DataFrame: clip_id, label (predicted), confidence, probs (list, vocabulary
+        order) and one ``prob_<label>`` column per class.
+    """
+    import polars as pl
+
+    from featurestore.predictions import prob_columns
+
+    run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
+    _check_features(store, run)
+    ids = _select(store, where, clip_ids, columns=["clip_id"])["clip_id"].to_list()
+    kept, _, dataset = _features_for(store, run, ids, drop_missing)
+    probs = predict_proba(run.head, dataset, run.config.encoders)  # (N, C)
+    best = probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
+    data: dict[str, Any] = {
+        "clip_id": kept,
+        "label": [run.vocabulary[i] for i in best],
+        "confidence": probs[np.arange(len(best)), best].astype(np.float32),
+        "probs": pl.Series("probs", probs.astype(np.float32).tolist(), dtype=pl.List(pl.Float32)),
+    }
+    for j, col in enumerate(prob_columns(run.vocabulary)):
+        data[col] = probs[:, j].astype(np.float32)
+    return pl.DataFrame(data)
+
+
+def evaluate_run(
+    store: Store,
+    run_dir: str | Path,
+    *,
+    where: str | None = None,
+    drop_missing: bool = False,
+) -> dict[str, Any]:
+    """Score a run on any labelled clips (``emofs eval RUN --where ...``).
+
+    Returns:
+        :func:`heads.metrics.classification_metrics` figures plus ``run_id`` and ``where``.
+
+    Raises:
+        InputError: the label column is absent, clips carry a label the run never saw,
+            no selected clip has a label, or clips lack features (without drop_missing).
+    """
+    from .metrics import classification_metrics
+
+    run = load_run(run_dir)
+    label = run.config.label
+    frame = store.clips(where=where)
+    if label not in frame.columns:
+        raise InputError(
+            f"clips have no column {label!r} (the run's --label): add it with `emofs ingest --labels`"
+        )
+    frame = _select(store, where, None, columns=["clip_id", label])
+    frame = frame.filter(frame[label].is_not_null())
+    if frame.height == 0:
+        raise InputError(f"none of the selected clips has a {label!r} value to score against")
+    values = frame[label].cast(str).to_list()
+    index = {v: i for i, v in enumerate(run.vocabulary)}
+    unseen = sorted({v for v in values if v not in index})
+    if unseen:
+        raise InputError(
+            f"labels never seen in training: {', '.join(unseen)} (the run knows "
+            f"{', '.join(run.vocabulary)}): exclude them with --where"
+        )
+    predictions = predict_clips(store, run, clip_ids=frame["clip_id"].to_list(), drop_missing=drop_missing)
+    truth = dict(zip(frame["clip_id"].to_list(), values))
+    y_true = np.array([index[truth[c]] for c in predictions["clip_id"].to_list()], dtype=np.int64)
+    y_pred = np.array([index[v] for v in predictions["label"].to_list()], dtype=np.int64)
+    figures = classification_metrics(y_true, y_pred, run.vocabulary)
+    figures.update({"run_id": run.run_id, "where": where})
+    return figures
+
+
+def predict_to_store(
+    store: Store,
+    run_dir: str | Path,
+    *,
+    where: str | None = None,
+    clip_ids: Sequence[str] | None = None,
+    name: str | None = None,
+    drop_missing: bool = False,
+) -> dict[str, Any]:
+    """Predict clips and upsert them into ``predictions/<name or run id>.lance``.
+
+    Returns:
+        ``{"dataset", "rows", "version", "labels": {label: count}}``.
+    """
+    from featurestore.predictions import predictions_name, write_predictions
+
+    run = load_run(run_dir)
+    run_id = name or run.run_id
+    dataset = predictions_name(run_id)  # validates the name before any work
+    frame = predict_clips(store, run, where=where, clip_ids=clip_ids, drop_missing=drop_missing)
+    probs = np.array(frame["probs"].to_list(), dtype=np.float32).reshape(frame.height, len(run.vocabulary))
+    version = write_predictions(store, run_id, frame["clip_id"].to_list(), probs, run.vocabulary,
+                                model_fingerprint=run.model_fingerprint)
+    counts = frame.group_by("label").len().sort("len", descending=True)
+    return {"dataset": dataset, "rows": frame.height, "version": version,
+            "labels": dict(counts.iter_rows())}
