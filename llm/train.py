@@ -1,0 +1,192 @@
+"""`emofs llm train`: LoRA instruction tuning from cached features, as a Lightning job.
+
+A run directory holds::
+
+    config.json              resolved LLMConfig, projector dims, labels, clips, store
+    adapter/                 PEFT LoRA adapter (adapter_model.safetensors + config)
+    projectors.safetensors   per-encoder projectors (and the video projector)
+    metrics.csv              train loss per step / epoch (Lightning CSVLogger)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from featurestore.console import info, warn
+from featurestore.errors import InputError
+from featurestore.store import Store
+
+from .config import LLMConfig
+from .data import LLMDataset, StoreFeatures, collate, load_records
+from .model import VIDEO_KEY, EmotionLLM
+
+__all__ = ["train", "TrainResult", "lightning_precision", "prepare_training"]
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    clips: int
+    steps: int
+    seconds: float
+    final_loss: float | None
+    trainable_params: int
+    labels: list[str]
+    dropped: dict[str, int] = field(default_factory=dict)
+    model: Any = field(default=None, repr=False, compare=False)  # the trained EmotionLLM
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "model"}
+        out["run_dir"] = str(self.run_dir)
+        return out
+
+
+def lightning_precision(precision: str) -> str:
+    """Lightning's precision flag for a ``--precision`` (``auto`` picks by device)."""
+    import torch
+
+    if precision == "auto":
+        if not torch.cuda.is_available():
+            return "32-true"
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}[precision]
+
+
+def prepare_training(store: Store, config: LLMConfig):
+    """Records, features, labels and projector dims of a run (no model loaded).
+
+    Returns:
+        ``(dataset, features, labels, dims, dropped)``.
+    """
+    records = load_records(store, config.where, config.description_column)
+    features = StoreFeatures(store, config.feature_encoders, config.video_encoder,
+                             clip_ids=[r.clip_id for r in records])
+    cached = features.clip_ids()
+    dropped = {"no_features": sum(r.clip_id not in cached for r in records)}
+    records = [r for r in records if r.clip_id in cached]
+    if config.labels:
+        labels = list(config.labels)
+        outside = [r for r in records if r.label is not None and r.label not in labels]
+        dropped["label_not_in_labels"] = len(outside)
+        records = [r for r in records if r.label is None or r.label in labels]
+    else:
+        labels = sorted({r.label for r in records if r.label})
+    if "emotion" in config.tasks and not labels:
+        raise InputError("task emotion needs labelled clips: ingest with --labels, or use --task reason")
+    dataset = LLMDataset(records, features, config, labels, seed=config.seed)
+    dropped["no_answer"] = dataset.dropped
+    if len(dataset) == 0:
+        raise InputError(
+            f"no clip can be trained on ({dropped}): extract features (`emofs extract`) for labelled "
+            "clips, or widen --where"
+        )
+    dims = {name: features.dims[name] for name in config.feature_encoders}
+    if config.video_encoder:
+        dims[VIDEO_KEY] = config.merge * int(features.video_dim)
+    return dataset, features, labels, dims, dropped
+
+
+def _module(model: EmotionLLM, config: LLMConfig, total_steps: int):
+    import lightning as L
+    import torch
+
+    class _LLMModule(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lm = model.lm
+            self.projectors = model.projectors
+
+        def on_train_start(self):
+            model.train()  # from_pretrained returns eval mode; LoRA dropout must be on
+
+        def training_step(self, batch, batch_idx):
+            loss = model.loss(batch)
+            self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=len(batch), prog_bar=True)
+            return loss
+
+        def configure_optimizers(self):
+            params = model.trainable_parameters()
+            opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+            warm = max(0, config.warmup_steps)
+
+            def factor(step: int) -> float:
+                return min(1.0, (step + 1) / warm) if warm else 1.0
+
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    return _LLMModule()
+
+
+def train(store: Store, config: LLMConfig, out_dir: str | Path, *, progress: bool = True) -> TrainResult:
+    """Train LoRA + projectors on the store's cached features and save the run.
+
+    Args:
+        store: the feature store (clips with labels / descriptions and feature sets).
+        config: the run configuration.
+        out_dir: run directory (created; an existing run there is refused).
+        progress: show Lightning's progress bar.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        InputError / StoreError: bad flags, missing feature sets, nothing to train on.
+    """
+    import lightning as L
+    import torch
+    from lightning.pytorch.loggers import CSVLogger
+
+    out = Path(out_dir)
+    if (out / "config.json").exists():
+        raise InputError(f"{out} already holds an llm run: pass a new --out folder (nothing was changed)")
+    dataset, _, labels, dims, dropped = prepare_training(store, config)
+    for reason, count in dropped.items():
+        if count:
+            warn(f"{count} clips skipped ({reason.replace('_', ' ')})")
+    L.seed_everything(config.seed, verbose=False)
+    model = EmotionLLM.create(config, dims)
+    model.labels = labels
+    n_trainable = sum(p.numel() for p in model.trainable_parameters())
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
+                                         collate_fn=collate, num_workers=0, generator=generator)
+    steps_per_epoch = len(loader)
+    total = config.max_steps or steps_per_epoch * config.epochs
+    module = _module(model, config, total)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = L.Trainer(
+        max_epochs=config.epochs if config.max_steps is None else -1,
+        max_steps=config.max_steps or -1,
+        accelerator="auto",
+        devices=1,
+        precision=lightning_precision(config.precision),
+        logger=CSVLogger(save_dir=str(out), name="", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+    )
+    info(f"training on {len(dataset)} clips, {n_trainable:,} trainable parameters "
+         f"(LoRA r={config.lora_r} on {','.join(config.target_modules)} + {len(dims)} projectors)")
+    model.train()  # from_pretrained returns eval mode; LoRA dropout must be on
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loader)
+    seconds = time.perf_counter() - start
+    final = trainer.callback_metrics.get("train_loss_epoch", trainer.callback_metrics.get("train_loss"))
+    model.eval()
+    result = TrainResult(out, len(dataset), int(trainer.global_step), seconds,
+                         None if final is None else float(final), n_trainable, labels, dropped, model)
+    model.save(out, extra={
+        "labels": labels,
+        "store": store.uri,
+        "train_clips": [r.clip_id for r in dataset.records],
+        "result": {k: v for k, v in result.as_dict().items() if k not in ("labels",)},
+    })
+    return result
