@@ -1,0 +1,396 @@
+"""The Ray Data engine of ``emofs label`` (and of any distributed extraction).
+
+Pipeline::
+
+    clip list ──map_batches(decode + preprocess, CPU tasks)──▶ prepared inputs
+        ──map_batches(_EncoderActor: callable class, num_gpus=1 per actor where GPUs exist)──▶
+        each actor batch writes one uncommitted Lance fragment per encoder
+        (featurestore.fragments.write_fragments) and returns its metadata
+        ──driver: every commit_every clips, one atomic commit per feature set
+        (featurestore.fragments.commit_fragments: new fragments + deletion of older rows of
+        the same clip ids in one Lance transaction)
+
+Idempotence: the driver plans from committed state (clips lacking the run's fingerprint),
+every clip appears in exactly one fragment, and the commit that makes a fragment visible
+also deletes any older row of its clips. A job killed before a commit leaves unreferenced
+files only (invisible; ``lance`` ``cleanup_old_versions`` reclaims them); killed after, the
+clips are done. A rerun therefore never shows a clip twice. The store may be a local
+directory (one machine, or a shared file system) or an object-store URI that every worker
+can reach (``s3://bucket/store``).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from featurestore.console import progress_bar, warn
+from featurestore.errors import EmofsError, InputError
+from featurestore.store import Store
+
+__all__ = ["extract_ray", "init_ray"]
+
+
+# ----------------------------------------------------------------------- ray setup
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to ``address`` or start a local Ray; returns True when this call started it.
+
+    An already initialised Ray (e.g. ``ray.init(num_cpus=2)`` by the caller) is reused.
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise InputError('--engine ray needs Ray Data: pip install "ray[data]>=2.40"') from exc
+    if ray.is_initialized():
+        return False
+    import logging
+
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "include_dashboard": False,
+                              "configure_logging": True}
+    if address:
+        import extractors
+        import featurestore
+        import heads
+        from pathlib import Path
+
+        # Ship emofs' own packages to cluster workers (they need only its dependencies).
+        modules = [str(Path(m.__file__).parent) for m in (featurestore, extractors, heads)]
+        try:
+            ray.init(address=address, runtime_env={"py_modules": modules}, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise InputError(f"cannot connect to Ray at {address} ({exc}): check --ray-address "
+                             "(ray://HEAD:10001, or auto on a cluster node)") from exc
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+    return True
+
+
+# --------------------------------------------------------------------- stage: decode
+def _decode_batch(batch: dict[str, np.ndarray], media: dict | None, needs: dict[str, dict]) -> dict[str, list]:
+    """Decode each clip once and compute its encoders' inputs (CPU task)."""
+    from .encoders.base import Need
+    from .media import MediaConfig
+    from .pipeline import Job, prepare_clip
+
+    config = MediaConfig(**media) if media else MediaConfig()
+    out: dict[str, list] = {k: [] for k in ("clip_id", "uri", "todo", "error", "peak_frame",
+                                            "face_ratio", "inputs")}
+    for clip_id, uri, subtitle, todo in zip(batch["clip_id"], batch["uri"], batch["subtitle"], batch["todo"]):
+        names = tuple(json.loads(todo))
+        job_needs = tuple(dict.fromkeys(Need(**needs[n]) for n in names))
+        item = prepare_clip(Job(str(clip_id), str(uri), subtitle, job_needs, names), config)
+        out["clip_id"].append(item["clip_id"])
+        out["uri"].append(item["uri"])
+        out["todo"].append(todo)
+        out["error"].append(item["error"] or "")  # "" = decoded (None would become NaN)
+        out["peak_frame"].append(item["peak_frame"])
+        out["face_ratio"].append(item["face_ratio"])
+        out["inputs"].append(pickle.dumps(item["inputs"], protocol=pickle.HIGHEST_PROTOCOL))
+    return out
+
+
+# -------------------------------------------------------------------- stage: encode
+class _EncoderActor:
+    """Holds every encoder of the plan (loaded once per actor); writes fragments per batch."""
+
+    def __init__(self, plan: list[dict[str, Any]], device: str, store_uri: str):
+        from featurestore.features import feature_schema, features_name, spec_fingerprint
+
+        from .encoders.base import resolve_device
+        from .media import MediaConfig
+        from .pipeline import ExtractConfig, _full_spec, load_encoders
+
+        dev = resolve_device(device)
+        self.store_uri = store_uri
+        self.encoders, self.schemas, self.uris, self.needs = {}, {}, {}, {}
+        for entry in plan:
+            enc = load_encoders([entry["ref"]], dev, entry["tokens"])[0]
+            media = MediaConfig(**entry["media"]) if entry["media"] else MediaConfig()
+            cfg = ExtractConfig([entry["ref"]], dev, dtype=entry["dtype"], tokens=entry["tokens"], media=media)
+            spec = _full_spec(enc, cfg)
+            if spec_fingerprint(spec) != entry["fingerprint"]:
+                changed = sorted(k for k in set(spec) | set(entry["spec"]) if spec.get(k) != entry["spec"].get(k))
+                raise InputError(
+                    f"encoder {entry['ref']} no longer matches feature set {entry['name']!r} of the run "
+                    f"(changed: {', '.join(changed)}): label with the weights/emofs the run was trained "
+                    "with, or retrain the head"
+                )
+            self.encoders[entry["name"]] = enc
+            self.schemas[entry["name"]] = feature_schema(enc.dim, entry["dtype"], spec, token_dim=enc.token_dim)
+            self.uris[entry["name"]] = f"{store_uri}/{features_name(entry['name'])}"
+            from .pipeline import need_key
+
+            self.needs[entry["name"]] = need_key(enc.need)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        from featurestore.features import _to_table
+        from featurestore.fragments import write_fragments
+
+        out: dict[str, list] = {k: [] for k in ("clip_id", "uri", "encoder", "status", "message",
+                                                "fragments", "fragment_keys", "peak_frame", "face_ratio")}
+
+        def emit(clip_id, uri, encoder, status, message, frags="", keys="", peak=None, ratio=None):
+            for key, value in zip(out, (clip_id, uri, encoder, status, message, frags, keys, peak, ratio)):
+                out[key].append(value)
+
+        items = []
+        for i, clip_id in enumerate(batch["clip_id"]):
+            if batch["error"][i]:
+                emit(str(clip_id), batch["uri"][i], None, "decode", str(batch["error"][i]))
+                continue
+            peak = batch["peak_frame"][i]
+            ratio = batch["face_ratio"][i]
+            items.append({"clip_id": str(clip_id), "uri": batch["uri"][i],
+                          "todo": json.loads(batch["todo"][i]), "inputs": pickle.loads(batch["inputs"][i]),
+                          "peak": None if peak is None or peak != peak else int(peak),
+                          "ratio": None if ratio is None or ratio != ratio else float(ratio)})
+        for name, enc in self.encoders.items():
+            mine = [it for it in items if name in it["todo"]]
+            if not mine:
+                continue
+            outputs = _encode_isolated(enc, [it["inputs"][self.needs[name]] for it in mine])
+            good, vectors, tokens = [], [], []
+            for it, res in zip(mine, outputs):
+                bad = isinstance(res, BaseException) or not np.isfinite(res.vector).all() or (
+                    res.tokens is not None and not np.isfinite(res.tokens).all())
+                if bad:
+                    message = (f"{type(res).__name__}: {str(res).splitlines()[0] if str(res) else ''}"
+                               if isinstance(res, BaseException) else "encoder output holds NaN or inf")
+                    emit(it["clip_id"], it["uri"], name, "encode", message[:500])
+                    continue
+                good.append(it)
+                vectors.append(res.vector)
+                tokens.append(res.tokens)
+            if not good:
+                continue
+            schema = self.schemas[name]
+            ids = [it["clip_id"] for it in good]
+            table = _to_table(ids, np.stack(vectors), tokens if enc.token_dim else None, schema)  # (N, D)
+            frags = json.dumps(write_fragments(self.uris[name], table, schema))
+            keys = json.dumps(ids)
+            for it in good:
+                emit(it["clip_id"], it["uri"], name, "ok", None, frags, keys, it["peak"], it["ratio"])
+        return out
+
+
+def _encode_isolated(enc, inputs: list) -> list:
+    """Encode a batch; if it fails, encode clip by clip so one bad clip fails alone."""
+    try:
+        return list(enc.encode(inputs))
+    except Exception:  # noqa: BLE001 - isolate the clip that crashes the encoder
+        results: list = []
+        for x in inputs:
+            try:
+                results.append(enc.encode([x])[0])
+            except Exception as exc:  # noqa: BLE001
+                results.append(exc)
+        return results
+
+
+# ------------------------------------------------------------------------- driver
+class _Committer:
+    """Collects actor output rows and commits fragments per feature set (driver side)."""
+
+    def __init__(self, store: Store, plan: list[dict[str, Any]], schemas: dict[str, pa.Schema]):
+        self.store, self.schemas = store, schemas
+        self.pending: dict[str, dict[str, list[str]]] = {e["name"]: {} for e in plan}
+        self.extracted = {e["name"]: 0 for e in plan}
+        self.errors: list[dict[str, Any]] = []
+        self.ok_uris: list[str] = []
+        self.peaks: dict[str, tuple[int, float | None]] = {}
+        self.pending_clips: set[str] = set()
+        self.committed: set[str] = set()
+
+    def add(self, rows: dict[str, list]) -> int:
+        now = datetime.now(timezone.utc)
+        for i, clip_id in enumerate(rows["clip_id"]):
+            status, name = rows["status"][i], rows["encoder"][i]
+            self.pending_clips.add(clip_id)
+            if status != "ok":
+                self.errors.append({"clip_id": clip_id, "uri": rows["uri"][i] or clip_id, "stage": status,
+                                    "encoder": name, "message": rows["message"][i], "at": now})
+                continue
+            if rows["fragments"][i] not in self.committed:  # a fragment's rows may span batches
+                self.pending[name].setdefault(rows["fragments"][i], json.loads(rows["fragment_keys"][i]))
+            self.ok_uris.append(rows["uri"][i])
+            if rows["peak_frame"][i] is not None:
+                self.peaks[clip_id] = (rows["peak_frame"][i], rows["face_ratio"][i])
+        return len(self.pending_clips)
+
+    def commit(self) -> int:
+        """Commit everything collected; returns the number of clips handled."""
+        from featurestore.features import features_name
+        from featurestore.fragments import commit_fragments
+
+        for name, frags in self.pending.items():
+            if not frags:
+                continue
+            fragments = [f for group in frags for f in json.loads(group)]
+            keys = [k for group in frags.values() for k in group]
+            commit_fragments(self.store, features_name(name), fragments, keys, self.schemas[name])
+            self.extracted[name] += len(keys)
+            self.committed.update(frags)
+            self.pending[name] = {}
+        if self.peaks:
+            ids = list(self.peaks)
+            self.store.upsert_clips(pa.table({
+                "clip_id": pa.array(ids, pa.string()),
+                "peak_frame": pa.array([int(self.peaks[c][0]) for c in ids], pa.int32()),
+                "face_ratio": pa.array([self.peaks[c][1] for c in ids], pa.float32()),
+            }))
+            self.peaks = {}
+        if self.ok_uris:
+            self.store.clear_errors("decode", list(dict.fromkeys(self.ok_uris)))
+            self.ok_uris = []
+        if self.errors:
+            self.store.record_errors(self.errors)
+            for err in self.errors:
+                warn(f"{err['stage']} failed for {err['clip_id']}"
+                     f"{' (' + err['encoder'] + ')' if err['encoder'] else ''}: {err['message']}")
+            self.errors = []
+        done = len(self.pending_clips)
+        self.pending_clips = set()
+        return done
+
+
+def _applies(modality: str, row: dict[str, Any]) -> bool:
+    if modality == "text":
+        return bool((row.get("subtitle") or "").strip())
+    if row.get("has_media") is False:
+        return False
+    return bool(row.get(f"has_{modality}"))
+
+
+def extract_ray(
+    store: Store,
+    plan: list[dict[str, Any]],
+    clip_ids: Sequence[str],
+    *,
+    batch_size: int = 16,
+    device: str = "auto",
+    address: str | None = None,
+    num_cpus: int | None = None,
+    commit_every: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Extract the plan's feature sets for ``clip_ids`` on Ray Data, committing fragments.
+
+    Args:
+        store: the store (every Ray worker must reach its URI).
+        plan: feature sets to extract (``name``, ``ref``, ``dtype``, ``tokens``, ``media``,
+            ``fingerprint``, ``spec``), as :mod:`extractors.label` builds from a head run.
+        clip_ids: clips to extract (the caller passes only those missing features).
+        batch_size: clips per decode task and per encoder-actor batch.
+        device: ``auto`` | ``cpu`` | ``cuda`` inside the actors (``auto``: one GPU per
+            actor when the cluster has GPUs).
+        address: Ray cluster address; None starts (or reuses) a local Ray.
+        num_cpus: CPUs of a local Ray (default: all).
+        commit_every: clips per driver commit (default ``4 * batch_size``).
+        progress: progress bar.
+
+    Returns:
+        ``{"fingerprints": {name: fp}, "extracted": {name: n}}``.
+    """
+    from featurestore.features import feature_schema, features_name
+    from featurestore.fragments import prepare_dataset
+
+    if not clip_ids:
+        return {"fingerprints": {e["name"]: e["fingerprint"] for e in plan}, "extracted": {}}
+    media_settings = {json.dumps(e["media"], sort_keys=True) for e in plan if e["media"]}
+    if len(media_settings) > 1:
+        raise InputError("the run's feature sets were decoded with different media settings: "
+                         "label with --engine local")
+    media = next((e["media"] for e in plan if e["media"]), None)
+    schemas = {}
+    for entry in plan:
+        spec = entry["spec"]
+        schemas[entry["name"]] = feature_schema(int(spec["dim"]), entry["dtype"], spec,
+                                                token_dim=spec.get("token_dim"))
+        prepare_dataset(store, features_name(entry["name"]), schemas[entry["name"]])
+
+    wanted = set(clip_ids)
+    clips = store.clips(columns=["clip_id", "uri", "subtitle", "has_audio", "has_video", "has_media"])
+    jobs = []
+    for row in clips.filter(clips["clip_id"].is_in(list(wanted))).iter_rows(named=True):
+        todo = [e["name"] for e in plan if _applies(e["spec"].get("modality", "audio"), row)]
+        if todo:
+            jobs.append({"clip_id": row["clip_id"], "uri": row["uri"], "subtitle": row["subtitle"] or "",
+                         "todo": json.dumps(todo)})
+    if not jobs:
+        return {"fingerprints": {e["name"]: e["fingerprint"] for e in plan}, "extracted": {}}
+    needs = {e["name"]: e["spec"]["need"] for e in plan}
+
+    started_here = init_ray(address, num_cpus)
+    try:
+        return _run(store, plan, schemas, jobs, needs, media, batch_size, device,
+                    commit_every or 4 * batch_size, progress)
+    finally:
+        if started_here:
+            import ray
+
+            ray.shutdown()
+
+
+def _run(store, plan, schemas, jobs, needs, media, batch_size, device, commit_every, progress):
+    import ray
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.verbose_stats_logs = False
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0)) if device in ("auto", "cuda") or device.startswith("cuda") else 0
+    actor_device = device if gpus or device == "cpu" else "cpu"
+    if gpus:
+        encode_opts = {"num_gpus": 1, "compute": ray.data.ActorPoolStrategy(size=gpus)}
+    else:
+        cpus = int(resources.get("CPU", 1))
+        encode_opts = {"num_cpus": 1, "compute": ray.data.ActorPoolStrategy(size=max(1, cpus // 2))}
+
+    ds = ray.data.from_items(jobs, override_num_blocks=max(1, min(len(jobs) // batch_size, 200)))
+    ds = ds.map_batches(_decode_batch, batch_size=batch_size, num_cpus=1, batch_format="numpy",
+                        fn_kwargs={"media": media, "needs": needs}, zero_copy_batch=True)
+    ds = ds.map_batches(_EncoderActor, batch_size=batch_size, batch_format="numpy",
+                        fn_constructor_kwargs={"plan": plan, "device": actor_device, "store_uri": store.uri},
+                        **encode_opts)
+    committer = _Committer(store, plan, schemas)
+    try:
+        with progress_bar(len(jobs), "extracting (ray)", enabled=progress) as advance:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                rows = batch.to_pydict()
+                if committer.add(rows) >= commit_every:
+                    advance(committer.commit())
+            advance(committer.commit())
+    except EmofsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors; surface emofs' message
+        cause = _emofs_cause(exc)
+        if cause is not None:
+            raise cause from exc
+        raise
+    return {"fingerprints": {e["name"]: e["fingerprint"] for e in plan}, "extracted": committer.extracted}
+
+
+def _emofs_cause(exc: BaseException) -> EmofsError | None:
+    """The emofs error a Ray task raised, if any (Ray wraps it, sometimes twice)."""
+    seen = exc
+    for _ in range(5):
+        if isinstance(seen, EmofsError):
+            return type(seen)(str(seen).splitlines()[0]) if str(seen) else seen
+        cause = getattr(seen, "cause", None) or seen.__cause__
+        if cause is None:
+            break
+        seen = cause
+    text = str(exc)
+    for cls_name in ("InputError", "StoreError"):
+        if f"{cls_name}: " in text:
+            message = text.split(f"{cls_name}: ", 1)[1].splitlines()[0]
+            return InputError(message)
+    return None
+
