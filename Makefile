@@ -8,6 +8,10 @@ STORE ?= ./emofs-store
 # Real clips when the shared folder is beside the checkout, else generated samples.
 SHARED := ../shared/data
 CLIPS ?= $(if $(wildcard $(SHARED)/labels.csv),$(SHARED),demo-clips)
+# A clip of the store to ask "what feels like this?" (a sad RAVDESS line, or a sad sample).
+QUERY ?= $(if $(filter demo-clips,$(CLIPS)),audio/sad_00.wav,ravdess_actor05/wav/03-01-04-01-01-01-05.wav)
+ENCODERS ?= hubert:tiny,mae:tiny,videomae:tiny,eva:tiny,egemaps,text
+RUN ?= runs/demo-head
 
 .PHONY: install demo test test-all bench clean
 
@@ -21,6 +25,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	@if [ "$(CLIPS)" = "demo-clips" ] && [ ! -f demo-clips/labels.csv ]; then $(BIN)/emofs samples demo-clips; fi
 	$(BIN)/emofs ingest $(CLIPS) --labels $(CLIPS)/labels.csv --store $(STORE)
+	HF_HUB_OFFLINE=1 $(BIN)/emofs extract --encoders $(ENCODERS) --store $(STORE)
+	$(BIN)/emofs index build --encoder egemaps --store $(STORE)
+	$(BIN)/emofs similar $(QUERY) -k 5 --store $(STORE)
+	rm -rf $(RUN)
+	$(BIN)/emofs train head --encoders egemaps --drop-missing --epochs 30 --threads 1 --out $(RUN) --store $(STORE)
+	$(BIN)/emofs label $(CLIPS) --run $(RUN) --out emofs-labels.csv --store $(STORE)
 	$(BIN)/emofs info --store $(STORE)
 
 test: $(STAMP)
@@ -30,4 +40,4 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 clean:
-	rm -rf $(STORE) demo-clips
+	rm -rf $(STORE) demo-clips runs emofs-labels.csv
