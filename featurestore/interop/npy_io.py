@@ -137,20 +137,7 @@ def read_npy_head(path: str | os.PathLike, *, max_bytes: int = _FIRST_READ) -> t
         NpyError: not a .npy file, object/structured dtype, or a truncated file.
         OSError: the file cannot be read.
     """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    try:
-        raw = os.read(fd, max_bytes)
-        try:
-            header = _header(raw)
-        except _NeedMore as more:
-            raw += _read_exactly(fd, more.size - len(raw))
-            header = _header(raw)
-        end = header.offset + header.nbytes
-        if len(raw) < end and len(raw) == max_bytes:
-            return header, None
-    finally:
-        os.close(fd)
-    return header, _array(raw, header)
+    return _read(path, first_read=max_bytes, whole=False)
 
 
 def read_npy_header(path: str | os.PathLike) -> NpyHeader:
@@ -165,9 +152,14 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
         NpyError: not a .npy file, object/structured dtype, or a truncated payload.
         OSError: the file cannot be read.
     """
+    return _read(path, first_read=_FIRST_READ, whole=True)[1]
+
+
+def _read(path, *, first_read: int, whole: bool) -> tuple[NpyHeader, np.ndarray | None]:
+    """One open: header from the first read; the payload too when ``whole`` or it fits."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
-        raw = os.read(fd, _FIRST_READ)
+        raw = os.read(fd, first_read)
         try:
             header = _header(raw)
         except _NeedMore as more:
@@ -175,10 +167,12 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
             header = _header(raw)
         end = header.offset + header.nbytes
         if len(raw) < end:
+            if not whole and len(raw) == first_read:
+                return header, None  # a large payload: the caller reads it when needed
             raw += _read_exactly(fd, end - len(raw))
     finally:
         os.close(fd)
-    return _array(raw, header)
+    return header, _array(raw, header)
 
 
 def _read_exactly(fd: int, size: int) -> bytes:
