@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 
-from featurestore import Store
+from featurestore import Store, sql_quote
 from featurestore.annotations import LabelMatch, match_labels, read_labels_csv
 from featurestore.console import progress_bar, warn
 from featurestore.errors import InputError, LabelsError
@@ -163,6 +163,7 @@ def ingest(
             if rows:
                 store.upsert_clips(pa.Table.from_pylist(rows, schema=_MEDIA_SCHEMA))
                 store.clear_errors("ingest", [r["uri"] for r in rows])
+                _drop_stale_features(store, rows, existing)
             if errs:
                 store.record_errors(errs)
                 for err in errs:
@@ -184,11 +185,26 @@ def ingest(
 
 
 def _existing_rows(store: Store) -> dict[str, dict[str, Any]]:
-    columns = ["clip_id", "name", "uri", "has_media", "size_bytes", "mtime_ns"]
+    columns = ["clip_id", "name", "uri", "has_media", "sha256", "size_bytes", "mtime_ns"]
     table = store.table("clips.lance", columns=columns)
     if table is None:
         return {}
     return {row["clip_id"]: row for row in table.to_pylist()}
+
+
+def _drop_stale_features(store: Store, rows: list[dict[str, Any]], existing) -> None:
+    """Delete the feature rows of clips whose media bytes changed, so extract redoes them."""
+    from featurestore.features import features_name
+
+    changed = [
+        r["clip_id"] for r in rows
+        if (old := existing.get(r["clip_id"])) and old.get("sha256") and old["sha256"] != r["sha256"]
+    ]
+    if not changed:
+        return
+    quoted = ", ".join(sql_quote(c) for c in changed)
+    for name in store.feature_sets():
+        store.delete(features_name(name), f"clip_id IN ({quoted})")
 
 
 def _adoptable_rows(existing: dict[str, dict[str, Any]], files: list[Path]) -> dict[str, str]:

@@ -420,14 +420,7 @@ def label(
     stored = _stored_predictions(store, report.dataset)
     todo = [c for c in ids if stored.get(c) != (loaded.model_fingerprint, shas[c])]
     report.already_labelled = len(ids) - len(todo)
-    changed = [c for c in todo if c in stored and stored[c][1] is not None and stored[c][1] != shas[c]]
-    if changed:  # the media changed since it was labelled: its features are stale too
-        for entry in plan:
-            from featurestore.features import features_name
-
-            for start in range(0, len(changed), 500):
-                store.delete(features_name(entry["name"]), _in_list(changed[start : start + 500]))
-
+    # Clips whose media changed since they were labelled lost their features at ingest.
     t0 = time.perf_counter()
     missing = sorted(set(todo) - _ready(store, plan, set(todo)))
     if missing:

@@ -265,3 +265,32 @@ def test_text_encoder_uses_subtitles_only(tmp_path, shared_data):
     report = extract(store, ["text:tiny"], device="cpu", workers=0, progress=False)
     assert report.encoders["text"].extracted == 1 and report.encoders["text"].not_applicable == 1
     assert report.decoded == 1 and _ids(store, "text") == [first]
+
+
+def test_changed_media_is_reextracted(tmp_path, media_samples):
+    """A file whose bytes change loses its stale features at ingest; extract redoes them."""
+    import shutil
+
+    from extractors import extract, ingest
+    from featurestore import Store
+    from featurestore.features import read_features
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    shutil.copyfile(media_samples["wav"], folder / "a.wav")
+    other = next(p for p in media_samples["wav"].parent.glob("*.wav") if p != media_samples["wav"])
+    shutil.copyfile(other, folder / "b.wav")
+    store = Store(tmp_path / "store")
+    ingest([folder], store, progress=False)
+    extract(store, ["egemaps"], workers=0, progress=False)
+    before = read_features(store, "egemaps", clip_ids=["a.wav", "b.wav"])
+    old = dict(zip(before.clip_ids, before.vectors))
+
+    shutil.copyfile(other, folder / "a.wav")  # a.wav now holds b's recording
+    ingest([folder], store, progress=False)
+    assert read_features(store, "egemaps", clip_ids=["a.wav"]).clip_ids == []
+    report = extract(store, ["egemaps"], workers=0, progress=False)
+    assert report.encoders["egemaps"].extracted == 1
+    after = read_features(store, "egemaps", clip_ids=["a.wav"])
+    assert not np.allclose(after.vectors[0], old["a.wav"])
+    np.testing.assert_allclose(after.vectors[0], old["b.wav"], rtol=1e-3, atol=1e-3)
