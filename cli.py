@@ -246,9 +246,11 @@ def _print_frame(frame, fmt: str, *, default_columns: list[str]) -> None:
     from rich.table import Table
 
     shown = [c for c in default_columns if c in frame.columns] or frame.columns
-    table = Table(*shown)
+    table = Table()
+    for column in shown:
+        table.add_column(column, overflow="fold")
     for row in frame.select(shown).iter_rows():
-        table.add_row(*["" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v)) for v in row])
+        table.add_row(*["" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row])
     Console().print(table)
     typer.echo(f"{frame.height} rows", err=True)
 
@@ -277,6 +279,11 @@ def index_build(
     recall: Annotated[float, typer.Option("--recall", help="recall@10 target for ivf/hnsw tuning.")] = 0.95,
     nlist: Annotated[Optional[int], typer.Option("--nlist", help="IVF lists (default: 4*sqrt(N)).")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild from scratch.")] = False,
+    standardize: Annotated[
+        bool,
+        typer.Option("--standardize/--no-standardize",
+                     help="Z-score each dimension (indexed rows' mean/std) before the cosine."),
+    ] = True,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -300,7 +307,7 @@ def index_build(
     except ValueError as exc:
         raise InputError(f"--weights must be numbers, e.g. 1,0.5 (got {weights!r})") from exc
     config = IndexConfig(encoders, parsed, kind=kind, name=name, recall=recall, nlist=nlist,
-                         rebuild=rebuild)
+                         rebuild=rebuild, standardize=standardize)
     report = build_index(_open_store(store), config)
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
@@ -380,7 +387,11 @@ def similar(
     for note in result.notes:
         if note.startswith("using index"):
             typer.echo(note, err=True)
-    _print_frame(result.frame, fmt, default_columns=["rank", "clip_id", "path", "label", "score"])
+    frame = result.frame
+    # The path column only earns its width where it says more than the clip id.
+    same_path = frame.height and (frame["path"] == frame["clip_id"]).all()
+    columns = ["rank", "clip_id", "label", "score"] if same_path else ["rank", "clip_id", "path", "label", "score"]
+    _print_frame(frame, fmt, default_columns=columns)
     vote = result.vote()
     if vote:
         typer.echo(vote, err=fmt != "table")

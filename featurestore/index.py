@@ -95,6 +95,10 @@ class IndexConfig:
         hnsw_m: HNSW graph degree.
         ef_construction: HNSW build-time beam width.
         rebuild: rebuild from scratch even when an incremental add is possible.
+        standardize: z-score every dimension with the indexed rows' mean and std before
+            the cosine (the stats are kept in the manifest and applied to queries), so
+            dimensions with large raw ranges (eGeMAPS' Hz and dB functionals) do not
+            dominate and scores spread over [-1, 1].
     """
 
     encoders: list[str]
@@ -106,6 +110,7 @@ class IndexConfig:
     hnsw_m: int = 32
     ef_construction: int = 40
     rebuild: bool = False
+    standardize: bool = True
 
     def __post_init__(self) -> None:
         self.encoders = [e.strip() for e in self.encoders if e and e.strip()]
@@ -237,18 +242,41 @@ def _l2_normalise(x: np.ndarray) -> np.ndarray:
     return (x / norms).astype(np.float32, copy=False)
 
 
-def fuse_vectors(parts: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+def feature_stats(parts: Sequence[np.ndarray]) -> list[dict[str, list[float]]]:
+    """Per-encoder, per-dimension mean and std (constant dims get std 1)."""
+    stats = []
+    for part in parts:
+        part = np.asarray(part, dtype=np.float64)  # (N, D_i)
+        std = part.std(axis=0)
+        std[std < 1e-8] = 1.0
+        stats.append({"mean": part.mean(axis=0).tolist(), "std": std.tolist()})
+    return stats
+
+
+def fuse_vectors(
+    parts: Sequence[np.ndarray],
+    weights: Sequence[float],
+    stats: Sequence[dict[str, list[float]]] | None = None,
+) -> np.ndarray:
     """Weighted concatenation of L2-normalised vectors, normalised to unit length.
 
     Args:
         parts: one ``(N, D_i)`` array per encoder (same rows in the same order).
         weights: one positive weight per encoder.
+        stats: optional per-encoder ``{"mean", "std"}`` (from :func:`feature_stats`)
+            applied before normalising.
 
     Returns:
         ``(N, sum D_i)`` float32; the inner product of two rows is the weighted mean of
         the per-encoder cosines.
     """
     total = float(sum(weights))
+    if stats is not None:
+        parts = [
+            (np.asarray(p, dtype=np.float32) - np.asarray(st["mean"], np.float32))
+            / np.asarray(st["std"], np.float32)
+            for p, st in zip(parts, stats)
+        ]
     scaled = [
         _l2_normalise(np.asarray(p, dtype=np.float32)) * np.float32(math.sqrt(w / total))
         for p, w in zip(parts, weights)
@@ -285,14 +313,17 @@ def fused_matrix(
     *,
     clip_ids: Sequence[str] | None = None,
     fingerprints: dict[str, str | None] | None = None,
-) -> tuple[list[str], np.ndarray]:
+    stats: Sequence[dict[str, list[float]]] | str | None = None,
+) -> tuple[list[str], np.ndarray, list[dict[str, list[float]]] | None]:
     """Read and fuse the vectors of ``encoders`` for the clips present in all of them.
 
     Only rows written with the feature set's current spec (``fingerprints``) are used.
+    ``stats``: per-encoder standardisation to apply, ``"compute"`` to derive it from
+    these rows, or None for plain cosine.
 
     Returns:
-        ``(clip_ids, vectors)``: ids in a stable (sorted) order and ``(N, sum D_i)``
-        float32 fused unit vectors.
+        ``(clip_ids, vectors, stats)``: ids in a stable (sorted) order, ``(N, sum D_i)``
+        float32 fused unit vectors, and the standardisation used.
     """
     from .features import read_features
 
@@ -315,8 +346,10 @@ def fused_matrix(
         parts.append(matrix.vectors[rows])  # (N, D_i)
     if not ordered:
         dim = sum(m.vectors.shape[1] if m.vectors.ndim == 2 else 0 for m in per_encoder)
-        return [], np.zeros((0, dim), dtype=np.float32)
-    return ordered, fuse_vectors(parts, weights)
+        return [], np.zeros((0, dim), dtype=np.float32), None
+    if stats == "compute":
+        stats = feature_stats(parts)
+    return ordered, fuse_vectors(parts, weights, stats), stats
 
 
 # --------------------------------------------------------------------------- build
@@ -418,7 +451,8 @@ def _tune(index, kind: str, vectors: np.ndarray, target: float, params: dict[str
 
 
 def _manifest(config: IndexConfig, kind: str, params: dict[str, Any], states: dict[str, Any],
-              ids: list[str], dim: int, store: Store, built_at: str | None) -> dict[str, Any]:
+              ids: list[str], dim: int, store: Store, built_at: str | None,
+              stats: list[dict[str, list[float]]] | None) -> dict[str, Any]:
     import faiss
 
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -440,6 +474,8 @@ def _manifest(config: IndexConfig, kind: str, params: dict[str, Any], states: di
         "updated_at": now,
         "faiss_version": faiss.__version__,
         "files": {k: v.split("/", 1)[1] for k, v in _paths(config.name).items()},
+        # Per-encoder z-score applied to indexed rows and queries (None: plain cosine).
+        "standardize": stats,
     }
 
 
@@ -491,21 +527,24 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
             new_ids = sorted(current - indexed)
             params = dict(loaded.manifest["params"])
             if new_ids:
-                got_ids, vectors = fused_matrix(store, config.encoders, config.weights,
-                                                clip_ids=new_ids, fingerprints=fingerprints)
+                got_ids, vectors, _ = fused_matrix(
+                    store, config.encoders, config.weights, clip_ids=new_ids,
+                    fingerprints=fingerprints, stats=loaded.manifest.get("standardize"))
                 _add(loaded.index, vectors, f"index {config.name}: adding", progress)
             else:
                 got_ids = []
             ids = loaded.clip_ids + got_ids
             manifest = _manifest(config, loaded.kind, params, states, ids, loaded.dim, store,
-                                 loaded.manifest.get("built_at"))
+                                 loaded.manifest.get("built_at"), loaded.manifest.get("standardize"))
             if got_ids or manifest["feature_sets"] != loaded.manifest.get("feature_sets"):
                 _save(store, config.name, loaded.index, ids, manifest)
             return IndexBuildReport(
                 config.name, loaded.kind, "added" if got_ids else "unchanged", len(ids),
                 len(got_ids), loaded.dim, time.perf_counter() - start, params, "", skipped)
 
-    ids, vectors = fused_matrix(store, config.encoders, config.weights, fingerprints=fingerprints)
+    ids, vectors, stats = fused_matrix(store, config.encoders, config.weights,
+                                       fingerprints=fingerprints,
+                                       stats="compute" if config.standardize else None)
     if not ids:
         raise InputError(
             f"no clip has current features for all of {', '.join(config.encoders)}: run "
@@ -525,7 +564,7 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
         index.train(train)
     _add(index, vectors, f"index {config.name}: {kind}", progress)
     _tune(index, kind, vectors, config.recall, params)
-    manifest = _manifest(config, kind, params, states, ids, dim, store, None)
+    manifest = _manifest(config, kind, params, states, ids, dim, store, None, stats)
     _save(store, config.name, index, ids, manifest)
     mode = "rebuilt" if reason else "created"
     return IndexBuildReport(config.name, kind, mode, len(ids), len(ids), dim,
@@ -566,6 +605,8 @@ def _incremental_candidate(store: Store, config: IndexConfig, states: dict[str, 
         return None, f"kind changed ({manifest.get('kind')} -> {config.kind})"
     if manifest.get("format") != FORMAT_VERSION:
         return None, "index format changed"
+    if (manifest.get("standardize") is not None) != config.standardize:
+        return None, "standardisation " + ("switched on" if config.standardize else "switched off")
     for enc, state in states.items():
         before = manifest.get("feature_sets", {}).get(enc, {})
         if before.get("fingerprint") != state["fingerprint"] or before.get("dim") != state["dim"]:

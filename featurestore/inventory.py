@@ -52,8 +52,10 @@ def store_info(store: Store) -> dict[str, Any]:
     features = {name: feature_set_info(store, name) for name in store.feature_sets()}
     indexes = {}
     for name in store.index_names():
-        manifest = _read_json(store, f"{INDEX_DIR}/{name}.json")
-        indexes[name] = manifest or {}
+        manifest = _read_json(store, f"{INDEX_DIR}/{name}.json") or {}
+        # The per-dimension standardisation stats are for queries, not for reading.
+        manifest["standardize"] = manifest.get("standardize") is not None
+        indexes[name] = manifest
     versions = {CLIPS: store.version(CLIPS), ERRORS: store.version(ERRORS)}
     versions.update({f"{FEATURES_DIR}/{n}.lance": f["version"] for n, f in features.items()})
     return {

@@ -177,7 +177,7 @@ def _stored_vector(store: Store, loaded: LoadedIndex, clip_id: str) -> np.ndarra
                 f"clip {clip_id!r} has no {enc!r} features: run `emofs extract --encoders {enc} "
                 f"--where \"clip_id = {sql_quote(clip_id)}\"` first")
         parts.append(_check_dim(matrix.vectors[:1], enc, manifest, loaded.name))
-    return fuse_vectors(parts, manifest["weights"])[0]  # (D,)
+    return fuse_vectors(parts, manifest["weights"], manifest.get("standardize"))[0]  # (D,)
 
 
 def _check_dim(vectors: np.ndarray, enc: str, manifest: dict[str, Any], name: str) -> np.ndarray:
@@ -214,7 +214,7 @@ def _new_file(store: Store, loaded: LoadedIndex, path: Path, *, add: bool) -> di
         rows = store.clips(where=f"uri = {sql_quote(str(path))}", columns=["clip_id"])
         clip_id = rows["clip_id"][0] if rows.height else None
     return {"clip_id": clip_id, "uri": str(path), "source": "file",
-            "vector": fuse_vectors(parts, manifest["weights"])[0]}
+            "vector": fuse_vectors(parts, manifest["weights"], manifest.get("standardize"))[0]}
 
 
 # --------------------------------------------------------------------------- search

@@ -64,11 +64,18 @@ def store(tmp_path) -> Store:
     return s
 
 
+def _zscore_unit(x: np.ndarray) -> np.ndarray:
+    """Reference of the index metric: z-score each dim over the indexed rows, then L2."""
+    std = x.std(axis=0)
+    z = (x - x.mean(axis=0)) / np.where(std < 1e-8, 1.0, std)
+    return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+
 def _exact_neighbours(store: Store, query: str, k: int, allowed: set[str] | None = None) -> list[str]:
     from featurestore.features import read_features
 
     m = read_features(store, "enc_a")
-    x = m.vectors / np.linalg.norm(m.vectors, axis=1, keepdims=True)  # (N, D)
+    x = _zscore_unit(m.vectors.astype(np.float64))  # (N, D)
     q = x[m.clip_ids.index(query)]
     scores = x @ q
     order = [m.clip_ids[i] for i in np.argsort(-scores, kind="stable")]
@@ -134,10 +141,10 @@ def test_fused_index_across_dims_scores_weighted_mean_cosine(tmp_path):
 
     def unit(name):
         m = read_features(store, name)
-        order = np.argsort(m.clip_ids)
-        x = m.vectors[order]
+        order = [i for i in np.argsort(m.clip_ids) if m.clip_ids[i] != "lonely.wav"]  # indexed rows
+        x = m.vectors[order].astype(np.float64)
         ids = [m.clip_ids[i] for i in order]
-        return ids, x / np.linalg.norm(x, axis=1, keepdims=True)
+        return ids, _zscore_unit(x)
 
     ids_a, xa = unit("enc_a")
     ids_b, xb = unit("enc_b")
@@ -310,3 +317,31 @@ def test_real_clips_egemaps_neighbours(shared_store, tmp_path):
         shutil.copyfile(src, copy)
         again = store.similar(str(copy), k=3)
         assert again["clip_id"][0] == query and again["score"][0] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_standardize_keeps_large_raw_dims_from_dominating(tmp_path):
+    """eGeMAPS-like vectors: one dim in the thousands, the emotion in small dims."""
+    store = Store(tmp_path / "s")
+    n = 40
+    rng = np.random.default_rng(0)
+    which = np.arange(n) % 2
+    vectors = rng.normal(size=(n, 8)).astype(np.float32) * 0.1
+    vectors[:, :4] += np.where(which[:, None] == 0, 1.0, -1.0)  # the class signal
+    vectors[:, 7] = 3000 + rng.normal(size=n) * 30  # e.g. a pitch in Hz
+    ids = [f"c{i:02d}.wav" for i in range(n)]
+    store.upsert_clips(pa.table({"clip_id": ids, "label": [LABELS[w] for w in which]}))
+    write_features(store, "gemaps", ids, vectors, {"encoder": "gemaps"}, dtype="float32")
+
+    build_index(store, IndexConfig(["gemaps"], name="plain", standardize=False), progress=False)
+    plain = store.similar(ids[0], k=5, index="plain")
+    assert plain["score"].min() > 0.999  # raw cosine: everything looks the same
+
+    build_index(store, IndexConfig(["gemaps"], name="std"), progress=False)
+    assert read_manifest(store, "std")["standardize"] is not None
+    hits = 0
+    for i in range(n):
+        frame = store.similar(ids[i], k=5, index="std")
+        hits += sum(label == LABELS[which[i]] for label in frame["label"].to_list())
+    assert hits >= 0.95 * 5 * n  # neighbours share the class once each dim is z-scored
+    scores = store.similar(ids[0], k=39, index="std")["score"]
+    assert scores.min() < 0  # scores spread over [-1, 1]
