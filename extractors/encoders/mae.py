@@ -9,7 +9,7 @@ import numpy as np
 from ..registry import register
 from ._loading import load_transformers
 from .base import Encoded, Encoder, Need, Tag
-from .vision import to_pixels
+from .vision import IMAGENET_MEAN, IMAGENET_STD, to_pixels
 
 __all__ = ["MaeEncoder"]
 
@@ -17,7 +17,6 @@ _TINY = dict(image_size=224, patch_size=16, hidden_size=32, num_hidden_layers=2,
              num_attention_heads=2, intermediate_size=64, mask_ratio=0.0,
              decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
              decoder_intermediate_size=64)
-_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @register
@@ -48,13 +47,13 @@ class MaeEncoder(Encoder):
 
     def _describe(self) -> dict[str, Any]:
         return {"architecture": "transformers.ViTMAEModel", "mask_ratio": 0.0,
-                "preprocessing": {"size": self.image_size, "mean": _MEAN, "std": _STD},
+                "preprocessing": {"size": self.image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
                 "pooling": "mean of last-layer patch tokens (CLS excluded)", "tokens": None}
 
     def encode(self, inputs: list[np.ndarray]) -> list[Encoded]:
         import torch
 
-        pixels = to_pixels(np.stack(inputs), self.image_size, _MEAN, _STD, self.torch_device())  # (B, 3, S, S)
+        pixels = to_pixels(np.stack(inputs), self.image_size, IMAGENET_MEAN, IMAGENET_STD, self.torch_device())  # (B, 3, S, S)
         n_patches = (self.image_size // self.model.config.patch_size) ** 2
         noise = torch.arange(n_patches, device=pixels.device, dtype=torch.float32)
         noise = noise.expand(pixels.shape[0], -1)  # identity order: deterministic

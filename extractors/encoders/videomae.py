@@ -9,13 +9,12 @@ import numpy as np
 from ..registry import register
 from ._loading import load_transformers
 from .base import Encoded, Encoder, Need, Tag
-from .vision import to_pixels
+from .vision import IMAGENET_MEAN, IMAGENET_STD, to_pixels
 
 __all__ = ["VideoMaeEncoder"]
 
 _TINY = dict(image_size=224, patch_size=16, num_frames=16, tubelet_size=2, hidden_size=32,
              num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @register
@@ -47,7 +46,7 @@ class VideoMaeEncoder(Encoder):
     def _describe(self) -> dict[str, Any]:
         return {"architecture": "transformers.VideoMAEModel",
                 "preprocessing": {"size": self.image_size, "frames": self.n_frames,
-                                  "mean": _MEAN, "std": _STD},
+                                  "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
                 "pooling": "mean of all last-layer tokens",
                 "tokens": f"{self.t_steps} temporal tokens (mean over spatial patches per tubelet step)"}
 
@@ -55,7 +54,7 @@ class VideoMaeEncoder(Encoder):
         import torch
 
         clips = np.stack([_fit_frames(c, self.n_frames) for c in inputs])  # (B, F, H, W, 3)
-        pixels = to_pixels(clips, self.image_size, _MEAN, _STD, self.torch_device())  # (B, F, 3, S, S)
+        pixels = to_pixels(clips, self.image_size, IMAGENET_MEAN, IMAGENET_STD, self.torch_device())  # (B, F, 3, S, S)
         with torch.inference_mode(), self.autocast():
             hidden = self.model(pixel_values=pixels).last_hidden_state  # (B, T*P, D)
         hidden = hidden.float()

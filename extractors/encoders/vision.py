@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["to_pixels"]
+__all__ = ["to_pixels", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+#: Normalisation of the ImageNet-pretrained ViT-MAE and VideoMAE checkpoints.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def to_pixels(images: np.ndarray, size: int, mean, std, device):
