@@ -180,7 +180,12 @@ def _print_info(summary: dict[str, Any]) -> None:
     else:
         console.print("[bold]features[/bold] none yet (run `emofs extract`)")
     if summary["indexes"]:
-        console.print("[bold]indexes[/bold] " + ", ".join(summary["indexes"]))
+        described = [
+            f"{name} ({m.get('kind', '?')}, {m.get('rows', '?')} rows"
+            + (", fused " + "+".join(m["encoders"]) if m.get("fused") else "") + ")"
+            for name, m in summary["indexes"].items()
+        ]
+        console.print("[bold]indexes[/bold] " + ", ".join(described))
     if summary["predictions"]:
         console.print("[bold]predictions[/bold] " + ", ".join(summary["predictions"]))
     errors = summary["errors"]
