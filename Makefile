@@ -24,7 +24,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	@if [ "$(CLIPS)" = "demo-clips" ] && [ ! -f demo-clips/labels.csv ]; then $(BIN)/emofs samples demo-clips; fi
-	$(BIN)/emofs ingest $(CLIPS) --labels $(CLIPS)/labels.csv --store $(STORE)
+	$(BIN)/emofs ingest $(CLIPS) $(if $(wildcard $(CLIPS)/labels.csv),--labels $(CLIPS)/labels.csv) --store $(STORE)
 	HF_HUB_OFFLINE=1 $(BIN)/emofs extract --encoders $(ENCODERS) --store $(STORE)
 	$(BIN)/emofs index build --encoder egemaps --store $(STORE)
 	$(BIN)/emofs similar $(QUERY) -k 5 --store $(STORE)
