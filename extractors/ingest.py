@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 
-from featurestore import Store, sql_quote
+from featurestore import Store, sql_in
 from featurestore.annotations import LabelMatch, match_labels, read_labels_csv
 from featurestore.console import progress_bar, warn
 from featurestore.errors import InputError, LabelsError
@@ -202,9 +202,8 @@ def _drop_stale_features(store: Store, rows: list[dict[str, Any]], existing) -> 
     ]
     if not changed:
         return
-    quoted = ", ".join(sql_quote(c) for c in changed)
     for name in store.feature_sets():
-        store.delete(features_name(name), f"clip_id IN ({quoted})")
+        store.delete(features_name(name), sql_in("clip_id", changed))
 
 
 def _adoptable_rows(existing: dict[str, dict[str, Any]], files: list[Path]) -> dict[str, str]:

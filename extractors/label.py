@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from featurestore.console import progress_bar, warn
 from featurestore.errors import InputError
-from featurestore.store import Store, sql_quote
+from featurestore.store import Store, sql_in
 
 __all__ = ["LabelConfig", "LabelReport", "label", "archive_frame", "ENGINES"]
 
@@ -178,10 +178,6 @@ def _ready(store: Store, plan: list[dict[str, Any]], clip_ids: set[str]) -> set[
     return ready
 
 
-def _in_list(ids: Sequence[str]) -> str:
-    return f"clip_id IN ({', '.join(sql_quote(c) for c in ids)})" if ids else "false"
-
-
 # ------------------------------------------------------------------------ extract
 def _extract_local(store: Store, plan, todo: list[str], cfg: LabelConfig, progress: bool) -> dict[str, Any]:
     """Run ``extractors.extract`` for the plan's encoders on ``todo`` (grouped by settings)."""
@@ -197,7 +193,7 @@ def _extract_local(store: Store, plan, todo: list[str], cfg: LabelConfig, progre
     for entries in groups.values():
         media = MediaConfig(**entries[0]["media"]) if entries[0]["media"] else None
         tokens = {k: v for e in entries for k, v in e["tokens"].items()}
-        report = extract(store, [e["ref"] for e in entries], where=_in_list(todo), device=cfg.device,
+        report = extract(store, [e["ref"] for e in entries], where=sql_in("clip_id", todo), device=cfg.device,
                          batch_size=cfg.batch_size, workers=cfg.workers, dtype=entries[0]["dtype"],
                          tokens=tokens, progress=progress, media=media)
         for name, rep in report.encoders.items():

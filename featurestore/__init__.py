@@ -13,13 +13,14 @@ from .errors import (
     StoreNotFoundError,
 )
 from .inventory import feature_set_info, store_info
-from .store import DEFAULT_STORE, Store, resolve_store_uri, sql_quote
+from .store import DEFAULT_STORE, Store, resolve_store_uri, sql_in, sql_quote
 
 __all__ = [
     "Store",
     "DEFAULT_STORE",
     "resolve_store_uri",
     "sql_quote",
+    "sql_in",
     "store_info",
     "feature_set_info",
     "EmofsError",

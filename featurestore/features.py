@@ -23,7 +23,7 @@ import pyarrow as pa
 from .errors import InputError, StoreError
 from .inventory import FINGERPRINT_KEY, SPEC_KEY
 from .schema import FEATURES_DIR
-from .store import Store, sql_quote
+from .store import Store, sql_in, sql_quote
 
 __all__ = [
     "spec_fingerprint",
@@ -216,8 +216,7 @@ def read_features(
         )
     filters = [where] if where else []
     if clip_ids is not None and len(clip_ids) <= _IN_LIST_LIMIT:
-        quoted = ", ".join(sql_quote(c) for c in clip_ids)
-        filters.append(f"clip_id IN ({quoted})" if clip_ids else "false")
+        filters.append(sql_in("clip_id", clip_ids))
     table = store.table(dataset, columns=["clip_id", "vector"],
                         where=" AND ".join(f"({f})" for f in filters) or None)
     if clip_ids is not None and len(clip_ids) > _IN_LIST_LIMIT:

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 
 from .errors import StoreError
-from .store import Store, sql_quote
+from .store import Store, sql_in
 
 __all__ = ["prepare_dataset", "write_fragments", "commit_fragments", "fragments_from_json",
            "duplicate_keys"]
@@ -139,7 +139,7 @@ def _delete_keys(ds, keys: Sequence[str], key: str) -> tuple[list[int], list]:
     keys = list(dict.fromkeys(keys))
     if not keys:
         return [], []
-    where = f"{key} IN ({', '.join(sql_quote(k) for k in keys)})"
+    where = sql_in(key, keys)
     table = ds.to_table(columns=[key], filter=where, with_row_address=True)
     hit = sorted({int(a) >> 32 for a in table.column("_rowaddr").to_pylist()})
     removed: list[int] = []

@@ -29,7 +29,7 @@ from .index import (
     resolve_index_name,
 )
 from .schema import CLIPS
-from .store import Store, sql_quote
+from .store import Store, sql_in, sql_quote
 
 __all__ = ["SimilarResult", "find_similar", "similar", "search_index", "neighbour_vote",
            "RESULT_COLUMNS"]
@@ -333,8 +333,7 @@ def _frame(store: Store, loaded: LoadedIndex, hits: Sequence[tuple[int, float]])
     ids = [loaded.clip_ids[r] for r, _ in hits]
     meta: dict[str, dict[str, Any]] = {}
     if ids:
-        quoted = ", ".join(sql_quote(c) for c in ids)
-        table = store.table(CLIPS, where=f"clip_id IN ({quoted})",
+        table = store.table(CLIPS, where=sql_in("clip_id", ids),
                             columns=["clip_id", "rel_path", "uri", "label"])
         if table is not None:
             meta = {r["clip_id"]: r for r in table.to_pylist()}

@@ -35,7 +35,7 @@ from .schema import (
     errors_schema,
 )
 
-__all__ = ["Store", "DEFAULT_STORE", "resolve_store_uri", "sql_quote"]
+__all__ = ["Store", "DEFAULT_STORE", "resolve_store_uri", "sql_quote", "sql_in"]
 
 DEFAULT_STORE = "./emofs-store"
 
@@ -245,10 +245,9 @@ class Store:
         if ds is None or not keys:
             return
         for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            quoted = ", ".join(sql_quote(k) for k in chunk)
-            if ds.count_rows(filter=f"error_key IN ({quoted})"):
-                ds.delete(f"error_key IN ({quoted})")
+            where = sql_in("error_key", keys[start : start + 500])
+            if ds.count_rows(filter=where):
+                ds.delete(where)
 
     def errors(self, where: str | None = None):
         """Failure rows as a polars DataFrame."""
@@ -325,6 +324,12 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def sql_quote(value: str) -> str:
     """Quote a string literal for a Lance (DataFusion) SQL filter."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def sql_in(column: str, values) -> str:
+    """``column IN ('a', 'b')`` for a Lance SQL filter; ``false`` for no values."""
+    values = list(values)
+    return f"{column} IN ({', '.join(sql_quote(v) for v in values)})" if values else "false"
 
 
 def _first_line(exc: BaseException) -> str:

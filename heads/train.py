@@ -100,9 +100,21 @@ def _process_start() -> float:
         return time.time()
 
 
+_prefetching = False
+
+
 def prefetch_lightning() -> None:
-    """Import Lightning in a background thread (it takes seconds) while data loads."""
+    """Import Lightning in a background thread (it takes seconds) while data loads.
+
+    Only the first call starts the thread (the CLI calls it before checking flags,
+    ``train_head`` again for library callers).
+    """
     import threading
+
+    global _prefetching
+    if _prefetching:
+        return
+    _prefetching = True
 
     def _load() -> None:
         try:
