@@ -11,16 +11,21 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def to_pixels(images: np.ndarray, size: int, mean, std, device):
-    """``(..., H, W, 3)`` uint8 -> ``(..., 3, size, size)`` float32, normalised."""
+    """``(..., H, W, 3)`` uint8 -> ``(..., 3, size, size)`` float32, normalised.
+
+    The uint8 images go to the device as they are (4x less to copy than floats); the
+    conversion and ``(x / 255 - mean) / std`` then run as one copy and two in-place ops.
+    """
     import torch
     import torch.nn.functional as F
 
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     lead = x.shape[:-3]
-    x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W)
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    x = (x - m) / s
-    return x.reshape(*lead, 3, size, size)
+    x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8 view
+    pixels = torch.empty(x.shape, dtype=torch.float32, device=device).copy_(x)  # (N, 3, H, W)
+    if pixels.shape[-1] != size or pixels.shape[-2] != size:
+        pixels = F.interpolate(pixels, size=(size, size), mode="bicubic", align_corners=False).clamp_(0, 255)
+    std255 = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
+    mean255 = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
+    pixels.sub_(mean255).div_(std255)  # == (x / 255 - mean) / std
+    return pixels.reshape(*lead, 3, size, size)
