@@ -175,6 +175,16 @@ def test_video_sampling_is_bounded(shared_data):
     assert clip.audio is not None
 
 
+def test_decoder_threads_do_not_change_the_output(shared_data):
+    from extractors.media import decode_clip
+
+    av_clip = next((shared_data / "ravdess_actor05" / "av").glob("*.mp4"))
+    one = decode_clip(av_clip, audio=True, video=True, threads=1)  # as a worker on 2 cores
+    default = decode_clip(av_clip, audio=True, video=True)
+    assert np.array_equal(one.frames, default.frames) and np.array_equal(one.audio, default.audio)
+    assert np.array_equal(one.frame_indices, default.frame_indices)
+
+
 def test_faces_found_and_centre_fallback(media_samples):
     from extractors.faces import centre_square, crop, track_faces
     from extractors.media import decode_clip
@@ -188,6 +198,30 @@ def test_faces_found_and_centre_fallback(media_samples):
     empty = track_faces(blank)
     assert empty.fallback and empty.face_ratio == 0.0
     assert tuple(empty.boxes[0]) == centre_square(120, 160) == (20, 0, 120, 120)
+
+
+def test_tracked_faces_match_whole_frame_detection(shared_data):
+    """The cheap search around the last face finds what a whole-frame search finds."""
+    from extractors.faces import MAX_DETECT, _with_margin, detect_faces, track_faces
+    from extractors.media import decode_clip
+
+    clips = sorted((shared_data / "crema_d" / "mp4").glob("*.mp4"))[:3]
+    clips += sorted((shared_data / "ravdess_actor05" / "av").glob("*.mp4"))[:2]
+    overlaps = []
+    for path in clips:
+        frames = decode_clip(path, audio=False, video=True).frames
+        track = track_faces(frames)
+        probes = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), MAX_DETECT)).round().astype(int))
+        assert track.probed == len(probes)
+        for i in probes:
+            whole = detect_faces(frames[i])
+            assert track.detected[i] or whole is None  # never loses a face the whole frame shows
+            if whole is not None:
+                x, y, w, h = _with_margin(whole, *frames.shape[1:3], 0.25)
+                tx, ty, tw, th = track.boxes[i]
+                inter = max(0, min(x + w, tx + tw) - max(x, tx)) * max(0, min(y + h, ty + th) - max(y, ty))
+                overlaps.append(inter / (w * h + tw * th - inter))
+    assert len(overlaps) >= 30 and min(overlaps) > 0.6 and np.mean(overlaps) > 0.85
 
 
 def test_peak_picks_the_most_deviating_face():

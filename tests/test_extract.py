@@ -143,25 +143,31 @@ def test_corrupt_file_in_the_middle(tmp_path, shared_data):
     assert store.errors().height == 0 and len(_ids(store, "egemaps")) == 5
 
 
-def test_encoder_crash_is_recorded_not_fatal(tmp_path, shared_data, monkeypatch):
-    from extractors.encoders.egemaps import EgemapsEncoder
+@pytest.mark.parametrize("ref, failing_calls", [
+    ("egemaps", (2,)),  # runs beside decoding, one clip per call: the second clip fails
+    ("hubert:tiny", (1, 3)),  # batched in the main process: the batch, then clip 2 alone
+])
+def test_encoder_crash_is_recorded_not_fatal(tmp_path, shared_data, monkeypatch, ref, failing_calls):
+    from extractors.registry import encoder_class
 
     store = Store(tmp_path / "store")
     ingest(sorted((shared_data / "crema_d" / "wav16k").glob("*.wav"))[:3], store, progress=False)
-    real = EgemapsEncoder.encode
+    name = ref.split(":")[0]
+    cls = encoder_class(name)
+    real = cls.encode
     calls = {"n": 0}
 
     def flaky(self, inputs):
         calls["n"] += 1
-        if calls["n"] in (1, 3):  # the batch call and the second per-clip retry fail
+        if calls["n"] in failing_calls:
             raise RuntimeError("boom")
         return real(self, inputs)
 
-    monkeypatch.setattr(EgemapsEncoder, "encode", flaky)
-    report = extract(store, ["egemaps"], workers=0, batch_size=3, progress=False)
-    assert report.encoders["egemaps"].failed == 1 and report.encoders["egemaps"].extracted == 2
+    monkeypatch.setattr(cls, "encode", flaky)
+    report = extract(store, [ref], workers=0, batch_size=3, progress=False)
+    assert report.encoders[name].failed == 1 and report.encoders[name].extracted == 2
     err = store.errors().to_dicts()[0]
-    assert err["stage"] == "encode" and err["encoder"] == "egemaps" and "boom" in err["message"]
+    assert err["stage"] == "encode" and err["encoder"] == name and "boom" in err["message"]
 
 
 def test_bad_weights_fail_before_decoding(tmp_path, shared_data, monkeypatch):
@@ -194,8 +200,34 @@ def test_cli_extract_with_spawn_workers(tmp_path, shared_data):
     assert report["encoders"]["mae"]["extracted"] == 2 and report["encoders"]["mae"]["not_applicable"] == 2
     info = json.loads(runner.invoke(app, ["info", "--store", str(store), "--json"]).stdout)
     assert info["features"]["mae"]["dtype"] == "float32" and info["features"]["mae"]["rows"] == 2
+    # egemaps ran in the spawned workers: the same vector as computed in this process
+    in_process = extract_file(files[0], ["egemaps"], Store(store))["egemaps"]["vector"]
+    clip_id = Store(store).clips(where=f"uri = '{files[0]}'")["clip_id"][0]
+    stored = Store(store).table(features_name("egemaps"), where=f"clip_id = '{clip_id}'")
+    assert np.array_equal(np.asarray(stored.column("vector")[0].as_py(), np.float32), in_process)
     bad = runner.invoke(app, ["extract", "--store", str(store), "--encoders", "egemaps", "--tokens", "x"])
     assert bad.exit_code == 1 and "--tokens" in bad.output
+
+
+def test_a_dead_decoding_process_gives_one_clear_error(shared_data):
+    """A worker killed mid-run (out of memory, a crashing decoder) stops the run with a
+    message saying what to do; it never hangs."""
+    import multiprocessing
+
+    from extractors.media import MediaConfig
+    from extractors.pipeline import Job, prepared
+    from extractors.encoders.base import Need
+    from featurestore.errors import EmofsError
+
+    clips = sorted((shared_data / "crema_d" / "mp4").glob("*.mp4"))
+    jobs = [Job(f"c{i}", str(clips[i % len(clips)]), None, (Need("face_clip"),), ("videomae",))
+            for i in range(12)]
+    items = prepared(jobs, MediaConfig(), workers=2, prefetch=4)
+    assert next(items)["error"] is None
+    for worker in multiprocessing.active_children():
+        os.kill(worker.pid, signal.SIGKILL)
+    with pytest.raises(EmofsError, match="decoding process died.*--workers 0"):
+        list(items)
 
 
 _KILL_SCRIPT = """

@@ -92,6 +92,10 @@ class Encoder:
     need: ClassVar[Need]
     #: Token options this encoder accepts (``{"tokens": default}``) or {}.
     token_defaults: ClassVar[dict[str, int]] = {}
+    #: True for CPU feature extractors without batching (openSMILE): `extract` runs them
+    #: in the decoding workers, beside the decode, so they run in parallel across workers
+    #: and leave the main process to the batched neural encoders (and the GPU fed).
+    in_worker: ClassVar[bool] = False
 
     def __init__(self, weights: Weights, *, device: str = "cpu", options: dict[str, Any] | None = None):
         self.weights = weights
