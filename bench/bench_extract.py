@@ -8,8 +8,9 @@ plus ``egemaps``:
    its own pass over the media, decoding again each time (as the MER2023 toolkit does);
    target >= 2.5x.
 2. overlap: pipeline wall <= 1.25 x max(decode-only pass, encode-only pass on pre-decoded
-   input); decode-only uses the same spawn workers, encode-only runs the encoders and the
-   batched store writes on inputs decoded beforehand.
+   input); decode-only is the worker stage alone (the same spawn workers: decode, faces,
+   peak frame, and the ``in_worker`` encoders such as egemaps, which run there), encode-only
+   runs the main-process encoders and the batched store writes on inputs decoded beforehand.
 3. peak RSS of a full run in a fresh subprocess at 20 and 200 clips; target growth < 20%.
 
 Prints one JSON object, then a markdown table. Usage::
@@ -123,8 +124,8 @@ def bench_split(root, template, encoders, args) -> dict:
     names = tuple(e.name for e in loaded)
     jobs = [Job(r["clip_id"], r["uri"], r["subtitle"], needs, names) for r in rows]
 
-    t0 = time.perf_counter()
-    items = list(prepared(jobs, cfg.media, args.workers))
+    t0 = time.perf_counter()  # the worker stage: decode, faces, peak + in-worker encoders
+    items = list(prepared(jobs, cfg.media, args.workers, worker_encoders=loaded))
     decode_s = time.perf_counter() - t0
 
     specs = {e.name: _full_spec(e, cfg) for e in loaded}
@@ -137,18 +138,55 @@ def bench_split(root, template, encoders, args) -> dict:
     return {"decode_only_s": decode_s, "encode_only_s": encode_s}
 
 
+class WorkerPeak:
+    """Samples the peak RSS (VmHWM, Linux) of this process's children while it runs.
+
+    ``getrusage(RUSAGE_CHILDREN)`` is no use here: a spawned worker is forked from this
+    process before it execs, so it would report the parent's size.
+    """
+
+    def __init__(self, every_s: float = 0.2):
+        import threading
+
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self, every_s: float) -> None:
+        me = str(os.getpid())
+        while not self._stop.wait(every_s):
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    if stat.read_text().rsplit(")", 1)[1].split()[1] != me:  # field 4: ppid
+                        continue
+                    for line in (stat.parent / "status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+                except (OSError, IndexError, ValueError):
+                    continue  # the process ended meanwhile
+
+
 def rss_child(store_uri: str, args) -> None:
     """(Subprocess) extract a store built by the parent; print peak RSS in MiB."""
     from extractors import extract
     from featurestore import Store
 
-    report = extract(Store(store_uri), args.encoders, workers=args.workers,
-                     batch_size=args.batch_size, device=args.device, tokens=args.tokens,
-                     progress=False)
+    with WorkerPeak() as workers:
+        report = extract(Store(store_uri), args.encoders, workers=args.workers,
+                         batch_size=args.batch_size, device=args.device, tokens=args.tokens,
+                         progress=False)
     print(json.dumps({
         "clips": report.decoded,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_worker_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "peak_worker_rss_mib": round(workers.peak_kib / 1024, 1),
         "seconds": round(report.seconds, 1),
     }))
 
