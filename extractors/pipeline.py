@@ -2,9 +2,10 @@
 
 Flow::
 
-    clips.lance ──plan (fingerprints)──▶ jobs ──spawn workers: decode once + faces + peak
-        + per-encoder inputs──▶ main process: batches of clips ──▶ each encoder (autocast on
-        GPU) ──▶ features/<name>.lance (merge_insert on clip_id) + clip rows + errors.lance
+    clips.lance ──plan (fingerprints)──▶ jobs ──spawn workers (workers.py, prepare.py):
+        decode once + faces + peak + per-encoder inputs + in-worker encoders (egemaps)──▶
+        main process: batches of clips ──▶ each neural encoder (autocast on GPU) ──▶
+        features/<name>.lance (merge_insert on clip_id) + clip rows + errors.lance
 
 A rerun skips clips whose row already carries the encoder's spec fingerprint; a killed run
 loses at most the batch in flight; a clip that fails to decode or crashes an encoder
@@ -18,14 +19,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
 
 from featurestore import Store
 from featurestore.console import progress_bar, warn
-from featurestore.errors import EmofsError, InputError, StoreError, StoreNotFoundError
+from featurestore.errors import InputError, StoreError, StoreNotFoundError
 from featurestore.features import (
     feature_spec,
     features_name,
@@ -35,7 +36,9 @@ from featurestore.features import (
 )
 from featurestore.store import sql_quote
 
-from .media import DecodedClip, MediaConfig, MediaError, decode_clip
+from .media import MediaConfig
+from .prepare import Job, error_message, need_key, prepare_clip
+from .workers import cores, prepared
 
 __all__ = ["ExtractConfig", "ExtractReport", "EncoderReport", "extract", "extract_file",
            "prepare_clip", "Job", "load_encoders"]
@@ -112,191 +115,6 @@ class ExtractReport:
         }
 
 
-# --------------------------------------------------------------------------- jobs
-@dataclass
-class Job:
-    """One clip to prepare: which streams to decode and which inputs to compute."""
-
-    clip_id: str
-    uri: str | None
-    subtitle: str | None
-    needs: tuple  # of Need
-    todo: tuple[str, ...]  # encoder names to run on this clip
-
-    @property
-    def decode_audio(self) -> bool:
-        return any(n.modality == "audio" for n in self.needs)
-
-    @property
-    def decode_video(self) -> bool:
-        return any(n.modality == "video" for n in self.needs)
-
-
-def need_key(need) -> str:
-    return f"{need.kind}:{need.size}:{need.frames}"
-
-
-def prepare_clip(job: Job, media: MediaConfig, worker_encoders: Iterable = (),
-                 decode_threads: int = 0) -> dict[str, Any]:
-    """Decode a clip once and compute every input its encoders need (runs in a worker).
-
-    ``worker_encoders`` (encoders with ``in_worker``) are run here too, on this clip;
-    ``decode_threads`` caps FFmpeg's threads (0: one per core).
-
-    Returns:
-        ``{"clip_id", "uri", "todo", "inputs": {need_key: array|str}, "encoded": {name:
-        Encoded | error message}, "peak_frame", "face_ratio", "error"}``; ``error`` is a
-        message when decoding failed.
-    """
-    result: dict[str, Any] = {"clip_id": job.clip_id, "uri": job.uri, "todo": job.todo,
-                              "inputs": {}, "encoded": {}, "peak_frame": None, "face_ratio": None,
-                              "error": None}
-    decoded = DecodedClip()
-    if job.decode_audio or job.decode_video:
-        try:
-            decoded = decode_clip(job.uri, audio=job.decode_audio, video=job.decode_video,
-                                  config=media, threads=decode_threads)
-        except MediaError as exc:
-            result["error"] = str(exc)
-            return result
-        except (OSError, ValueError) as exc:
-            result["error"] = f"cannot read media ({exc})"
-            return result
-    visual = None
-    if decoded.frames is not None:
-        visual = _Visual(decoded)
-        result["peak_frame"] = int(decoded.frame_indices[visual.peak])
-        result["face_ratio"] = visual.track.face_ratio
-    for need in job.needs:
-        key = need_key(need)
-        if need.kind == "audio":
-            result["inputs"][key] = decoded.audio
-        elif need.kind == "subtitle":
-            result["inputs"][key] = job.subtitle
-        elif need.kind == "peak_face":
-            result["inputs"][key] = visual.peak_face(need.size)
-        elif need.kind == "face_clip":
-            result["inputs"][key] = visual.face_clip(need.frames, need.size)
-        elif need.kind == "peak_image":
-            result["inputs"][key] = visual.peak_image(need.size)
-        else:  # pragma: no cover - registry invariant
-            raise AssertionError(f"unknown input kind {need.kind}")
-    for enc in worker_encoders:
-        if enc.name in job.todo:
-            try:
-                result["encoded"][enc.name] = enc.encode([result["inputs"][need_key(enc.need)]])[0]
-            except Exception as exc:  # noqa: BLE001 - becomes this clip's errors row
-                result["encoded"][enc.name] = _error_message(exc)
-    return result
-
-
-def _error_message(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:500]
-
-
-class _Visual:
-    """Faces and the peak frame of one decoded clip (computed once for all encoders)."""
-
-    def __init__(self, decoded: DecodedClip):
-        from .faces import crop, track_faces
-        from .peak import peak_index
-
-        self.frames = decoded.frames  # (F, H, W, 3)
-        self.track = track_faces(self.frames)
-        faces = np.stack([crop(f, b, 96) for f, b in zip(self.frames, self.track.boxes)])  # (F, 96, 96, 3)
-        self.peak = peak_index(faces)  # every frame competes: its box is a detected face's
-
-    def peak_face(self, size: int) -> np.ndarray:
-        from .faces import crop
-
-        return crop(self.frames[self.peak], self.track.boxes[self.peak], size)  # (S, S, 3)
-
-    def face_clip(self, n: int, size: int) -> np.ndarray:
-        from .faces import crop
-
-        idx = np.linspace(0, len(self.frames) - 1, n).round().astype(int)
-        return np.stack([crop(self.frames[i], self.track.boxes[i], size) for i in idx])  # (n, S, S, 3)
-
-    def peak_image(self, size: int) -> np.ndarray:
-        import cv2
-
-        frame = self.frames[self.peak]
-        h, w = frame.shape[:2]
-        scale = size / min(h, w)
-        resized = cv2.resize(frame, (max(size, round(w * scale)), max(size, round(h * scale))),
-                             interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-        h2, w2 = resized.shape[:2]
-        y0, x0 = (h2 - size) // 2, (w2 - size) // 2
-        return np.ascontiguousarray(resized[y0 : y0 + size, x0 : x0 + size])  # (S, S, 3)
-
-
-_WORKER_STATE: dict[str, Any] = {}
-
-
-def _init_worker(worker_refs: tuple, media: MediaConfig, decode_threads: int) -> None:
-    """(In each decoding process) its share of the cores; build the in-worker encoders."""
-    import cv2
-
-    from .registry import build_encoder
-
-    cv2.setNumThreads(1)
-    _WORKER_STATE["media"], _WORKER_STATE["threads"] = media, decode_threads
-    _WORKER_STATE["encoders"] = [build_encoder(ref, device="cpu", options=dict(opts) or None)
-                                 for ref, opts in worker_refs]
-
-
-def _prepare_in_worker(job: Job) -> dict[str, Any]:
-    return prepare_clip(job, _WORKER_STATE["media"], _WORKER_STATE["encoders"], _WORKER_STATE["threads"])
-
-
-def prepared(jobs: list[Job], media: MediaConfig, workers: int, prefetch: int = 32,
-             worker_encoders: Iterable = ()) -> Iterator[dict[str, Any]]:
-    """Prepared clips in job order; decoding runs in ``workers`` spawned processes.
-
-    At most ``prefetch`` clips are in flight (decoded ahead), so workers keep going while
-    the main process encodes a batch (set it to about twice the batch size) and memory
-    stays bounded. ``worker_encoders`` (loaded, ``in_worker``) run on each clip beside its
-    decode. The workers are plain processes that never import torch (a second faster to
-    start and a few hundred MB lighter than DataLoader workers).
-    """
-    worker_encoders = [e for e in worker_encoders if e.in_worker]
-    if workers == 0 or len(jobs) == 0:
-        for job in jobs:
-            yield prepare_clip(job, media, worker_encoders)
-        return
-    import itertools
-    import multiprocessing
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    refs = tuple((e.ref, tuple(sorted(e.options.items()))) for e in worker_encoders)
-    n_workers = min(workers, len(jobs))
-    share = max(1, _cores() // n_workers)  # FFmpeg threads per worker
-    pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(refs, media, share))
-    queue = iter(jobs)
-    in_flight = deque((job, pool.submit(_prepare_in_worker, job))
-                      for job in itertools.islice(queue, max(prefetch, n_workers)))
-    try:
-        while in_flight:
-            job, future = in_flight.popleft()
-            try:
-                item = future.result()
-            except BrokenProcessPool as exc:
-                raise EmofsError(
-                    f"a decoding process died (killed, out of memory or crashed by a file) while "
-                    f"preparing {job.clip_id} or a clip beside it: rerun the command (finished "
-                    "batches are kept), or pass --workers 0 to find the file") from exc
-            following = next(queue, None)
-            if following is not None:
-                in_flight.append((following, pool.submit(_prepare_in_worker, following)))
-            yield item
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def _main_threads(device: str, workers: int) -> int | None:
     """Torch threads for the main process on CPU: the cores the decoding workers leave.
 
@@ -305,14 +123,7 @@ def _main_threads(device: str, workers: int) -> int | None:
     """
     if device != "cpu" or workers == 0:
         return None
-    return max(1, _cores() - workers)
-
-
-def _cores() -> int:
-    """CPU cores this process may run on."""
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores() - workers)
 
 
 # ----------------------------------------------------------------------- encoders
@@ -553,7 +364,7 @@ class _BatchWriter:
                 try:
                     outputs.append(enc.encode([x])[0])
                 except Exception as exc:  # noqa: BLE001
-                    outputs.append(_error_message(exc))
+                    outputs.append(error_message(exc))
             return outputs
 
 

@@ -75,7 +75,7 @@ def _decode_batch(batch: dict[str, np.ndarray], media: dict | None, needs: dict[
     """Decode each clip once and compute its encoders' inputs (CPU task)."""
     from .encoders.base import Need
     from .media import MediaConfig
-    from .pipeline import Job, prepare_clip
+    from .prepare import Job, prepare_clip
 
     config = MediaConfig(**media) if media else MediaConfig()
     out: dict[str, list] = {k: [] for k in ("clip_id", "uri", "todo", "error", "peak_frame",
@@ -123,7 +123,7 @@ class _EncoderActor:
             self.encoders[entry["name"]] = enc
             self.schemas[entry["name"]] = feature_schema(enc.dim, entry["dtype"], spec, token_dim=enc.token_dim)
             self.uris[entry["name"]] = f"{store_uri}/{features_name(entry['name'])}"
-            from .pipeline import need_key
+            from .prepare import need_key
 
             self.needs[entry["name"]] = need_key(enc.need)
 

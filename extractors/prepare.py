@@ -1,0 +1,139 @@
+"""Per-clip preparation (runs in the decoding processes): decode once, faces, peak frame,
+every encoder's input, and the ``in_worker`` encoders.
+
+Kept free of the store and of torch, so a decoding process starts light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+from .media import DecodedClip, MediaConfig, MediaError, decode_clip
+
+__all__ = ["Job", "need_key", "prepare_clip", "empty_result", "error_message"]
+
+
+@dataclass
+class Job:
+    """One clip to prepare: which streams to decode and which inputs to compute."""
+
+    clip_id: str
+    uri: str | None
+    subtitle: str | None
+    needs: tuple  # of Need
+    todo: tuple[str, ...]  # encoder names to run on this clip
+
+    @property
+    def decode_audio(self) -> bool:
+        return any(n.modality == "audio" for n in self.needs)
+
+    @property
+    def decode_video(self) -> bool:
+        return any(n.modality == "video" for n in self.needs)
+
+
+def need_key(need) -> str:
+    return f"{need.kind}:{need.size}:{need.frames}"
+
+
+def prepare_clip(job: Job, media: MediaConfig, worker_encoders: Iterable = (),
+                 decode_threads: int = 0) -> dict[str, Any]:
+    """Decode a clip once and compute every input its encoders need (runs in a worker).
+
+    ``worker_encoders`` (encoders with ``in_worker``) are run here too, on this clip;
+    ``decode_threads`` caps FFmpeg's threads (0: one per core).
+
+    Returns:
+        ``{"clip_id", "uri", "todo", "inputs": {need_key: array|str}, "encoded": {name:
+        Encoded | error message}, "peak_frame", "face_ratio", "error"}``; ``error`` is a
+        message when decoding failed.
+    """
+    result = empty_result(job)
+    decoded = DecodedClip()
+    if job.decode_audio or job.decode_video:
+        try:
+            decoded = decode_clip(job.uri, audio=job.decode_audio, video=job.decode_video,
+                                  config=media, threads=decode_threads)
+        except MediaError as exc:
+            result["error"] = str(exc)
+            return result
+        except (OSError, ValueError) as exc:
+            result["error"] = f"cannot read media ({exc})"
+            return result
+    visual = None
+    if decoded.frames is not None:
+        visual = _Visual(decoded)
+        result["peak_frame"] = int(decoded.frame_indices[visual.peak])
+        result["face_ratio"] = visual.track.face_ratio
+    for need in job.needs:
+        key = need_key(need)
+        if need.kind == "audio":
+            result["inputs"][key] = decoded.audio
+        elif need.kind == "subtitle":
+            result["inputs"][key] = job.subtitle
+        elif need.kind == "peak_face":
+            result["inputs"][key] = visual.peak_face(need.size)
+        elif need.kind == "face_clip":
+            result["inputs"][key] = visual.face_clip(need.frames, need.size)
+        elif need.kind == "peak_image":
+            result["inputs"][key] = visual.peak_image(need.size)
+        else:  # pragma: no cover - registry invariant
+            raise AssertionError(f"unknown input kind {need.kind}")
+    for enc in worker_encoders:
+        if enc.name in job.todo:
+            try:
+                result["encoded"][enc.name] = enc.encode([result["inputs"][need_key(enc.need)]])[0]
+            except Exception as exc:  # noqa: BLE001 - becomes this clip's errors row
+                result["encoded"][enc.name] = error_message(exc)
+    return result
+
+
+def empty_result(job: Job, error: str | None = None) -> dict[str, Any]:
+    """A clip's result before (or instead of, with ``error``) its preparation."""
+    return {"clip_id": job.clip_id, "uri": job.uri, "todo": job.todo, "inputs": {}, "encoded": {},
+            "peak_frame": None, "face_ratio": None, "error": error}
+
+
+def error_message(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, as stored in ``errors.lance``."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:500]
+
+
+class _Visual:
+    """Faces and the peak frame of one decoded clip (computed once for all encoders)."""
+
+    def __init__(self, decoded: DecodedClip):
+        from .faces import crop, track_faces
+        from .peak import peak_index
+
+        self.frames = decoded.frames  # (F, H, W, 3)
+        self.track = track_faces(self.frames)
+        faces = np.stack([crop(f, b, 96) for f, b in zip(self.frames, self.track.boxes)])  # (F, 96, 96, 3)
+        self.peak = peak_index(faces)  # every frame competes: its box is a detected face's
+
+    def peak_face(self, size: int) -> np.ndarray:
+        from .faces import crop
+
+        return crop(self.frames[self.peak], self.track.boxes[self.peak], size)  # (S, S, 3)
+
+    def face_clip(self, n: int, size: int) -> np.ndarray:
+        from .faces import crop
+
+        idx = np.linspace(0, len(self.frames) - 1, n).round().astype(int)
+        return np.stack([crop(self.frames[i], self.track.boxes[i], size) for i in idx])  # (n, S, S, 3)
+
+    def peak_image(self, size: int) -> np.ndarray:
+        import cv2
+
+        frame = self.frames[self.peak]
+        h, w = frame.shape[:2]
+        scale = size / min(h, w)
+        resized = cv2.resize(frame, (max(size, round(w * scale)), max(size, round(h * scale))),
+                             interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        h2, w2 = resized.shape[:2]
+        y0, x0 = (h2 - size) // 2, (w2 - size) // 2
+        return np.ascontiguousarray(resized[y0 : y0 + size, x0 : x0 + size])  # (S, S, 3)
