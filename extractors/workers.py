@@ -31,10 +31,15 @@ _WORKER_STATE: dict[str, Any] = {}
 
 def _init_worker(worker_refs: tuple, media: MediaConfig, decode_threads: int) -> None:
     """(In each decoding process) its share of the cores; build the in-worker encoders."""
+    import signal
+
     import cv2
 
     from .registry import build_encoder
 
+    # Ctrl-C is the main process's to handle: it stops feeding clips and lets the ones
+    # being decoded finish, instead of every worker printing a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
     _WORKER_STATE["media"], _WORKER_STATE["threads"] = media, decode_threads
     _WORKER_STATE["encoders"] = [build_encoder(ref, device="cpu", options=dict(opts) or None)
