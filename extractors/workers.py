@@ -97,7 +97,7 @@ def prepared(jobs: list[Job], media: MediaConfig, workers: int, prefetch: int = 
     window = max(prefetch, n_workers)
     queue = iter(jobs)
     pool = start(n_workers)
-    in_flight = deque((job, pool.submit(task, job)) for job in itertools.islice(queue, window))
+    in_flight = deque((job, _submit(pool, task, job)) for job in itertools.islice(queue, window))
     try:
         while in_flight:
             job, future = in_flight.popleft()
@@ -109,14 +109,28 @@ def prepared(jobs: list[Job], media: MediaConfig, workers: int, prefetch: int = 
                 in_flight.clear()
                 yield from _one_at_a_time(suspects, start, task)
                 pool = start(n_workers)
-                in_flight.extend((j, pool.submit(task, j)) for j in itertools.islice(queue, window))
+                in_flight.extend((j, _submit(pool, task, j)) for j in itertools.islice(queue, window))
                 continue
             following = next(queue, None)
             if following is not None:
-                in_flight.append((following, pool.submit(task, following)))
+                in_flight.append((following, _submit(pool, task, following)))
             yield item
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _submit(pool, task, job: Job):
+    """``pool.submit``; a pool that broke meanwhile gives a future holding that error, so
+    it is handled where results are read (submit itself would raise it)."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return pool.submit(task, job)
+    except BrokenProcessPool as exc:
+        failed: Future = Future()
+        failed.set_exception(exc)
+        return failed
 
 
 class _Starter:
@@ -149,7 +163,7 @@ def _one_at_a_time(jobs: list[Job], start: _Starter, task) -> Iterator[dict[str,
     try:
         for job in jobs:
             try:
-                item = solo.submit(task, job).result()
+                item = _submit(solo, task, job).result()
             except BrokenProcessPool:
                 solo.shutdown(wait=True)
                 item = empty_result(job, error=CRASHED)
