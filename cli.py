@@ -743,7 +743,9 @@ def extract_command(
     where: WhereOpt = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Clips per encoder batch and commit.")] = 16,
-    workers: Annotated[int, typer.Option("--workers", help="Decoding processes (0: in-process).")] = 2,
+    workers: Annotated[
+        str, typer.Option("--workers", help="Decoding processes: auto (one per core; all but one with a GPU) or N (0: in-process).")
+    ] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="Stored float type: float16 or float32.")] = "float16",
     tokens: Annotated[
         Optional[str], typer.Option("--tokens", help="Token counts per encoder, e.g. eva=64,hubert=32.")
@@ -1038,7 +1040,9 @@ def label_cmd(
         Optional[Path], typer.Option("--out", help="CSV or Parquet file with every clip of the archives.")
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Clips per encoder batch and commit.")] = 16,
-    workers: Annotated[int, typer.Option("--workers", help="Decoding processes (local engine).")] = 2,
+    workers: Annotated[
+        str, typer.Option("--workers", help="Decoding processes, local engine: auto (one per core) or N.")
+    ] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     name: Annotated[
         Optional[str], typer.Option("--name", help="Prediction dataset name [default: the run's name].")

@@ -29,6 +29,8 @@ from featurestore.console import progress_bar, warn
 from featurestore.errors import InputError
 from featurestore.store import Store, sql_in
 
+from .workers import parse_workers
+
 __all__ = ["LabelConfig", "LabelReport", "label", "archive_frame", "ENGINES"]
 
 ENGINES = ("local", "ray")
@@ -45,7 +47,7 @@ class LabelConfig:
     ray_address: str | None = None
     out: str | Path | None = None
     batch_size: int = 16
-    workers: int = 2
+    workers: int | str = "auto"
     device: str = "auto"
     name: str | None = None
     llm_run: str | Path | None = None
@@ -59,8 +61,7 @@ class LabelConfig:
             raise InputError("--ray-address needs --engine ray")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1 (got {self.batch_size})")
-        if self.workers < 0:
-            raise InputError(f"--workers must be >= 0 (got {self.workers})")
+        self.workers = parse_workers(self.workers)
         if self.out is not None and Path(self.out).suffix.lower() not in _OUT_SUFFIXES:
             raise InputError(f"--out must end in .csv or .parquet (got {self.out})")
         if self.explain and not self.llm_run:
@@ -355,7 +356,7 @@ def label(
     ray_address: str | None = None,
     out: str | Path | None = None,
     batch_size: int = 16,
-    workers: int = 2,
+    workers: int | str = "auto",
     device: str = "auto",
     name: str | None = None,
     llm_run: str | Path | None = None,
@@ -374,7 +375,7 @@ def label(
             local Ray started for this job.
         out: CSV or Parquet file receiving every clip of the archives.
         batch_size: clips per encoder batch and per commit.
-        workers: decoding processes (local engine).
+        workers: decoding processes (local engine): a count, or ``auto`` (see ``extract``).
         device: ``auto`` | ``cpu`` | ``cuda`` for the encoders.
         name: prediction dataset name (default: the run directory's name).
         llm_run / explain: an ``emofs llm train`` run adding a one-sentence reason per clip.

@@ -38,7 +38,7 @@ from featurestore.store import sql_quote
 
 from .media import MediaConfig
 from .prepare import Job, error_message, need_key, prepare_clip
-from .workers import cores, prepared
+from .workers import cores, parse_workers, prepared, resolve_workers
 
 __all__ = ["ExtractConfig", "ExtractReport", "EncoderReport", "extract", "extract_file",
            "prepare_clip", "Job", "load_encoders"]
@@ -53,7 +53,7 @@ class ExtractConfig:
     encoders: list[str]
     device: str = "auto"
     batch_size: int = 16
-    workers: int = 2
+    workers: int | str = "auto"
     dtype: str = "float16"
     tokens: dict[str, int] = field(default_factory=dict)
     media: MediaConfig = field(default_factory=MediaConfig)
@@ -65,8 +65,7 @@ class ExtractConfig:
             raise InputError("--encoders is empty: name at least one (see `emofs encoders`)")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1 (got {self.batch_size})")
-        if self.workers < 0:
-            raise InputError(f"--workers must be >= 0 (got {self.workers}; 0 decodes in-process)")
+        self.workers = parse_workers(self.workers)
         if self.dtype not in _DTYPES:
             raise InputError(f"--dtype must be float16 or float32 (got {self.dtype!r})")
         for name, value in self.tokens.items():
@@ -166,7 +165,7 @@ def extract(
     where: str | None = None,
     device: str = "auto",
     batch_size: int = 16,
-    workers: int = 2,
+    workers: int | str = "auto",
     dtype: str = "float16",
     tokens: dict[str, int] | None = None,
     progress: bool = True,
@@ -180,7 +179,8 @@ def extract(
         where: SQL filter on clip columns.
         device: ``auto`` | ``cpu`` | ``cuda``.
         batch_size: clips per encoder batch and per commit.
-        workers: decoding processes (spawn); 0 decodes in the main process.
+        workers: decoding processes (spawn); 0 decodes in the main process; ``auto`` one
+            per core on CPU, all but one with a GPU (at most 16).
         dtype: stored float type, ``float16`` or ``float32``.
         tokens: token counts per encoder, e.g. ``{"eva": 64, "hubert": 32}``.
         progress: show a progress bar.
@@ -230,9 +230,10 @@ def extract(
 
     writer = _BatchWriter(store, loaded, specs, cfg, report)
     batch: list[dict[str, Any]] = []
-    with _torch_threads(_main_threads(dev, min(cfg.workers, len(jobs)))), \
+    workers = min(resolve_workers(cfg.workers, dev), len(jobs))
+    with _torch_threads(_main_threads(dev, workers)), \
             progress_bar(len(jobs), "extracting", enabled=progress) as advance:
-        for item in prepared(jobs, cfg.media, cfg.workers, prefetch=2 * cfg.batch_size,
+        for item in prepared(jobs, cfg.media, workers, prefetch=2 * cfg.batch_size,
                              worker_encoders=loaded):
             batch.append(item)
             if len(batch) >= cfg.batch_size:

@@ -21,7 +21,7 @@ from featurestore.errors import EmofsError
 from .media import MediaConfig
 from .prepare import Job, empty_result, prepare_clip
 
-__all__ = ["prepared", "cores", "CRASHED"]
+__all__ = ["prepared", "cores", "parse_workers", "resolve_workers", "CRASHED"]
 
 #: The error recorded for a clip whose preparation kills its process every time.
 CRASHED = "the decoding process died on this file twice (a decoder crash, or killed for memory)"
@@ -67,6 +67,27 @@ def cores() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def parse_workers(value: int | str) -> int | str:
+    """``--workers``: ``auto`` or a count >= 0 (0 decodes in the main process)."""
+    from featurestore.errors import InputError
+
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if not text.isdigit():
+        raise InputError(f"--workers must be auto or a number >= 0 (got {value!r}; 0 decodes in-process)")
+    return int(text)
+
+
+def resolve_workers(workers: int | str, device: str) -> int:
+    """Decoding processes for ``workers`` (``auto``: one per core on CPU, where decoding
+    is most of the work and torch keeps the rest; all cores but the one feeding the GPU
+    otherwise; at most 16, about 250 MB each)."""
+    if workers != "auto":
+        return int(workers)
+    return max(1, min(16, cores() if device == "cpu" else cores() - 1))
 
 
 def prepared(jobs: list[Job], media: MediaConfig, workers: int, prefetch: int = 32,

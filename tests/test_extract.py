@@ -207,6 +207,21 @@ def test_cli_extract_with_spawn_workers(tmp_path, shared_data):
     assert np.array_equal(np.asarray(stored.column("vector")[0].as_py(), np.float32), in_process)
     bad = runner.invoke(app, ["extract", "--store", str(store), "--encoders", "egemaps", "--tokens", "x"])
     assert bad.exit_code == 1 and "--tokens" in bad.output
+    for value in ("-1", "many"):
+        bad = runner.invoke(app, ["extract", "--store", str(store), "--encoders", "egemaps", "--workers", value])
+        assert bad.exit_code == 1 and "--workers must be auto or a number" in bad.output
+
+
+def test_auto_workers_take_the_cores(monkeypatch):
+    from extractors import workers
+
+    monkeypatch.setattr(workers, "cores", lambda: 8)
+    assert workers.resolve_workers("auto", "cpu") == 8  # decoding is most of the CPU work
+    assert workers.resolve_workers("auto", "cuda") == 7  # one core feeds the GPU
+    assert workers.resolve_workers(3, "cuda") == 3
+    monkeypatch.setattr(workers, "cores", lambda: 64)
+    assert workers.resolve_workers("auto", "cpu") == 16  # capped: ~250 MB per process
+    assert workers.parse_workers(" AUTO ") == "auto" and workers.parse_workers("0") == 0
 
 
 def _jobs(shared_data, n: int):
