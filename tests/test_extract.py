@@ -311,7 +311,6 @@ def test_sigkill_mid_run_then_rerun_completes(tmp_path, shared_data):
     assert len(ids) == 24 and len(set(ids)) == 24
 
 
-@pytest.mark.slow
 def test_extract_all_shared_clips(tmp_path, shared_data):
     store = Store(tmp_path / "store")
     ingest([shared_data], store, labels=SHARED_LABELS, progress=False)

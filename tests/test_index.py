@@ -286,7 +286,6 @@ def test_drop_missing_is_clear(store):
         drop_index(store, "../x")
 
 
-@pytest.mark.slow  # runs openSMILE over the 122 shared clips (about a minute on 2 cores)
 def test_real_clips_egemaps_neighbours(shared_store, tmp_path):
     """Over the shared clips with `egemaps`: neighbours of a RAVDESS clip, by score, labelled."""
     extractors = pytest.importorskip("extractors")

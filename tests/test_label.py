@@ -312,7 +312,6 @@ def test_label_refuses_run_trained_on_other_features(tmp_path, head_run, new_cli
 
 
 # -------------------------------------------------------------------------- explain
-@pytest.mark.slow
 def test_explain_adds_one_reason_per_clip(tmp_path, head_run, new_clips):
     """--explain with a real (tiny, 2-step) `emofs llm train` run on the same features."""
     from llm import LLMConfig, train

@@ -425,7 +425,6 @@ def test_cli_train_smoke_and_refuses_existing_run(tiny_base, llm_store, tmp_path
 
 
 # ------------------------------------------------------------- real clips (slow)
-@pytest.mark.slow
 def test_real_clips_extract_train_eval_ask(shared_data, tmp_path):
     """Ingest the real clips, extract tiny encoders, train, eval, and ask a new media file."""
     labels_csv = shared_data / "labels.csv"
