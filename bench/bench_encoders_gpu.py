@@ -4,7 +4,7 @@ The GPU machine has torch, transformers and timm but not PyAV or Lance, so the w
 split in two steps:
 
 1. ``--prepare DIR`` (here): decode the shared audio+video clips with the real pipeline
-   code (``extractors.pipeline.prepare_clip``: 16 kHz audio, face crops, peak frame) and
+   code (``extractors.prepare.prepare_clip``: 16 kHz audio, face crops, peak frame) and
    save the exact encoder inputs to ``DIR/inputs.npz``.
 2. ``--run DIR`` (on the GPU machine): build HuBERT-large, ViT-MAE-large, VideoMAE-large
    and EVA-CLIP-g from their real configs with random weights (no hub), load them through
@@ -38,7 +38,7 @@ def prepare(out: Path, limit: int) -> None:
     from bench_extract import audio_video_clips
 
     from extractors.media import MediaConfig
-    from extractors.pipeline import Job, need_key, prepare_clip
+    from extractors.prepare import Job, need_key, prepare_clip
     from extractors.registry import encoder_class
 
     needs = tuple(encoder_class(n).need for n in ENCODERS)
