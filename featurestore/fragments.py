@@ -127,8 +127,7 @@ def commit_fragments(
     stored = {k.decode(): v.decode() for k, v in (committed.schema.metadata or {}).items()}
     if wanted and wanted != stored:
         committed.replace_schema_metadata(wanted)
-        committed = store.dataset(name)
-    return committed.version
+    return store.compact(name)
 
 
 def _delete_keys(ds, keys: Sequence[str], key: str) -> tuple[list[int], list]:

@@ -9,7 +9,8 @@ Layout::
     <store>/index/<name>.faiss          FAISS indexes (+ manifest json)
 
 Every write is an idempotent upsert (``merge_insert`` on the key), committed in batches by
-the caller, so a killed run loses at most the batch in flight.
+the caller, so a killed run loses at most the batch in flight; small fragments are merged
+as they pile up (``featurestore.compaction``).
 """
 
 from __future__ import annotations
@@ -176,7 +177,17 @@ class Store:
             .when_not_matched_insert_all()
             .execute(table)
         )
-        return self.dataset(name).version
+        return self.compact(name)
+
+    def compact(self, name: str) -> int | None:
+        """Merge small fragments of ``name`` when there are many (tiered, see
+        ``featurestore.compaction``); returns the dataset's version."""
+        from .compaction import compact_if_fragmented
+
+        ds = self.dataset(name)
+        if ds is not None and compact_if_fragmented(ds):
+            ds = self.dataset(name)
+        return None if ds is None else ds.version
 
     def delete(self, name: str, predicate: str) -> None:
         """Delete the rows of ``name`` matching a SQL predicate (no-op if absent)."""

@@ -49,3 +49,42 @@ def test_bad_where_is_a_query_error(tmp_path):
     store.upsert_clips(pa.table({"clip_id": ["a"]}))
     with pytest.raises(QueryError, match="no_such_column"):
         store.clips(where="no_such_column = 1")
+
+
+def test_compaction_targets_the_largest_overfull_tier():
+    from featurestore.compaction import compaction_target
+
+    assert compaction_target([16] * 64, per_tier=64, first_tier=1024) is None  # not yet
+    assert compaction_target([16] * 65, per_tier=64, first_tier=1024) == 1024
+    assert compaction_target([1024] * 64 + [16] * 10, per_tier=64, first_tier=1024) == 65536
+    assert compaction_target([70_000] * 80, per_tier=64, first_tier=1024) == 64 ** 3 * 16  # 4M tier
+    assert compaction_target([1024] * 60 + [16] * 10, per_tier=64, first_tier=1024) == 65536
+
+
+def test_batched_upserts_keep_few_fragments_and_every_row(tmp_path, monkeypatch):
+    """Many small commits (an extraction, batch by batch) end in a few fragments: every
+    row once, the latest values, nothing lost."""
+    import numpy as np
+
+    from featurestore import compaction
+    from featurestore.features import features_name, read_features, write_features
+
+    monkeypatch.setattr(compaction, "FRAGMENTS_PER_TIER", 4)
+    monkeypatch.setattr(compaction, "FIRST_TIER_ROWS", 8)
+    store = Store(tmp_path / "s")
+    spec = {"encoder": "x", "dim": 3}
+    rng = np.random.default_rng(0)
+    expected = {}
+    for batch in range(40):
+        ids = [f"c{(batch * 2 + i) % 50:02d}" for i in range(3)]  # new clips and rewrites
+        vectors = rng.standard_normal((3, 3)).astype(np.float32)
+        write_features(store, "x", ids, vectors, spec, dtype="float32")
+        store.upsert_clips(pa.table({"clip_id": ids, "label": [f"b{batch}"] * 3}))
+        expected.update(zip(ids, vectors))
+    for name in (features_name("x"), CLIPS):
+        assert len(store.dataset(name).get_fragments()) <= 3 * 4  # bounded by the tiers
+    got = read_features(store, "x")
+    assert sorted(got.clip_ids) == sorted(expected)  # each clip once
+    for clip_id, vector in zip(got.clip_ids, got.vectors):
+        assert np.allclose(vector, expected[clip_id])
+    assert store.clips().height == len(expected)
