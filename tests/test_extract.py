@@ -242,6 +242,31 @@ def crash_on_c3(job):
     return prepare_in_worker(job)
 
 
+def with_modules(job):
+    """(In a decoding process) the prepared clip plus which heavy modules got imported."""
+    from extractors.workers import prepare_in_worker
+
+    item = prepare_in_worker(job)
+    item["heavy"] = sorted(m for m in ("torch", "lance", "transformers", "polars") if m in sys.modules)
+    return item
+
+
+def test_decoding_processes_stay_light(shared_data):
+    """Decoding and egemaps in the workers import neither torch nor the store (~250 MB each)."""
+    from extractors.encoders.base import Need
+    from extractors.media import MediaConfig
+    from extractors.pipeline import load_encoders
+    from extractors.prepare import Job
+    from extractors.workers import prepared
+
+    wav = next((shared_data / "crema_d" / "wav16k").glob("*.wav"))
+    jobs = _jobs(shared_data, 2) + [Job("w", str(wav), None, (Need("audio"),), ("egemaps",))]
+    items = list(prepared(jobs, MediaConfig(), workers=2, task=with_modules,
+                          worker_encoders=load_encoders(["egemaps"], "cpu")))
+    assert all(it["heavy"] == [] for it in items)
+    assert items[2]["encoded"]["egemaps"].vector.shape == (88,)
+
+
 def test_a_file_that_kills_its_decoding_process_is_an_error_not_the_end(shared_data):
     from extractors.media import MediaConfig
     from extractors.workers import CRASHED, prepared
