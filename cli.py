@@ -1083,6 +1083,43 @@ def label_cmd(
         typer.echo(f"wrote {report.out}")
 
 
+# ------------------------------------------------------------------------ vacuum
+@app.command()
+def vacuum(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Delete files of versions older than this: 0, 30m, 12h, 7d.")
+    ] = "1h",
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compact every dataset and delete the files only old versions still use.
+
+    Batch commits and compaction leave replaced files behind for Lance's version history;
+    this reclaims them. The current data is never touched. Run it while no other emofs
+    command writes to the store.
+
+    Examples:
+      emofs vacuum                 # versions older than an hour
+      emofs vacuum --older-than 0  # everything but the current version
+    """
+    from featurestore.maintenance import parse_age, vacuum as run_vacuum
+
+    age = parse_age(older_than)
+    target = _open_store(store)
+    size_before = target.size_bytes()
+    rows = run_vacuum(target, age)
+    size_after = target.size_bytes()
+    if as_json:
+        typer.echo(json.dumps({"datasets": [vars(r) for r in rows], "bytes_before": size_before,
+                               "bytes_after": size_after}))
+        return
+    for row in rows:
+        typer.echo(f"  {row.dataset:<32} {row.bytes_before / 2**20:8.1f} -> {row.bytes_after / 2**20:.1f} MiB, "
+                   f"fragments {row.fragments_before} -> {row.fragments_after}, "
+                   f"{row.versions_removed} old versions removed")
+    typer.echo(f"store {target.uri}: {size_before / 2**20:.1f} MiB -> {size_after / 2**20:.1f} MiB")
+
+
 # ----------------------------------------------------------------------- samples
 @app.command()
 def samples(

@@ -282,9 +282,9 @@ class Store:
         infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
         return sorted(Path(i.path).stem for i in infos if i.path.endswith(".faiss"))
 
-    def size_bytes(self) -> int:
-        """Bytes on disk (or in the bucket) under the store."""
-        fs, root = pafs.FileSystem.from_uri(self.uri)
+    def size_bytes(self, name: str | None = None) -> int:
+        """Bytes on disk (or in the bucket) under the store, or under one dataset ``name``."""
+        fs, root = pafs.FileSystem.from_uri(self.uri if name is None else self.path(name))
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
         return sum(i.size or 0 for i in infos if i.type == pafs.FileType.File)
 

@@ -88,3 +88,36 @@ def test_batched_upserts_keep_few_fragments_and_every_row(tmp_path, monkeypatch)
     for clip_id, vector in zip(got.clip_ids, got.vectors):
         assert np.allclose(vector, expected[clip_id])
     assert store.clips().height == len(expected)
+
+
+def test_vacuum_reclaims_replaced_files_and_keeps_the_data(tmp_path):
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from cli import app
+    from featurestore.features import read_features, write_features
+
+    store = Store(tmp_path / "s")
+    rng = np.random.default_rng(0)
+    for batch in range(30):  # 30 commits of 4 rows, each rewriting two earlier rows
+        ids = [f"c{(batch * 2 + i) % 70:02d}" for i in range(4)]
+        write_features(store, "x", ids, rng.standard_normal((4, 256)).astype(np.float32),
+                       {"encoder": "x", "dim": 256}, dtype="float32")
+        store.upsert_clips(pa.table({"clip_id": ids, "label": [f"b{batch}"] * 4}))
+    before = read_features(store, "x")
+    clips_before = store.clips().sort("clip_id")
+    runner = CliRunner()
+    bad = runner.invoke(app, ["vacuum", "--store", str(store.uri), "--older-than", "soon"])
+    assert bad.exit_code == 1 and "--older-than" in bad.output
+    done = runner.invoke(app, ["vacuum", "--store", str(store.uri), "--older-than", "0", "--json"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["bytes_after"] < report["bytes_before"] / 2
+    assert all(r["fragments_after"] == 1 for r in report["datasets"])
+    after = read_features(store, "x")
+    by_id = dict(zip(before.clip_ids, before.vectors))
+    assert sorted(after.clip_ids) == sorted(by_id)
+    assert all(np.array_equal(v, by_id[c]) for c, v in zip(after.clip_ids, after.vectors))
+    assert store.clips().sort("clip_id").equals(clips_before)
