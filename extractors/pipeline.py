@@ -37,7 +37,7 @@ from featurestore.features import (
 from featurestore.store import sql_quote
 
 from .media import MediaConfig
-from .prepare import Job, error_message, need_key, prepare_clip
+from .prepare import Job, encode_isolated, need_key, prepare_clip
 from .workers import cores, parse_workers, prepared, resolve_workers
 
 __all__ = ["ExtractConfig", "ExtractReport", "EncoderReport", "extract", "extract_file",
@@ -327,7 +327,8 @@ class _BatchWriter:
         outputs: list[Encoded | str | None] = [it.get("encoded", {}).get(enc.name) for it in items]
         missing = [i for i, out in enumerate(outputs) if out is None]
         if missing:
-            for i, out in zip(missing, self._run(enc, [items[i] for i in missing])):
+            inputs = [items[i]["inputs"][need_key(enc.need)] for i in missing]
+            for i, out in zip(missing, encode_isolated(enc, inputs)):
                 outputs[i] = out
         good_ids, vectors, tokens, uris = [], [], [], []
         rep = self.report.encoders[enc.name]
@@ -351,22 +352,6 @@ class _BatchWriter:
                        dtype=self.cfg.dtype, tokens=tokens if has_tokens else None)
         self.store.clear_errors("encode", uris, encoder=enc.name)
         rep.extracted += len(good_ids)
-
-    @staticmethod
-    def _run(enc, items) -> list:
-        """``enc`` over the items' inputs as one batch; one by one if the batch crashes, so
-        only the clip that crashes it gets an error message."""
-        inputs = [it["inputs"][need_key(enc.need)] for it in items]
-        try:
-            return list(enc.encode(inputs))
-        except Exception:  # noqa: BLE001 - isolate the clip that crashes the encoder
-            outputs = []
-            for x in inputs:
-                try:
-                    outputs.append(enc.encode([x])[0])
-                except Exception as exc:  # noqa: BLE001
-                    outputs.append(error_message(exc))
-            return outputs
 
 
 # ------------------------------------------------------------------- one new file

@@ -13,7 +13,7 @@ import numpy as np
 
 from .media import DecodedClip, MediaConfig, MediaError, decode_clip
 
-__all__ = ["Job", "need_key", "prepare_clip", "empty_result", "error_message"]
+__all__ = ["Job", "need_key", "prepare_clip", "empty_result", "error_message", "encode_isolated"]
 
 
 @dataclass
@@ -95,6 +95,21 @@ def empty_result(job: Job, error: str | None = None) -> dict[str, Any]:
     """A clip's result before (or instead of, with ``error``) its preparation."""
     return {"clip_id": job.clip_id, "uri": job.uri, "todo": job.todo, "inputs": {}, "encoded": {},
             "peak_frame": None, "face_ratio": None, "error": error}
+
+
+def encode_isolated(enc, inputs: list) -> list:
+    """``enc`` over ``inputs`` as one batch; clip by clip if the batch crashes, so only the
+    clip that crashes it fails. Each result is an ``Encoded`` or an error message."""
+    try:
+        return list(enc.encode(inputs))
+    except Exception:  # noqa: BLE001 - isolate the clip that crashes the encoder
+        outputs: list = []
+        for x in inputs:
+            try:
+                outputs.append(enc.encode([x])[0])
+            except Exception as exc:  # noqa: BLE001
+                outputs.append(error_message(exc))
+        return outputs
 
 
 def error_message(exc: BaseException) -> str:

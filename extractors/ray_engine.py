@@ -71,26 +71,37 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 
 
 # --------------------------------------------------------------------- stage: decode
-def _decode_batch(batch: dict[str, np.ndarray], media: dict | None, needs: dict[str, dict]) -> dict[str, list]:
-    """Decode each clip once and compute its encoders' inputs (CPU task)."""
+_IN_TASK_ENCODERS: dict[str, list] = {}
+
+
+def _decode_batch(batch: dict[str, np.ndarray], media: dict | None, needs: dict[str, dict],
+                  in_task: list[tuple[str, dict]]) -> dict[str, list]:
+    """Decode each clip once, compute its encoders' inputs and run the ``in_worker``
+    encoders (``in_task``: their refs and token options) on it (CPU task)."""
     from .encoders.base import Need
     from .media import MediaConfig
+    from .pipeline import load_encoders
     from .prepare import Job, prepare_clip
 
+    key = json.dumps(in_task, sort_keys=True)
+    if key not in _IN_TASK_ENCODERS:  # once per Ray worker process
+        _IN_TASK_ENCODERS[key] = [load_encoders([ref], "cpu", tokens)[0] for ref, tokens in in_task]
     config = MediaConfig(**media) if media else MediaConfig()
     out: dict[str, list] = {k: [] for k in ("clip_id", "uri", "todo", "error", "peak_frame",
                                             "face_ratio", "inputs")}
     for clip_id, uri, subtitle, todo in zip(batch["clip_id"], batch["uri"], batch["subtitle"], batch["todo"]):
         names = tuple(json.loads(todo))
         job_needs = tuple(dict.fromkeys(Need(**needs[n]) for n in names))
-        item = prepare_clip(Job(str(clip_id), str(uri), subtitle, job_needs, names), config)
+        item = prepare_clip(Job(str(clip_id), str(uri), subtitle, job_needs, names), config,
+                            _IN_TASK_ENCODERS[key])
         out["clip_id"].append(item["clip_id"])
         out["uri"].append(item["uri"])
         out["todo"].append(todo)
         out["error"].append(item["error"] or "")  # "" = decoded (None would become NaN)
         out["peak_frame"].append(item["peak_frame"])
         out["face_ratio"].append(item["face_ratio"])
-        out["inputs"].append(pickle.dumps(item["inputs"], protocol=pickle.HIGHEST_PROTOCOL))
+        payload = {"inputs": item["inputs"], "encoded": item["encoded"]}
+        out["inputs"].append(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
     return out
 
 
@@ -104,6 +115,7 @@ class _EncoderActor:
         from .encoders.base import resolve_device
         from .media import MediaConfig
         from .pipeline import ExtractConfig, _full_spec, load_encoders
+        from .prepare import need_key
 
         dev = resolve_device(device)
         self.store_uri = store_uri
@@ -123,13 +135,13 @@ class _EncoderActor:
             self.encoders[entry["name"]] = enc
             self.schemas[entry["name"]] = feature_schema(enc.dim, entry["dtype"], spec, token_dim=enc.token_dim)
             self.uris[entry["name"]] = f"{store_uri}/{features_name(entry['name'])}"
-            from .prepare import need_key
-
             self.needs[entry["name"]] = need_key(enc.need)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         from featurestore.features import _to_table
         from featurestore.fragments import write_fragments
+
+        from .prepare import encode_isolated
 
         out: dict[str, list] = {k: [] for k in ("clip_id", "uri", "encoder", "status", "message",
                                                 "fragments", "fragment_keys", "peak_frame", "face_ratio")}
@@ -145,22 +157,25 @@ class _EncoderActor:
                 continue
             peak = batch["peak_frame"][i]
             ratio = batch["face_ratio"][i]
+            payload = pickle.loads(batch["inputs"][i])
             items.append({"clip_id": str(clip_id), "uri": batch["uri"][i],
-                          "todo": json.loads(batch["todo"][i]), "inputs": pickle.loads(batch["inputs"][i]),
+                          "todo": json.loads(batch["todo"][i]), **payload,
                           "peak": None if peak is None or peak != peak else int(peak),
                           "ratio": None if ratio is None or ratio != ratio else float(ratio)})
         for name, enc in self.encoders.items():
             mine = [it for it in items if name in it["todo"]]
             if not mine:
                 continue
-            outputs = _encode_isolated(enc, [it["inputs"][self.needs[name]] for it in mine])
+            outputs = [it["encoded"].get(name) for it in mine]  # in_worker: done in the task
+            missing = [i for i, res in enumerate(outputs) if res is None]
+            for i, res in zip(missing, encode_isolated(enc, [mine[i]["inputs"][self.needs[name]] for i in missing])):
+                outputs[i] = res
             good, vectors, tokens = [], [], []
             for it, res in zip(mine, outputs):
-                bad = isinstance(res, BaseException) or not np.isfinite(res.vector).all() or (
+                bad = isinstance(res, str) or not np.isfinite(res.vector).all() or (
                     res.tokens is not None and not np.isfinite(res.tokens).all())
                 if bad:
-                    message = (f"{type(res).__name__}: {str(res).splitlines()[0] if str(res) else ''}"
-                               if isinstance(res, BaseException) else "encoder output holds NaN or inf")
+                    message = res if isinstance(res, str) else "encoder output holds NaN or inf"
                     emit(it["clip_id"], it["uri"], name, "encode", message[:500])
                     continue
                 good.append(it)
@@ -176,20 +191,6 @@ class _EncoderActor:
             for it in good:
                 emit(it["clip_id"], it["uri"], name, "ok", None, frags, keys, it["peak"], it["ratio"])
         return out
-
-
-def _encode_isolated(enc, inputs: list) -> list:
-    """Encode a batch; if it fails, encode clip by clip so one bad clip fails alone."""
-    try:
-        return list(enc.encode(inputs))
-    except Exception:  # noqa: BLE001 - isolate the clip that crashes the encoder
-        results: list = []
-        for x in inputs:
-            try:
-                results.append(enc.encode([x])[0])
-            except Exception as exc:  # noqa: BLE001
-                results.append(exc)
-        return results
 
 
 # ------------------------------------------------------------------------- driver
@@ -324,10 +325,13 @@ def extract_ray(
     if not jobs:
         return {"fingerprints": {e["name"]: e["fingerprint"] for e in plan}, "extracted": {}}
     needs = {e["name"]: e["spec"]["need"] for e in plan}
+    from .registry import encoder_class
+
+    in_task = [(e["ref"], e["tokens"]) for e in plan if encoder_class(e["spec"]["encoder"]).in_worker]
 
     started_here = init_ray(address, num_cpus)
     try:
-        return _run(store, plan, schemas, jobs, needs, media, batch_size, device,
+        return _run(store, plan, schemas, jobs, needs, in_task, media, batch_size, device,
                     commit_every or 4 * batch_size, progress)
     finally:
         if started_here:
@@ -336,7 +340,7 @@ def extract_ray(
             ray.shutdown()
 
 
-def _run(store, plan, schemas, jobs, needs, media, batch_size, device, commit_every, progress):
+def _run(store, plan, schemas, jobs, needs, in_task, media, batch_size, device, commit_every, progress):
     import ray
     import ray.data
 
@@ -355,7 +359,7 @@ def _run(store, plan, schemas, jobs, needs, media, batch_size, device, commit_ev
 
     ds = ray.data.from_items(jobs, override_num_blocks=max(1, min(len(jobs) // batch_size, 200)))
     ds = ds.map_batches(_decode_batch, batch_size=batch_size, num_cpus=1, batch_format="numpy",
-                        fn_kwargs={"media": media, "needs": needs}, zero_copy_batch=True)
+                        fn_kwargs={"media": media, "needs": needs, "in_task": in_task}, zero_copy_batch=True)
     ds = ds.map_batches(_EncoderActor, batch_size=batch_size, batch_format="numpy",
                         fn_constructor_kwargs={"plan": plan, "device": actor_device, "store_uri": store.uri},
                         **encode_opts)
