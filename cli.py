@@ -256,7 +256,9 @@ def _print_frame(frame, fmt: str, *, default_columns: list[str]) -> None:
         table.add_column(column, overflow="fold")
     for row in frame.select(shown).iter_rows():
         table.add_row(*["" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row])
-    Console().print(table)
+    # Piped into a file or a pager, a table wrapped at rich's default 80 columns is
+    # unreadable: give it room (a terminal keeps its own width).
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     typer.echo(f"{frame.height} rows", err=True)
 
 
@@ -804,8 +806,15 @@ def encoders_command(fmt: FormatOpt = "table") -> None:
 
     _check_format(fmt)
     frame = pl.DataFrame(encoder_table())
-    _print_frame(frame, fmt, default_columns=["encoder", "tag", "default", "modality", "dim",
-                                              "token_dim", "weights", "available"])
+    if fmt == "table":  # the default tag starred instead of a true/false column
+        frame = frame.with_columns(
+            pl.when(pl.col("default")).then(pl.col("tag") + " *").otherwise(pl.col("tag")).alias("tag"),
+            pl.when(pl.col("available")).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("local"),
+        )
+    _print_frame(frame, fmt, default_columns=["encoder", "tag", "modality", "dim", "token_dim",
+                                              "weights", "local"])
+    if fmt == "table":
+        typer.echo("* default tag; local: weights on this machine (tiny / none need none)", err=True)
 
 
 # ------------------------------------------------------------------------- heads

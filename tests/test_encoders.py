@@ -148,6 +148,8 @@ def test_encoder_table_and_cli():
     assert result.exit_code == 0, result.output
     listed = json.loads(result.stdout)
     assert {(r["encoder"], r["tag"]) for r in listed} == {(r["encoder"], r["tag"]) for r in rows}
+    table = CliRunner().invoke(app, ["encoders"]).stdout  # piped: one line per row, not folded
+    assert "TencentGameMate/chinese-hubert-large" in table and "chinese-large *" in table
 
 
 # ---------------------------------------------------------------- media, faces, peak
