@@ -788,6 +788,8 @@ def extract_command(
             f"  {name:<9} {enc.extracted} extracted, {enc.up_to_date} up to date, "
             f"{enc.not_applicable} not applicable, {enc.failed} failed"
         )
+    if report.bottleneck:
+        typer.echo(f"bottleneck: {report.bottleneck}")
     if report.errors:
         typer.echo(f"{len(report.errors)} failures recorded: see `emofs errors`", err=True)
 

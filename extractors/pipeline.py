@@ -15,7 +15,7 @@ becomes an ``errors.lance`` row and the run goes on.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,10 +95,28 @@ class ExtractReport:
     errors: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     device: str = "cpu"
+    workers: int = 0
+    waiting_s: float = 0.0  # main process waiting for decoded clips
+    encoding_s: float = 0.0  # main process running encoders and writing
 
     @property
     def clips_per_s(self) -> float:
         return self.decoded / self.seconds if self.seconds else 0.0
+
+    @property
+    def bottleneck(self) -> str | None:
+        """What limited the run, with what would help (None for short or balanced runs)."""
+        busy = self.waiting_s + self.encoding_s
+        if busy < 5.0 or self.workers == 0:
+            return None
+        if self.waiting_s > 0.6 * busy:
+            more = (f"more --workers would help ({cores()} cores)" if self.workers < cores()
+                    else "more CPU cores would help")
+            return f"decoding: the encoders waited {self.waiting_s:.0f}s for clips; {more}"
+        if self.encoding_s > 0.75 * busy:
+            hint = "a GPU (--device cuda) would help" if self.device == "cpu" else "a larger --batch-size may help"
+            return f"encoders: {self.encoding_s:.0f}s encoding and writing, decoders kept up; {hint}"
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly summary."""
@@ -111,6 +129,10 @@ class ExtractReport:
             "seconds": round(self.seconds, 3),
             "clips_per_s": round(self.clips_per_s, 2),
             "device": self.device,
+            "workers": self.workers,
+            "waiting_s": round(self.waiting_s, 3),
+            "encoding_s": round(self.encoding_s, 3),
+            "bottleneck": self.bottleneck,
         }
 
 
@@ -230,19 +252,24 @@ def extract(
 
     writer = _BatchWriter(store, loaded, specs, cfg, report)
     batch: list[dict[str, Any]] = []
-    workers = min(resolve_workers(cfg.workers, dev), len(jobs))
-    with _torch_threads(_main_threads(dev, workers)), \
+    report.workers = workers = min(resolve_workers(cfg.workers, dev), len(jobs))
+    items = prepared(jobs, cfg.media, workers, prefetch=2 * cfg.batch_size, worker_encoders=loaded)
+    with closing(items), _torch_threads(_main_threads(dev, workers)), \
             progress_bar(len(jobs), "extracting", enabled=progress) as advance:
-        for item in prepared(jobs, cfg.media, workers, prefetch=2 * cfg.batch_size,
-                             worker_encoders=loaded):
-            batch.append(item)
-            if len(batch) >= cfg.batch_size:
+        while True:
+            waited = time.perf_counter()
+            item = next(items, None)
+            report.waiting_s += time.perf_counter() - waited
+            if item is not None:
+                batch.append(item)
+            if batch and (item is None or len(batch) >= cfg.batch_size):
+                encoding = time.perf_counter()
                 writer.flush(batch)
+                report.encoding_s += time.perf_counter() - encoding
                 advance(len(batch))
                 batch = []
-        if batch:
-            writer.flush(batch)
-            advance(len(batch))
+            if item is None:
+                break
     report.seconds = time.perf_counter() - started
     return report
 

@@ -212,6 +212,21 @@ def test_cli_extract_with_spawn_workers(tmp_path, shared_data):
         assert bad.exit_code == 1 and "--workers must be auto or a number" in bad.output
 
 
+def test_summary_names_the_bottleneck(monkeypatch):
+    from extractors import pipeline
+    from extractors.pipeline import ExtractReport
+
+    monkeypatch.setattr(pipeline, "cores", lambda: 8)
+    slow_decode = ExtractReport(device="cpu", workers=2, waiting_s=30.0, encoding_s=5.0)
+    assert "decoding" in slow_decode.bottleneck and "--workers" in slow_decode.bottleneck
+    assert "CPU cores" in ExtractReport(device="cpu", workers=8, waiting_s=30.0, encoding_s=5.0).bottleneck
+    slow_encode = ExtractReport(device="cpu", workers=2, waiting_s=1.0, encoding_s=30.0)
+    assert "encoders" in slow_encode.bottleneck and "--device cuda" in slow_encode.bottleneck
+    assert ExtractReport(device="cpu", workers=2, waiting_s=10.0, encoding_s=10.0).bottleneck is None
+    assert ExtractReport(device="cpu", workers=2, waiting_s=2.0, encoding_s=1.0).bottleneck is None  # short
+    assert ExtractReport(device="cpu", workers=2, waiting_s=9.0, encoding_s=1.0).as_dict()["bottleneck"]
+
+
 def test_auto_workers_take_the_cores(monkeypatch):
     from extractors import workers
 
