@@ -168,6 +168,7 @@ def evaluate(
         InputError: no labelled clip with features matches ``where``.
     """
     from heads.metrics import classification_metrics
+    from heads.report import plot_confusion
 
     model = model or EmotionLLM.load(run_dir)
     cfg = model.config
@@ -213,28 +214,5 @@ def evaluate(
         for r, p, a in zip(records, predicted, answers):
             writer.writerow([r.clip_id, r.label, p or "", a])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _plot_confusion(np.asarray(metrics["confusion"]), vocab, out / "confusion.png")
+    plot_confusion(np.asarray(metrics["confusion"]), vocab, out / "confusion.png", title="LLM answers")
     return EvalResult(out, len(records), unmatched, metrics, seconds)
-
-
-def _plot_confusion(cm: np.ndarray, labels: Sequence[str], path: Path) -> None:
-    """Confusion matrix (rows: true, columns: predicted) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(labels)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(n), labels, rotation=45, ha="right")
-    ax.set_yticks(range(n), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
