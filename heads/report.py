@@ -19,6 +19,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    """Lay out, write the PNG and free the figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | Path, *, title: str = "") -> Path:
     """Confusion matrix (rows: true, columns: predicted), counts and row-normalised colour."""
     plt = _pyplot()
@@ -37,10 +45,7 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | Path, *, t
             ax.text(j, i, str(cm[i, j]), ha="center", va="center",
                     color="white" if share[i, j] > 0.5 else "black", fontsize=8)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_curves(metrics_csv: str | Path, path: str | Path, *, monitor: str = "weighted_f1") -> Path:
@@ -66,10 +71,7 @@ def plot_curves(metrics_csv: str | Path, path: str | Path, *, monitor: str = "we
     right.set_ylim(0, 1)
     right.set_title("validation")
     right.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_ablation(frame, path: str | Path, *, metric: str = "weighted_f1") -> Path:
@@ -86,7 +88,4 @@ def plot_ablation(frame, path: str | Path, *, metric: str = "weighted_f1") -> Pa
     ax.set_ylabel("test")
     ax.set_title("encoder ablation")
     ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
