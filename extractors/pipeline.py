@@ -37,7 +37,7 @@ from featurestore.features import (
 from featurestore.store import sql_quote
 
 from .media import MediaConfig
-from .prepare import Job, encode_isolated, need_key, prepare_clip
+from .prepare import Job, encoder_outputs, need_key, prepare_clip
 from .workers import cores, parse_workers, prepared, resolve_workers
 
 __all__ = ["ExtractConfig", "ExtractReport", "EncoderReport", "extract", "extract_file",
@@ -348,23 +348,12 @@ class _BatchWriter:
                      f"{' (' + err['encoder'] + ')' if err['encoder'] else ''}: {err['message']}")
 
     def _encode(self, enc, items, errors, now) -> None:
-        from .encoders.base import Encoded
-
-        # Encoded in the worker already (Encoded, or an error message), else encoded here.
-        outputs: list[Encoded | str | None] = [it.get("encoded", {}).get(enc.name) for it in items]
-        missing = [i for i, out in enumerate(outputs) if out is None]
-        if missing:
-            inputs = [items[i]["inputs"][need_key(enc.need)] for i in missing]
-            for i, out in zip(missing, encode_isolated(enc, inputs)):
-                outputs[i] = out
         good_ids, vectors, tokens, uris = [], [], [], []
         rep = self.report.encoders[enc.name]
-        for it, out in zip(items, outputs):
-            if isinstance(out, str) or not np.isfinite(out.vector).all() or (
-                    out.tokens is not None and not np.isfinite(out.tokens).all()):
-                message = out if isinstance(out, str) else "encoder output holds NaN or inf"
+        for it, out in zip(items, encoder_outputs(enc, items)):
+            if isinstance(out, str):
                 errors.append({"clip_id": it["clip_id"], "uri": it["uri"] or it["clip_id"],
-                               "stage": "encode", "encoder": enc.name, "message": message[:500],
+                               "stage": "encode", "encoder": enc.name, "message": out[:500],
                                "at": now})
                 rep.failed += 1
                 continue

@@ -13,7 +13,8 @@ import numpy as np
 
 from .media import DecodedClip, MediaConfig, MediaError, decode_clip
 
-__all__ = ["Job", "need_key", "prepare_clip", "empty_result", "error_message", "encode_isolated"]
+__all__ = ["Job", "need_key", "prepare_clip", "empty_result", "error_message", "encode_isolated",
+           "encoder_outputs"]
 
 
 @dataclass
@@ -110,6 +111,24 @@ def encode_isolated(enc, inputs: list) -> list:
             except Exception as exc:  # noqa: BLE001
                 outputs.append(error_message(exc))
         return outputs
+
+
+def encoder_outputs(enc, items: list[dict[str, Any]]) -> list:
+    """``enc``'s result for each prepared item: the one its decoding process computed
+    (``in_worker`` encoders), else encoded here (:func:`encode_isolated`). Each result is an
+    ``Encoded`` with finite values, or an error message."""
+    outputs = [it.get("encoded", {}).get(enc.name) for it in items]
+    missing = [i for i, out in enumerate(outputs) if out is None]
+    if missing:
+        key = need_key(enc.need)
+        for i, out in zip(missing, encode_isolated(enc, [items[i]["inputs"][key] for i in missing])):
+            outputs[i] = out
+    return [out if isinstance(out, str) or _finite(out) else "encoder output holds NaN or inf"
+            for out in outputs]
+
+
+def _finite(out) -> bool:
+    return bool(np.isfinite(out.vector).all()) and (out.tokens is None or bool(np.isfinite(out.tokens).all()))
 
 
 def error_message(exc: BaseException) -> str:

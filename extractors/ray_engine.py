@@ -115,11 +115,10 @@ class _EncoderActor:
         from .encoders.base import resolve_device
         from .media import MediaConfig
         from .pipeline import ExtractConfig, _full_spec, load_encoders
-        from .prepare import need_key
 
         dev = resolve_device(device)
         self.store_uri = store_uri
-        self.encoders, self.schemas, self.uris, self.needs = {}, {}, {}, {}
+        self.encoders, self.schemas, self.uris = {}, {}, {}
         for entry in plan:
             enc = load_encoders([entry["ref"]], dev, entry["tokens"])[0]
             media = MediaConfig(**entry["media"]) if entry["media"] else MediaConfig()
@@ -135,13 +134,12 @@ class _EncoderActor:
             self.encoders[entry["name"]] = enc
             self.schemas[entry["name"]] = feature_schema(enc.dim, entry["dtype"], spec, token_dim=enc.token_dim)
             self.uris[entry["name"]] = f"{store_uri}/{features_name(entry['name'])}"
-            self.needs[entry["name"]] = need_key(enc.need)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         from featurestore.features import _to_table
         from featurestore.fragments import write_fragments
 
-        from .prepare import encode_isolated
+        from .prepare import encoder_outputs
 
         out: dict[str, list] = {k: [] for k in ("clip_id", "uri", "encoder", "status", "message",
                                                 "fragments", "fragment_keys", "peak_frame", "face_ratio")}
@@ -166,17 +164,10 @@ class _EncoderActor:
             mine = [it for it in items if name in it["todo"]]
             if not mine:
                 continue
-            outputs = [it["encoded"].get(name) for it in mine]  # in_worker: done in the task
-            missing = [i for i, res in enumerate(outputs) if res is None]
-            for i, res in zip(missing, encode_isolated(enc, [mine[i]["inputs"][self.needs[name]] for i in missing])):
-                outputs[i] = res
             good, vectors, tokens = [], [], []
-            for it, res in zip(mine, outputs):
-                bad = isinstance(res, str) or not np.isfinite(res.vector).all() or (
-                    res.tokens is not None and not np.isfinite(res.tokens).all())
-                if bad:
-                    message = res if isinstance(res, str) else "encoder output holds NaN or inf"
-                    emit(it["clip_id"], it["uri"], name, "encode", message[:500])
+            for it, res in zip(mine, encoder_outputs(enc, mine)):
+                if isinstance(res, str):
+                    emit(it["clip_id"], it["uri"], name, "encode", res[:500])
                     continue
                 good.append(it)
                 vectors.append(res.vector)
