@@ -14,7 +14,7 @@ import numpy as np
 from .media import DecodedClip, MediaConfig, MediaError, decode_clip
 
 __all__ = ["Job", "need_key", "prepare_clip", "empty_result", "error_message", "encode_isolated",
-           "encoder_outputs"]
+           "encoder_outputs", "in_worker_refs", "built_in_this_process"]
 
 
 @dataclass
@@ -111,6 +111,24 @@ def encode_isolated(enc, inputs: list) -> list:
             except Exception as exc:  # noqa: BLE001
                 outputs.append(error_message(exc))
         return outputs
+
+
+def in_worker_refs(encoders: Iterable) -> tuple:
+    """``(ref, option items)`` of the ``in_worker`` encoders: what a decoding process (local
+    worker or Ray task) needs to build them again."""
+    return tuple((e.ref, tuple(sorted(e.options.items()))) for e in encoders if e.in_worker)
+
+
+_BUILT: dict[tuple, list] = {}
+
+
+def built_in_this_process(refs: tuple) -> list:
+    """The encoders of :func:`in_worker_refs`, built on CPU once per process."""
+    if refs not in _BUILT:
+        from .registry import build_encoder
+
+        _BUILT[refs] = [build_encoder(ref, device="cpu", options=dict(opts) or None) for ref, opts in refs]
+    return _BUILT[refs]
 
 
 def encoder_outputs(enc, items: list[dict[str, Any]]) -> list:

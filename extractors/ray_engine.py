@@ -71,21 +71,15 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 
 
 # --------------------------------------------------------------------- stage: decode
-_IN_TASK_ENCODERS: dict[str, list] = {}
-
-
 def _decode_batch(batch: dict[str, np.ndarray], media: dict | None, needs: dict[str, dict],
-                  in_task: list[tuple[str, dict]]) -> dict[str, list]:
+                  in_task: tuple) -> dict[str, list]:
     """Decode each clip once, compute its encoders' inputs and run the ``in_worker``
-    encoders (``in_task``: their refs and token options) on it (CPU task)."""
+    encoders (``in_task``: :func:`~extractors.prepare.in_worker_refs`) on it (CPU task)."""
     from .encoders.base import Need
     from .media import MediaConfig
-    from .pipeline import load_encoders
-    from .prepare import Job, prepare_clip
+    from .prepare import Job, built_in_this_process, prepare_clip
 
-    key = json.dumps(in_task, sort_keys=True)
-    if key not in _IN_TASK_ENCODERS:  # once per Ray worker process
-        _IN_TASK_ENCODERS[key] = [load_encoders([ref], "cpu", tokens)[0] for ref, tokens in in_task]
+    in_task_encoders = built_in_this_process(tuple(in_task))
     config = MediaConfig(**media) if media else MediaConfig()
     out: dict[str, list] = {k: [] for k in ("clip_id", "uri", "todo", "error", "peak_frame",
                                             "face_ratio", "inputs")}
@@ -93,7 +87,7 @@ def _decode_batch(batch: dict[str, np.ndarray], media: dict | None, needs: dict[
         names = tuple(json.loads(todo))
         job_needs = tuple(dict.fromkeys(Need(**needs[n]) for n in names))
         item = prepare_clip(Job(str(clip_id), str(uri), subtitle, job_needs, names), config,
-                            _IN_TASK_ENCODERS[key])
+                            in_task_encoders)
         out["clip_id"].append(item["clip_id"])
         out["uri"].append(item["uri"])
         out["todo"].append(todo)
@@ -318,7 +312,8 @@ def extract_ray(
     needs = {e["name"]: e["spec"]["need"] for e in plan}
     from .registry import encoder_class
 
-    in_task = [(e["ref"], e["tokens"]) for e in plan if encoder_class(e["spec"]["encoder"]).in_worker]
+    in_task = tuple((e["ref"], tuple(sorted((e["spec"].get("options") or {}).items())))
+                    for e in plan if encoder_class(e["spec"]["encoder"]).in_worker)  # as in_worker_refs
 
     started_here = init_ray(address, num_cpus)
     try:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 from featurestore.errors import EmofsError
 
 from .media import MediaConfig
-from .prepare import Job, empty_result, prepare_clip
+from .prepare import Job, built_in_this_process, empty_result, in_worker_refs, prepare_clip
 
 __all__ = ["prepared", "cores", "parse_workers", "resolve_workers", "CRASHED"]
 
@@ -35,15 +35,12 @@ def _init_worker(worker_refs: tuple, media: MediaConfig, decode_threads: int) ->
 
     import cv2
 
-    from .registry import build_encoder
-
     # Ctrl-C is the main process's to handle: it stops feeding clips and lets the ones
     # being decoded finish, instead of every worker printing a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
     _WORKER_STATE["media"], _WORKER_STATE["threads"] = media, decode_threads
-    _WORKER_STATE["encoders"] = [build_encoder(ref, device="cpu", options=dict(opts) or None)
-                                 for ref, opts in worker_refs]
+    _WORKER_STATE["encoders"] = built_in_this_process(worker_refs)
 
 
 def prepare_in_worker(job: Job) -> dict[str, Any]:
@@ -111,7 +108,7 @@ def prepared(jobs: list[Job], media: MediaConfig, workers: int, prefetch: int = 
         return
     from concurrent.futures.process import BrokenProcessPool
 
-    refs = tuple((e.ref, tuple(sorted(e.options.items()))) for e in worker_encoders)
+    refs = in_worker_refs(worker_encoders)
     n_workers = min(workers, len(jobs))
     share = max(1, cores() // n_workers)  # FFmpeg threads per worker
     start = _Starter(refs, media, share)
