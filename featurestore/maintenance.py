@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from .errors import InputError
-from .schema import CLIPS, ERRORS, FEATURES_DIR, PREDICTIONS_DIR
+from .features import features_name
+from .predictions import predictions_name
+from .schema import CLIPS, ERRORS
 from .store import Store
 
 __all__ = ["VacuumRow", "vacuum", "parse_age"]
@@ -47,17 +49,18 @@ class VacuumRow:
 def vacuum(store: Store, older_than: timedelta = timedelta(hours=1)) -> list[VacuumRow]:
     """Compact each dataset into as few fragments as fit, then clean up old versions."""
     names = [CLIPS, ERRORS]
-    names += [f"{FEATURES_DIR}/{n}.lance" for n in store.feature_sets()]
-    names += [f"{PREDICTIONS_DIR}/{n}.lance" for n in store.prediction_runs()]
+    names += [features_name(n) for n in store.feature_sets()]
+    names += [predictions_name(n) for n in store.prediction_runs()]
     rows = []
     for name in names:
         ds = store.dataset(name)
         if ds is None:
             continue
-        fragments, size = len(ds.get_fragments()), store.size_bytes(name)
-        if fragments > 1 or any(f.metadata.num_deletions for f in ds.get_fragments()):
+        fragments, size = ds.get_fragments(), store.size_bytes(name)
+        if len(fragments) > 1 or any(f.metadata.num_deletions for f in fragments):
             ds.optimize.compact_files()
-        stats = store.dataset(name).cleanup_old_versions(older_than=older_than)
-        rows.append(VacuumRow(name, fragments, len(store.dataset(name).get_fragments()),
+        ds = store.dataset(name)
+        stats = ds.cleanup_old_versions(older_than=older_than)
+        rows.append(VacuumRow(name, len(fragments), len(ds.get_fragments()),
                               int(stats.old_versions), size, store.size_bytes(name)))
     return rows
