@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 from featurestore.errors import EmofsError
 
 from .media import MediaConfig
-from .prepare import Job, built_in_this_process, empty_result, in_worker_refs, prepare_clip
+from .prepare import Job, built_in_this_process, empty_result, error_message, in_worker_refs, prepare_clip
 
 __all__ = ["prepared", "cores", "parse_workers", "resolve_workers", "CRASHED"]
 
@@ -51,8 +51,7 @@ def prepare_in_worker(job: Job) -> dict[str, Any]:
     try:
         return prepare_clip(job, _WORKER_STATE["media"], _WORKER_STATE["encoders"], _WORKER_STATE["threads"])
     except Exception as exc:  # noqa: BLE001 - one clip's failure must not stop the run
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        return empty_result(job, error=f"preparing failed ({type(exc).__name__}: {text})"[:500])
+        return empty_result(job, error=f"preparing failed ({error_message(exc)})"[:500])
 
 
 def _ping() -> bool:
