@@ -24,6 +24,9 @@ class _EmofsGroup(TyperGroup):
     """Maps emofs' typed exceptions to one line on stderr and exit code 1."""
 
     def invoke(self, ctx):  # noqa: D401 - click API
+        from commands import console
+
+        console.attach()
         try:
             return super().invoke(ctx)
         except EmofsError as exc:
@@ -31,6 +34,8 @@ class _EmofsGroup(TyperGroup):
                 raise
             typer.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+        finally:
+            console.detach()
 
 
 app = typer.Typer(
@@ -670,7 +675,7 @@ def llm_ask(
       emofs llm ask crema_d/mp4/1001_DFA_ANG_XX --run runs/llm1
       emofs llm ask new.mp4 --run runs/llm1 --task reason
     """
-    from llm import ask
+    from workflows.ask import ask
 
     if max_new_tokens is not None and max_new_tokens < 1:
         raise InputError(f"--max-new-tokens must be >= 1 (got {max_new_tokens})")
@@ -1071,7 +1076,7 @@ def label_cmd(
       emofs label new_videos/ --run runs/head1 --out labels.csv
       emofs label /mnt/batch7 --run runs/head1 --store s3://bucket/emofs --engine ray --ray-address auto
     """
-    from extractors.label import label
+    from workflows.label import label
 
     report = label(archives, _open_store(store, create=True), run, engine=engine,
                    ray_address=ray_address, out=out, batch_size=batch_size, workers=workers,

@@ -41,7 +41,7 @@ if engine == "ray":
 else:
     ready = 0.0
 from featurestore import Store
-from extractors.label import label
+from workflows.label import label
 rep = label([{archive!r}], Store({store!r}), {run!r}, engine=engine, batch_size={batch},
             workers={workers}, out={out!r}, progress=False)
 wall = time.perf_counter() - t0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,12 +14,14 @@ import pyarrow as pa
 
 from featurestore import Store, sql_in
 from featurestore.annotations import LabelMatch, match_labels, read_labels_csv
-from featurestore.console import progress_bar, warn
+from featurestore.progress import track_progress
 from featurestore.errors import InputError, LabelsError
 from featurestore.ids import ClipIdAllocator
 from featurestore.schema import MEDIA_COLUMNS
 
 from .probe import MEDIA_EXTENSIONS, ProbeError, probe, sha256_file
+
+log = logging.getLogger(__name__)
 
 __all__ = ["IngestReport", "ingest", "find_media"]
 
@@ -157,7 +160,7 @@ def ingest(
             stale.append(cand)
 
     failed: set[str] = set()
-    with progress_bar(len(stale), "probing", enabled=progress) as advance:
+    with track_progress(len(stale), "probing", enabled=progress) as advance:
         for batch in _chunks(stale, batch_size):
             rows, errs = _probe_batch(batch, existing, workers)
             if rows:
@@ -167,7 +170,7 @@ def ingest(
             if errs:
                 store.record_errors(errs)
                 for err in errs:
-                    warn(f"skipped {err['uri']}: {err['message']}")
+                    log.warning(f"skipped {err['uri']}: {err['message']}")
                     report.errors.append((err["uri"], err["message"]))
                     failed.add(err["uri"])
             for row in rows:
@@ -276,7 +279,7 @@ def _apply_labels(store, labels_table, csv_path, roots, failed, report) -> None:
     known = clips.select(["clip_id", "uri", "name"]).to_dicts()
     match: LabelMatch = match_labels(labels_table, csv_path=csv_path, roots=roots, clips=known)
     if match.ignored_columns:
-        warn(
+        log.warning(
             f"ignored columns {', '.join(match.ignored_columns)} of {csv_path}: "
             "emofs derives them from the media"
         )
@@ -291,7 +294,7 @@ def _apply_labels(store, labels_table, csv_path, roots, failed, report) -> None:
             report.unmatched_labels.append((line, key))
     report.ambiguous_labels = match.ambiguous
     if match.duplicates:
-        warn(f"{len(match.duplicates)} clips appear on several rows of {csv_path}; the last row wins")
+        log.warning(f"{len(match.duplicates)} clips appear on several rows of {csv_path}; the last row wins")
     if not match.values or not match.columns:
         return
 

@@ -14,6 +14,7 @@ becomes an ``errors.lance`` row and the run goes on.
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from featurestore import Store
-from featurestore.console import progress_bar, warn
+from featurestore.progress import track_progress
 from featurestore.errors import InputError, StoreError, StoreNotFoundError
 from featurestore.features import (
     feature_spec,
@@ -39,6 +40,8 @@ from featurestore.store import sql_quote
 from .media import MediaConfig
 from .prepare import Job, encoder_outputs, need_key, prepare_clip
 from .workers import cores, parse_workers, prepared, resolve_workers
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ExtractConfig", "ExtractReport", "EncoderReport", "extract", "extract_file",
            "prepare_clip", "Job", "load_encoders"]
@@ -255,7 +258,7 @@ def extract(
     report.workers = workers = min(resolve_workers(cfg.workers, dev), len(jobs))
     items = prepared(jobs, cfg.media, workers, prefetch=2 * cfg.batch_size, worker_encoders=loaded)
     with closing(items), _torch_threads(_main_threads(dev, workers)), \
-            progress_bar(len(jobs), "extracting", enabled=progress) as advance:
+            track_progress(len(jobs), "extracting", enabled=progress) as advance:
         while True:
             waited = time.perf_counter()
             item = next(items, None)
@@ -344,7 +347,7 @@ class _BatchWriter:
             self.store.record_errors(errors)
             self.report.errors.extend(errors)
             for err in errors:
-                warn(f"{err['stage']} failed for {err['clip_id']}"
+                log.warning(f"{err['stage']} failed for {err['clip_id']}"
                      f"{' (' + err['encoder'] + ')' if err['encoder'] else ''}: {err['message']}")
 
     def _encode(self, enc, items, errors, now) -> None:
@@ -432,7 +435,7 @@ def extract_file(
     applicable = [e for e in encoders if _applies(e, row)]
     for e in encoders:
         if e not in applicable:
-            warn(f"feature set {e.name!r} does not apply to {path.name} ({facts['modality']}"
+            log.warning(f"feature set {e.name!r} does not apply to {path.name} ({facts['modality']}"
                  f"{', no subtitle' if e.modality == 'text' else ''}); left out")
     if not applicable:
         return {}
@@ -505,7 +508,7 @@ def _extract_added(path: Path, specs: dict[str, dict], store: Store, device: str
     for name in specs:
         table = store.table(features_name(name), where=f"clip_id = {sql_quote(clip_id)}")
         if table is None or table.num_rows == 0:
-            warn(f"feature set {name!r} does not apply to {path.name}; left out")
+            log.warning(f"feature set {name!r} does not apply to {path.name}; left out")
             continue
         row = table.slice(0, 1)
         vector = np.asarray(row.column("vector")[0].as_py(), np.float32)

@@ -21,6 +21,7 @@ can reach (``s3://bucket/store``).
 
 from __future__ import annotations
 
+import logging
 import json
 import pickle
 from datetime import datetime, timezone
@@ -29,18 +30,23 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from featurestore.console import progress_bar, warn
+from featurestore.progress import track_progress
 from featurestore.errors import EmofsError, InputError
 from featurestore.store import Store
+
+log = logging.getLogger(__name__)
 
 __all__ = ["extract_ray", "init_ray"]
 
 
 # ----------------------------------------------------------------------- ray setup
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+def init_ray(address: str | None = None, num_cpus: int | None = None,
+             ship: Sequence[str] = ()) -> bool:
     """Connect to ``address`` or start a local Ray; returns True when this call started it.
 
     An already initialised Ray (e.g. ``ray.init(num_cpus=2)`` by the caller) is reused.
+    ``ship`` names further packages (beside featurestore and extractors) that cluster
+    workers need, e.g. ``("heads",)`` for labelling.
     """
     try:
         import ray
@@ -53,13 +59,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "include_dashboard": False,
                               "configure_logging": True}
     if address:
-        import extractors
-        import featurestore
-        import heads
+        import importlib
         from pathlib import Path
 
         # Ship emofs' own packages to cluster workers (they need only its dependencies).
-        modules = [str(Path(m.__file__).parent) for m in (featurestore, extractors, heads)]
+        packages = ("featurestore", "extractors", *ship)
+        modules = [str(Path(importlib.import_module(p).__file__).parent) for p in packages]
         try:
             ray.init(address=address, runtime_env={"py_modules": modules}, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -236,7 +241,7 @@ class _Committer:
         if self.errors:
             self.store.record_errors(self.errors)
             for err in self.errors:
-                warn(f"{err['stage']} failed for {err['clip_id']}"
+                log.warning(f"{err['stage']} failed for {err['clip_id']}"
                      f"{' (' + err['encoder'] + ')' if err['encoder'] else ''}: {err['message']}")
             self.errors = []
         done = len(self.pending_clips)
@@ -263,13 +268,14 @@ def extract_ray(
     num_cpus: int | None = None,
     commit_every: int | None = None,
     progress: bool = True,
+    ship: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Extract the plan's feature sets for ``clip_ids`` on Ray Data, committing fragments.
 
     Args:
         store: the store (every Ray worker must reach its URI).
         plan: feature sets to extract (``name``, ``ref``, ``dtype``, ``tokens``, ``media``,
-            ``fingerprint``, ``spec``), as :mod:`extractors.label` builds from a head run.
+            ``fingerprint``, ``spec``), as :mod:`workflows.label` builds from a head run.
         clip_ids: clips to extract (the caller passes only those missing features).
         batch_size: clips per decode task and per encoder-actor batch.
         device: ``auto`` | ``cpu`` | ``cuda`` inside the actors (``auto``: one GPU per
@@ -277,7 +283,8 @@ def extract_ray(
         address: Ray cluster address; None starts (or reuses) a local Ray.
         num_cpus: CPUs of a local Ray (default: all).
         commit_every: clips per driver commit (default ``4 * batch_size``).
-        progress: progress bar.
+        progress: report progress (:func:`featurestore.progress.track_progress`).
+        ship: further packages cluster workers need (see :func:`init_ray`).
 
     Returns:
         ``{"fingerprints": {name: fp}, "extracted": {name: n}}``.
@@ -315,7 +322,7 @@ def extract_ray(
     in_task = tuple((e["ref"], tuple(sorted((e["spec"].get("options") or {}).items())))
                     for e in plan if encoder_class(e["spec"]["encoder"]).in_worker)  # as in_worker_refs
 
-    started_here = init_ray(address, num_cpus)
+    started_here = init_ray(address, num_cpus, ship)
     try:
         return _run(store, plan, schemas, jobs, needs, in_task, media, batch_size, device,
                     commit_every or 4 * batch_size, progress)
@@ -351,7 +358,7 @@ def _run(store, plan, schemas, jobs, needs, in_task, media, batch_size, device, 
                         **encode_opts)
     committer = _Committer(store, plan, schemas)
     try:
-        with progress_bar(len(jobs), "extracting (ray)", enabled=progress) as advance:
+        with track_progress(len(jobs), "extracting (ray)", enabled=progress) as advance:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 rows = batch.to_pydict()
                 if committer.add(rows) >= commit_every:

@@ -20,6 +20,7 @@ Kinds: ``flat`` (exact ``IndexFlatIP``), ``ivf`` (``IndexIVFFlat``, ``nlist ~ 4 
 
 from __future__ import annotations
 
+import logging
 import io
 import json
 import math
@@ -31,10 +32,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .console import info, progress_bar, warn
+from .progress import track_progress
 from .errors import InputError, StoreError
 from .schema import CLIPS, FEATURES_DIR, INDEX_DIR
 from .store import Store, sql_quote
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "KINDS",
@@ -386,7 +389,7 @@ def _new_index(kind: str, dim: int, n: int, config: IndexConfig, params: dict[st
 
 def _add(index, vectors: np.ndarray, description: str, progress: bool) -> None:
     n = vectors.shape[0]
-    with progress_bar(n, description, enabled=progress, unit="rows") as advance:
+    with track_progress(n, description, enabled=progress, unit="rows") as advance:
         for start in range(0, n, _ADD_BATCH):
             chunk = vectors[start : start + _ADD_BATCH]  # (B, D)
             index.add(chunk)
@@ -557,7 +560,7 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
         cap = 64 * index.nlist
         if len(ids) > cap:
             train = vectors[np.random.default_rng(0).choice(len(ids), cap, replace=False)]
-        info(f"index {config.name}: training IVF ({index.nlist} lists) on {len(train)} rows")
+        log.info(f"index {config.name}: training IVF ({index.nlist} lists) on {len(train)} rows")
         index.train(train)
     _add(index, vectors, f"index {config.name}: {kind}", progress)
     _tune(index, kind, vectors, config.recall, params)
@@ -577,7 +580,7 @@ def _stale_rows(store: Store, states: dict[str, Any]) -> dict[str, int]:
         current = len(_current_ids(store, enc, state["fingerprint"]))
         if current < state["rows"]:
             skipped[enc] = state["rows"] - current
-            warn(f"{state['rows'] - current} rows of {enc!r} have an older spec and are left "
+            log.warning(f"{state['rows'] - current} rows of {enc!r} have an older spec and are left "
                  f"out of the index: run `emofs extract --encoders {enc}` to refresh them")
     return skipped
 
@@ -732,7 +735,7 @@ def _to_gpu(index, kind: str):
     try:
         return faiss.index_cpu_to_all_gpus(index)
     except (RuntimeError, AttributeError) as exc:  # unsupported kind / build
-        warn(f"could not move the index to the GPU ({str(exc).splitlines()[0]}): searching on CPU")
+        log.warning(f"could not move the index to the GPU ({str(exc).splitlines()[0]}): searching on CPU")
         return None
 
 

@@ -9,6 +9,7 @@ rows, so ``k`` results come back whenever ``k`` exist.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,7 +18,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .console import warn
 from .errors import InputError
 from .index import (
     DimensionMismatchError,
@@ -30,6 +30,8 @@ from .index import (
 )
 from .schema import CLIPS
 from .store import Store, sql_in, sql_quote
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SimilarResult", "find_similar", "similar", "search_index", "neighbour_vote",
            "RESULT_COLUMNS"]
@@ -109,7 +111,7 @@ def find_similar(
         if stale:
             line = (f"index {name!r} is behind the store ({'; '.join(stale)}): run "
                     f"`{_build_command(manifest)}` to update it")
-            warn(line)
+            log.warning(line)
             notes.append(line)
     resolved = _resolve_query(store, loaded, str(query), add=add)
     vector = resolved.pop("vector")
@@ -124,7 +126,7 @@ def find_similar(
         row_of = loaded.row_of()
         allowed = np.array(sorted(row_of[c] for c in selected if c in row_of), dtype=np.int64)
         if not len(allowed):
-            warn(f"no clip in index {name!r} matches --where {where!r}")
+            log.warning(f"no clip in index {name!r} matches --where {where!r}")
     self_row = loaded.row_of().get(resolved.get("clip_id")) if resolved.get("clip_id") else None
     exclude = set() if include_self or self_row is None else {self_row}
     hits = search_index(loaded, vector, k, allowed=allowed, exclude=exclude)

@@ -17,19 +17,21 @@ Splits, in order of precedence:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from featurestore.console import warn
 from featurestore.errors import InputError, StoreError
 from featurestore.features import features_name
 from featurestore.inventory import feature_set_info
 from featurestore.store import Store
 
 from .config import HeadConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "PreparedData",
@@ -212,7 +214,7 @@ def prepare_data(
     dropped = int((~present).sum())
     if dropped:
         if not quiet:
-            warn(f"--drop-missing: dropped {dropped} of {n} clips lacking a feature set")
+            log.warning(f"--drop-missing: dropped {dropped} of {n} clips lacking a feature set")
         frame = frame.filter(_pl_mask(present))
         clip_ids = frame["clip_id"].to_list()
         arrays = {k: v[present] for k, v in arrays.items()}
@@ -230,7 +232,7 @@ def prepare_data(
     split, note = assign_splits(frame, labels, cfg)
     missing_train = [vocabulary[c] for c in range(len(vocabulary)) if not (labels[split == "train"] == c).any()]
     if missing_train and not quiet:
-        warn(f"classes with no training clip (the head cannot learn them): {', '.join(missing_train)}")
+        log.warning(f"classes with no training clip (the head cannot learn them): {', '.join(missing_train)}")
     return PreparedData(
         clip_ids=clip_ids, labels=labels, vocabulary=vocabulary, split=split,
         features=arrays if preload else None,

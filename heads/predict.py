@@ -6,6 +6,7 @@ Loading a run needs torch only (not Lightning): the head is rebuilt from ``confi
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 from dataclasses import dataclass
@@ -14,11 +15,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from featurestore.console import warn
 from featurestore.errors import InputError
 from featurestore.store import Store
 
 from .config import HeadConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LoadedRun", "load_run", "predict_proba", "predict_clips", "evaluate_run", "predict_to_store"]
 
@@ -119,7 +121,7 @@ def _check_features(store: Store, run: LoadedRun) -> None:
                 f"{trained['dim']}-d vectors: re-extract with the run's encoder or retrain"
             )
         if now["fingerprint"] != trained["fingerprint"]:
-            warn(f"feature set {name!r} changed since training (fingerprint {trained['fingerprint']} "
+            log.warning(f"feature set {name!r} changed since training (fingerprint {trained['fingerprint']} "
                  f"-> {now['fingerprint']}): predictions may be off")
 
 
@@ -136,7 +138,7 @@ def _features_for(store: Store, run: LoadedRun, clip_ids: list[str], drop_missin
             )
         present &= has
     if not present.all():
-        warn(f"--drop-missing: skipped {int((~present).sum())} clips lacking a feature set")
+        log.warning(f"--drop-missing: skipped {int((~present).sum())} clips lacking a feature set")
     kept = [c for c, ok in zip(clip_ids, present) if ok]
     return kept, present, TensorBatches({k: v[present] for k, v in arrays.items()}, None)
 

@@ -27,13 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.console import info
 from featurestore.errors import InputError
 from featurestore.store import Store
 
 from .config import HeadConfig
 from .data import PreparedData, prepare_data, split_dataset
 from .metrics import HEADLINE, classification_metrics
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RunResult", "train_head", "ablate", "default_run_dir", "prefetch_lightning", "CHECKPOINT"]
 
@@ -288,7 +289,7 @@ def train_head(
     run_dir = _prepare_run_dir(Path(out) if out else default_run_dir(cfg))
     if not quiet:
         counts = prepared.counts()
-        info(f"run {run_dir}: {len(prepared.clip_ids)} clips (train {counts['train']}, val "
+        log.info(f"run {run_dir}: {len(prepared.clip_ids)} clips (train {counts['train']}, val "
              f"{counts['val']}, test {counts['test']}), {len(prepared.vocabulary)} classes; "
              f"{prepared.split_note}; {'preloaded' if prepared.features is not None else 'streaming'}")
 
@@ -440,7 +441,7 @@ def ablate(
     for i, subset in enumerate(subsets, 1):
         name = "+".join(subset)
         if not quiet:
-            info(f"[{i}/{len(subsets)}] {name}")
+            log.info(f"[{i}/{len(subsets)}] {name}")
         result = train_head(store, cfg.replace(encoders=list(subset)), out=out / name,
                             prepared=prepared.subset(subset), quiet=True)
         row = {"encoders": name, "n_encoders": len(subset)}

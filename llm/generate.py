@@ -9,6 +9,7 @@ matrix.
 
 from __future__ import annotations
 
+import logging
 import csv
 import json
 import re
@@ -19,13 +20,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from featurestore.console import progress_bar, warn
+from featurestore.progress import track_progress
 from featurestore.errors import InputError
 from featurestore.store import Store, sql_quote
 
 from .config import TASKS
 from .data import ClipRecord, StoreFeatures, load_records, make_example
 from .model import EmotionLLM
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ask", "evaluate", "answer_to_label", "EvalResult", "NONE_LABEL", "MemoryFeatures"]
 
@@ -81,17 +84,20 @@ def ask(
     subtitle: str | None = None,
     max_new_tokens: int | None = None,
     model: EmotionLLM | None = None,
+    extracted: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Answer one clip id of the store, or one new media file.
+    """Answer one clip id of the store, or one new file whose features were extracted.
 
     Args:
         run_dir: an ``emofs llm train`` run.
-        target: a clip id in the store, or the path of a media file (extracted on the fly).
-        store: the store (its feature specs are used for a new file).
+        target: a clip id in the store, or (with ``extracted``) the name of a new file.
+        store: the store holding the clip's cached features.
         question: replaces the task's instruction.
         task: ``emotion`` or ``reason`` (shown as ``[task]`` in the prompt).
         subtitle: what the person says (default: the clip's subtitle; none for a new file).
         model: an already loaded run (skips loading).
+        extracted: ``{feature_set: {"vector", "tokens"}}`` of a file that is not in the
+            store (:func:`workflows.ask` extracts it with the store's specs).
 
     Returns:
         ``{"clip_id", "source", "task", "prompt", "answer", "label"}`` where ``label`` is
@@ -100,31 +106,22 @@ def ask(
     _check_question(task)
     model = model or EmotionLLM.load(run_dir)
     cfg = model.config
-    rows = store.clips(where=f"clip_id = {sql_quote(target)}") if store.exists() else None
-    if rows is not None and rows.height:
+    if extracted is not None:
+        record = ClipRecord(str(target), None, subtitle, None)
+        features = MemoryFeatures(str(target), extracted, cfg.feature_encoders, cfg.video_encoder)
+        source = "file"
+    else:
+        rows = store.clips(where=f"clip_id = {sql_quote(target)}") if store.exists() else None
+        if rows is None or not rows.height:
+            raise InputError(
+                f"{target!r} is not a clip id in {store.uri}: pass a clip_id from `emofs clips` "
+                "(`emofs llm ask FILE` extracts a new media file on the fly)"
+            )
         row = rows.row(0, named=True)
         record = ClipRecord(target, row.get("label"), subtitle if subtitle is not None else row.get("subtitle"),
                             row.get(cfg.description_column))
         features = StoreFeatures(store, cfg.feature_encoders, cfg.video_encoder, clip_ids=[target])
         source = "store"
-    elif Path(target).is_file():
-        try:
-            from extractors import extract_file
-        except ImportError as exc:
-            raise InputError(
-                f"cannot extract {target} on the fly: this emofs has no extractors.extract_file "
-                f"({exc}); extract it into the store with `emofs ingest` + `emofs extract` and ask by clip id"
-            ) from exc
-        names = list(dict.fromkeys([*cfg.feature_encoders, *([cfg.video_encoder] if cfg.video_encoder else [])]))
-        extracted = extract_file(Path(target), names, store, subtitle=subtitle)
-        record = ClipRecord(str(target), None, subtitle, None)
-        features = MemoryFeatures(str(target), extracted, cfg.feature_encoders, cfg.video_encoder)
-        source = "file"
-    else:
-        raise InputError(
-            f"{target!r} is neither a clip id in {store.uri} nor a media file: "
-            "pass a clip_id from `emofs clips` or the path of a video/audio file"
-        )
     labels = getattr(model, "labels", None) or cfg.labels or []
     example = make_example(record, features, cfg, labels, task, question=question, with_answer=False)
     answer = model.generate([example], max_new_tokens)[0]
@@ -182,16 +179,16 @@ def evaluate(
     skipped = sum(r.clip_id not in cached for r in records)
     records = [r for r in records if r.clip_id in cached]
     if skipped:
-        warn(f"{skipped} labelled clips have none of the run's features and were skipped (run `emofs extract`)")
+        log.warning(f"{skipped} labelled clips have none of the run's features and were skipped (run `emofs extract`)")
     unknown = sorted({r.label for r in records if r.label not in labels})
     if unknown:
-        warn(f"{sum(r.label in unknown for r in records)} clips have labels the run never saw "
+        log.warning(f"{sum(r.label in unknown for r in records)} clips have labels the run never saw "
              f"({', '.join(unknown)}): they count as errors")
     if not records:
         raise InputError(f"no labelled clip with cached features matches --where {where!r}")
     start = time.perf_counter()
     answers: list[str] = []
-    with progress_bar(len(records), "llm eval", enabled=progress) as advance:
+    with track_progress(len(records), "llm eval", enabled=progress) as advance:
         for i in range(0, len(records), batch_size):
             chunk = records[i : i + batch_size]
             examples = [make_example(r, features, cfg, labels, "emotion", with_answer=False) for r in chunk]

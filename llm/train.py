@@ -10,18 +10,20 @@ A run directory holds::
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from featurestore.console import info, warn
 from featurestore.errors import InputError
 from featurestore.store import Store
 
 from .config import LLMConfig
 from .data import LLMDataset, StoreFeatures, collate, load_records
 from .model import VIDEO_KEY, EmotionLLM
+
+log = logging.getLogger(__name__)
 
 __all__ = ["train", "TrainResult", "lightning_precision", "prepare_training"]
 
@@ -148,7 +150,7 @@ def train(store: Store, config: LLMConfig, out_dir: str | Path, *, progress: boo
     dataset, _, labels, dims, dropped = prepare_training(store, config)
     for reason, count in dropped.items():
         if count:
-            warn(f"{count} clips skipped ({reason.replace('_', ' ')})")
+            log.warning(f"{count} clips skipped ({reason.replace('_', ' ')})")
     L.seed_everything(config.seed, verbose=False)
     model = EmotionLLM.create(config, dims)
     model.labels = labels
@@ -173,7 +175,7 @@ def train(store: Store, config: LLMConfig, out_dir: str | Path, *, progress: boo
         log_every_n_steps=1,
         num_sanity_val_steps=0,
     )
-    info(f"training on {len(dataset)} clips, {n_trainable:,} trainable parameters "
+    log.info(f"training on {len(dataset)} clips, {n_trainable:,} trainable parameters "
          f"(LoRA r={config.lora_r} on {','.join(config.target_modules)} + {len(dims)} projectors)")
     model.train()  # from_pretrained returns eval mode; LoRA dropout must be on
     start = time.perf_counter()

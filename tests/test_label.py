@@ -70,7 +70,7 @@ def new_clips(shared_data) -> list[Path]:
 
 
 def _label(archives, store, run, **kwargs):
-    from extractors.label import label
+    from workflows.label import label
 
     kwargs.setdefault("workers", 0)
     kwargs.setdefault("progress", False)
@@ -155,7 +155,7 @@ _CHILD = """
 import sys
 sys.path.insert(0, {repo!r})
 from featurestore import Store
-from extractors.label import label
+from workflows.label import label
 label([{archive!r}], Store({store!r}), {run!r}, batch_size=1, workers=0, progress=False)
 """
 

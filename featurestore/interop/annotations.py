@@ -27,6 +27,7 @@ store become clip rows without media.
 
 from __future__ import annotations
 
+import logging
 import csv
 import json
 import math
@@ -38,10 +39,11 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from ..console import warn
 from ..errors import InputError, LabelsError
 from ..store import Store
 from .clipmatch import ClipResolver
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ANNOTATION_FORMATS",
@@ -463,7 +465,7 @@ def import_annotations(
     _record_skipped(store, report, path)
     report.version = store.version()
     if report.duplicates:
-        warn(f"{len(report.duplicates)} names appear more than once in {path}; later lines win")
+        log.warning(f"{len(report.duplicates)} names appear more than once in {path}; later lines win")
     return report
 
 
@@ -503,9 +505,9 @@ def _record_skipped(store: Store, report: AnnotationImportReport, path: Path) ->
         for line, reason in report.skipped
     )
     for line, reason in report.skipped[:_EXAMPLES]:
-        warn(f"skipped {path} line {line}: {reason}")
+        log.warning(f"skipped {path} line {line}: {reason}")
     if len(report.skipped) > _EXAMPLES:
-        warn(f"... and {len(report.skipped) - _EXAMPLES} more unreadable lines")
+        log.warning(f"... and {len(report.skipped) - _EXAMPLES} more unreadable lines")
 
 
 # ----------------------------------------------------------------------- writing
@@ -542,7 +544,7 @@ def write_annotation_txt(clips, path: str | os.PathLike) -> tuple[int, int]:
     if rows:
         Path(path).write_text("\n".join(sorted(rows)) + "\n", encoding="utf-8")
     if foreign:
-        warn(
+        log.warning(
             f"labels {', '.join(sorted(foreign))} are not among Emotion-LLaMA's nine "
             f"({', '.join(EMOTION_LLAMA_LABELS)}): map them before training, or pass its "
             "`labels` option"

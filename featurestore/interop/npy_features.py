@@ -16,6 +16,7 @@ folder's majority, NaN or inf.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter
@@ -26,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..console import progress_bar, warn
+from ..progress import track_progress
 from ..errors import InputError
 from ..features import feature_spec, features_name, write_features
 from ..store import Store
@@ -39,6 +40,8 @@ from .layouts import (
     find_feature_folders,
 )
 from .npy_io import NpyError, NpyHeader, read_many, read_npy, read_npy_head, write_npy
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FeatureImportReport",
@@ -197,7 +200,7 @@ def _import_folder(store, folder: FeatureFolder, set_name, layout, resolver, cre
     report = FeatureImportReport(set_name, str(folder.path), files=len(folder.files))
 
     # Pass 1: headers (and the arrays of small files), in a thread pool.
-    with progress_bar(len(folder.files), f"reading {folder.path.name}", enabled=progress,
+    with track_progress(len(folder.files), f"reading {folder.path.name}", enabled=progress,
                       unit="files") as advance:
         heads = read_many(folder.files, read_npy_head, workers=workers, advance=advance)
     entries: list[_Entry] = []
@@ -218,7 +221,7 @@ def _import_folder(store, folder: FeatureFolder, set_name, layout, resolver, cre
         dim = max(dims.items(), key=lambda kv: (kv[1], -kv[0]))[0]
         if len(dims) > 1:
             others = ", ".join(f"{d} ({n} files)" for d, n in dims.most_common() if d != dim)
-            warn(f"{folder.path.name}: most files have dim {dim}; skipping files of dim {others}")
+            log.warning(f"{folder.path.name}: most files have dim {dim}; skipping files of dim {others}")
         kept = []
         for e in entries:
             if e.header.shape[-1] != dim:
@@ -247,7 +250,7 @@ def _import_folder(store, folder: FeatureFolder, set_name, layout, resolver, cre
         _record_skipped(store, report, set_name)
         report.seconds = time.perf_counter() - started
         if report.skipped:
-            warn(f"{folder.path.name}: no usable .npy file ({len(report.skipped)} skipped)")
+            log.warning(f"{folder.path.name}: no usable .npy file ({len(report.skipped)} skipped)")
         return report
 
     forms = Counter(_form(e.header.shape) for e in entries)
@@ -258,7 +261,7 @@ def _import_folder(store, folder: FeatureFolder, set_name, layout, resolver, cre
     source_dtype = dtypes.most_common(1)[0][0]
     storage = "float16" if set(dtypes) == {"float16"} else "float32"
     if "float64" in dtypes:
-        warn(f"{folder.path.name}: float64 arrays are stored as float32 (an export writes "
+        log.warning(f"{folder.path.name}: float64 arrays are stored as float32 (an export writes "
              "float64 again, but not bit for bit)")
     report.dim, report.dtype, report.source_dtype = dim, storage, source_dtype
     report.level, report.form = level, form
@@ -291,7 +294,7 @@ def _import_folder(store, folder: FeatureFolder, set_name, layout, resolver, cre
     _check_target(store, set_name, spec, replace)
 
     # Pass 2: arrays -> batches -> write_features.
-    with progress_bar(len(entries), f"importing {set_name}", enabled=progress, unit="files") as advance:
+    with track_progress(len(entries), f"importing {set_name}", enabled=progress, unit="files") as advance:
         for batch in _batches(entries):
             missing = [e for e in batch if e.array is None]
             if missing:
@@ -396,9 +399,9 @@ def _record_skipped(store: Store, report: FeatureImportReport, set_name: str) ->
         for path, reason in report.skipped
     )
     for path, reason in report.skipped[:_EXAMPLES]:
-        warn(f"skipped {path}: {reason}")
+        log.warning(f"skipped {path}: {reason}")
     if len(report.skipped) > _EXAMPLES:
-        warn(f"... and {len(report.skipped) - _EXAMPLES} more skipped files (see `emofs errors "
+        log.warning(f"... and {len(report.skipped) - _EXAMPLES} more skipped files (see `emofs errors "
              f"--where \"stage = 'import'\"`)")
 
 
@@ -622,7 +625,7 @@ def _export_set(store, set_name, target: Path, names, tokens, dtype, form, worke
     columns = ["clip_id", "tokens" if tokens else "vector"]
     written: list[str] = []
     total = ds.count_rows()
-    with progress_bar(total, f"exporting {set_name}", enabled=progress, unit="files") as advance, \
+    with track_progress(total, f"exporting {set_name}", enabled=progress, unit="files") as advance, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for batch in ds.to_batches(columns=columns, batch_size=4096):
             ids = batch.column("clip_id").to_pylist()

@@ -15,6 +15,7 @@ every clip labelled exactly once. Corrupt files are ``errors.lance`` rows and su
 
 from __future__ import annotations
 
+import logging
 import json
 import time
 from dataclasses import dataclass, field
@@ -25,11 +26,13 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from featurestore.console import progress_bar, warn
+from featurestore.progress import track_progress
 from featurestore.errors import InputError
 from featurestore.store import Store, sql_in
 
-from .workers import parse_workers
+from extractors.workers import parse_workers
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LabelConfig", "LabelReport", "label", "archive_frame", "ENGINES"]
 
@@ -124,7 +127,7 @@ class LabelReport:
 
 # --------------------------------------------------------------------------- plan
 def _archive_files(archives: Sequence[str | Path]) -> list[str]:
-    from .ingest import find_media
+    from extractors.ingest import find_media
 
     return list(dict.fromkeys(str(path) for _, path in find_media(archives)))
 
@@ -182,8 +185,8 @@ def _ready(store: Store, plan: list[dict[str, Any]], clip_ids: set[str]) -> set[
 # ------------------------------------------------------------------------ extract
 def _extract_local(store: Store, plan, todo: list[str], cfg: LabelConfig, progress: bool) -> dict[str, Any]:
     """Run ``extractors.extract`` for the plan's encoders on ``todo`` (grouped by settings)."""
-    from .media import MediaConfig
-    from .pipeline import extract
+    from extractors.media import MediaConfig
+    from extractors.pipeline import extract
 
     groups: dict[str, list[dict[str, Any]]] = {}
     for entry in plan:
@@ -224,7 +227,7 @@ def _predict(store: Store, run, dataset_id: str, ready: list[str], shas: dict[st
 
     name = predictions_name(dataset_id)
     counts: dict[str, int] = {}
-    with progress_bar(len(ready), "predicting", enabled=progress) as advance:
+    with track_progress(len(ready), "predicting", enabled=progress) as advance:
         for start in range(0, len(ready), _PREDICT_CHUNK):
             chunk = ready[start : start + _PREDICT_CHUNK]
             frame = predict_clips(store, run, clip_ids=chunk)
@@ -266,7 +269,7 @@ def _explain(store: Store, cfg: LabelConfig, dataset_id: str, clip_ids: list[str
         return 0
     model = EmotionLLM.load(cfg.llm_run)
     rows: list[dict[str, str]] = []
-    with progress_bar(len(todo), "explaining", enabled=progress) as advance:
+    with track_progress(len(todo), "explaining", enabled=progress) as advance:
         for clip_id in todo:
             answer = ask(cfg.llm_run, clip_id, store, task="reason", model=model)["answer"]
             rows.append({"clip_id": clip_id, "explanation": _one_sentence(answer)})
@@ -391,7 +394,7 @@ def label(
     """
     from heads.predict import load_run
 
-    from .ingest import ingest
+    from extractors.ingest import ingest
 
     started = time.perf_counter()
     cfg = LabelConfig(run, engine, ray_address, out, batch_size, workers, device, name, llm_run,
@@ -422,7 +425,7 @@ def label(
     missing = sorted(set(todo) - _ready(store, plan, set(todo)))
     if missing:
         if cfg.engine == "ray":
-            from .ray_engine import extract_ray
+            from extractors.ray_engine import extract_ray
 
             done = extract_ray(store, plan, missing, batch_size=cfg.batch_size, device=cfg.device,
                                address=cfg.ray_address, num_cpus=cfg.ray_cpus, progress=progress)
@@ -479,4 +482,4 @@ def _record_unlabelled(store: Store, plan, clips, unlabelled: set[str], frame) -
                                 f"{', '.join(e['name'] for e in plan)})", "at": now})
     if rows:
         store.record_errors(rows)
-        warn(f"{len(rows)} clips could not be labelled: see `emofs errors --where \"stage = 'label'\"`")
+        log.warning(f"{len(rows)} clips could not be labelled: see `emofs errors --where \"stage = 'label'\"`")
