@@ -7,7 +7,7 @@ Queries are held-out draws from the same mixture. Ground truth is exact cosine t
 Measured per method: build time, p50/p99 single-query latency (one query at a time, as
 `emofs similar` does), batch queries/s, recall@10 against exact. The emofs kinds are built
 and tuned by the library's own code (featurestore.index) and searched through
-featurestore.similar.search_index, the path `emofs similar` takes.
+featurestore.index.search_index, the path `emofs similar` takes.
 
 Usage::
 
@@ -110,22 +110,26 @@ def bench_numpy(data, queries, truth, repeat):
 def bench_faiss(kind, data, queries, truth, repeat, threads):
     import faiss
 
-    from featurestore.index import IndexConfig, LoadedIndex, _add, _new_index, _tune
-    from featurestore.similar import search_index
+    from featurestore.index import (
+        IndexConfig,
+        LoadedIndex,
+        add_vectors,
+        new_index,
+        search_index,
+        train_index,
+        tune_search,
+    )
 
     faiss.omp_set_num_threads(threads)
     config = IndexConfig(["bench"], kind=kind)
     params: dict = {}
     t0 = time.perf_counter()
-    index = _new_index(kind, data.shape[1], len(data), config, params)
-    if kind == "ivf":
-        cap = 64 * index.nlist
-        train = data if len(data) <= cap else data[np.random.default_rng(0).choice(len(data), cap, replace=False)]
-        index.train(train)
-    _add(index, data, f"bench {kind}", progress=False)
+    index = new_index(kind, data.shape[1], len(data), config, params)
+    train_index(index, kind, data, f"bench {kind}")
+    add_vectors(index, data, f"bench {kind}", progress=False)
     build = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _tune(index, kind, data, config.recall, params)
+    tune_search(index, kind, data, config.recall, params)
     tune = time.perf_counter() - t0
     loaded = LoadedIndex("bench", index, [], {"kind": kind, "params": params})
     faiss.omp_set_num_threads(1)  # one query at a time: no OpenMP fan-out

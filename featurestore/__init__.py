@@ -4,7 +4,10 @@ Knows nothing about models: encoders live in ``extractors``, training in ``heads
 """
 
 from .errors import (
+    DimensionMismatchError,
     EmofsError,
+    IndexCorruptError,
+    IndexNotFoundError,
     InputError,
     LabelsError,
     QueryError,
@@ -30,4 +33,7 @@ __all__ = [
     "SchemaVersionError",
     "StoreError",
     "StoreNotFoundError",
+    "IndexNotFoundError",
+    "IndexCorruptError",
+    "DimensionMismatchError",
 ]

@@ -11,9 +11,13 @@ __all__ = [
     "StoreError",
     "StoreNotFoundError",
     "SchemaVersionError",
+    "MissingFeatureSetError",
     "InputError",
     "LabelsError",
     "QueryError",
+    "IndexNotFoundError",
+    "IndexCorruptError",
+    "DimensionMismatchError",
 ]
 
 
@@ -33,6 +37,38 @@ class SchemaVersionError(StoreError):
     """The store was written by a newer emofs than the one running."""
 
 
+class MissingFeatureSetError(StoreError):
+    """A feature set named by the caller is not in the store.
+
+    Build it with :meth:`of` so every command words it the same way (what exists, and the
+    ``emofs extract`` that builds it); the plain constructor takes the message, so the
+    error survives pickling (Ray workers) like every other :class:`EmofsError`.
+
+    Attributes:
+        name: the missing feature set (None when built from a bare message).
+    """
+
+    name: str | None = None
+
+    @classmethod
+    def of(cls, store, name: str, *, alternative: str | None = None) -> "MissingFeatureSetError":
+        """The error for feature set ``name`` missing from ``store``.
+
+        Args:
+            store: the :class:`~featurestore.store.Store` searched.
+            name: the feature set asked for.
+            alternative: a second way out appended to the fix (``"leave it out of
+                --encoders"``).
+        """
+        available = ", ".join(store.feature_sets()) or "none"
+        fix = f"run `emofs extract --encoders {name}` first"
+        if alternative:
+            fix += f", or {alternative}"
+        error = cls(f"no feature set {name!r} in {store.uri} (available: {available}): {fix}")
+        error.name = name
+        return error
+
+
 class InputError(EmofsError):
     """A path, file or flag value given by the user is unusable."""
 
@@ -43,3 +79,15 @@ class LabelsError(InputError):
 
 class QueryError(EmofsError):
     """A ``--where`` filter or another query could not be evaluated."""
+
+
+class IndexNotFoundError(StoreError):
+    """The store has no index of that name (the message names the build command)."""
+
+
+class IndexCorruptError(StoreError):
+    """An index file exists but cannot be read back (the message names the rebuild)."""
+
+
+class DimensionMismatchError(InputError):
+    """A query vector's dimension differs from the index's."""

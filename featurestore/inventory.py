@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .schema import CLIPS, ERRORS, FEATURES_DIR, INDEX_DIR, PREDICTIONS_DIR, SCHEMA_VERSION
+from .errors import IndexCorruptError
+from .schema import CLIPS, ERRORS, SCHEMA_VERSION, features_name
 from .store import Store
 
 __all__ = ["store_info", "feature_set_info", "SPEC_KEY", "FINGERPRINT_KEY"]
@@ -19,7 +20,7 @@ def feature_set_info(store: Store, name: str) -> dict[str, Any]:
     """Rows, dim, dtype, spec and version of ``features/<name>.lance``."""
     import pyarrow as pa
 
-    ds = store.dataset(f"{FEATURES_DIR}/{name}.lance")
+    ds = store.dataset(features_name(name))
     meta = {k.decode(): v.decode() for k, v in (ds.schema.metadata or {}).items()}
     vector = ds.schema.field("vector").type if "vector" in ds.schema.names else None
     dim = vector.list_size if isinstance(vector, pa.FixedSizeListType) else None
@@ -51,13 +52,18 @@ def store_info(store: Store) -> dict[str, Any]:
     by_stage = dict(errors.group_by("stage").len().iter_rows()) if errors.height else {}
     features = {name: feature_set_info(store, name) for name in store.feature_sets()}
     indexes = {}
+    from .index.files import read_manifest  # the index package reads features, which need this module
+
     for name in store.index_names():
-        manifest = _read_json(store, f"{INDEX_DIR}/{name}.json") or {}
+        try:
+            manifest = read_manifest(store, name) or {}
+        except IndexCorruptError as exc:
+            manifest = {"problem": str(exc)}
         # The per-dimension standardisation stats are for queries, not for reading.
         manifest["standardize"] = manifest.get("standardize") is not None
         indexes[name] = manifest
     versions = {CLIPS: store.version(CLIPS), ERRORS: store.version(ERRORS)}
-    versions.update({f"{FEATURES_DIR}/{n}.lance": f["version"] for n, f in features.items()})
+    versions.update({features_name(n): f["version"] for n, f in features.items()})
     return {
         "store": store.uri,
         "schema_version": SCHEMA_VERSION,
@@ -68,19 +74,8 @@ def store_info(store: Store) -> dict[str, Any]:
         "labels": labels,
         "features": features,
         "indexes": indexes,
-        "predictions": store.list_datasets(PREDICTIONS_DIR),
+        "predictions": store.prediction_runs(),
         "errors": errors.height,
         "errors_by_stage": by_stage,
         "size_bytes": store.size_bytes(),
     }
-
-
-def _read_json(store: Store, name: str) -> dict[str, Any] | None:
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(store.path(name))
-    try:
-        with fs.open_input_stream(path) as handle:
-            return json.loads(handle.read())
-    except (FileNotFoundError, OSError, ValueError):
-        return None

@@ -29,10 +29,12 @@ from .schema import (
     ERRORS,
     FEATURES_DIR,
     INDEX_DIR,
+    LANCE_SUFFIX,
     PREDICTIONS_DIR,
     SCHEMA_VERSION,
     SCHEMA_VERSION_KEY,
     clips_schema,
+    dataset_uri,
     errors_schema,
 )
 
@@ -87,8 +89,11 @@ class Store:
 
     # ------------------------------------------------------------------ paths
     def path(self, *parts: str) -> str:
-        """The URI of a file or dataset inside the store."""
-        return "/".join([self.uri, *parts])
+        """The URI of a file or dataset inside the store (``store.path(features_name("hubert"))``).
+
+        Same as :func:`featurestore.schema.dataset_uri` on ``store.uri``.
+        """
+        return dataset_uri(self.uri, *parts)
 
     def exists(self) -> bool:
         """True when the store holds a clips table."""
@@ -208,9 +213,9 @@ class Store:
         except (FileNotFoundError, OSError):
             return []
         return sorted(
-            Path(i.path).name[: -len(".lance")]
+            Path(i.path).name[: -len(LANCE_SUFFIX)]
             for i in infos
-            if i.type == pafs.FileType.Directory and i.path.endswith(".lance")
+            if i.type == pafs.FileType.Directory and i.path.endswith(LANCE_SUFFIX)
         )
 
     # ------------------------------------------------------------------ clips
@@ -309,13 +314,14 @@ class Store:
 
     # ---------------------------------------------------------------- similar
     def similar(self, query: str, k: int = 10, **kwargs):
-        """Clips most similar to ``query`` (clip_id, stored path or new media file) as a
+        """Clips most similar to ``query`` (a clip_id or the path of a stored clip) as a
         polars DataFrame ``rank, clip_id, path, label, score``.
 
-        Keyword arguments (``index``, ``where``, ``include_self``, ``add``) are those of
-        :func:`featurestore.similar.find_similar`.
+        Keyword arguments (``index``, ``where``, ``include_self``, ``file_vectors``) are
+        those of :func:`featurestore.index.find_similar`. A new media file needs its
+        vectors extracted: use :func:`workflows.similar.similar` (or ``emofs similar FILE``).
         """
-        from .similar import similar
+        from .index import similar
 
         return similar(self, query, k=k, **kwargs)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -24,7 +25,7 @@ from featurestore.index import (
     load_index,
     read_manifest,
 )
-from featurestore.similar import find_similar, neighbour_vote
+from featurestore.index import find_similar, neighbour_vote
 
 runner = CliRunner()
 LABELS = ["sad", "happy", "angry", "neutral"]
@@ -104,10 +105,10 @@ def test_self_query_ranks_self_first_only_with_include_self(store, kind):
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 @pytest.mark.parametrize("force_selector", [False, True])
 def test_filter_is_honoured_and_k_returned(store, kind, force_selector, monkeypatch):
-    import featurestore.similar as sim
+    import featurestore.index.search as search
 
     if force_selector:  # exercise the FAISS id-selector path instead of the exact subset scan
-        monkeypatch.setattr(sim, "_EXACT_SUBSET_MAX", 0)
+        monkeypatch.setattr(search, "EXACT_SUBSET_MAX", 0)
     build_index(store, IndexConfig(["enc_a"], kind=kind), progress=False)
     # Exact scan: a filter correlated with the neighbourhood (sad clips for an angry query).
     # Selector path: an uncorrelated filter, where ANN recall must hold.
@@ -158,12 +159,13 @@ def test_fused_index_across_dims_scores_weighted_mean_cosine(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
-def test_new_clips_are_added_incrementally_and_staleness_warned(store, kind, capsys):
+def test_new_clips_are_added_incrementally_and_staleness_warned(store, kind, caplog):
     build_index(store, IndexConfig(["enc_a"], kind=kind), progress=False)
     new_ids = _add_clips(store, 400, 30)
-    result = find_similar(store, "clip00003.wav", k=3)
+    with caplog.at_level(logging.WARNING, logger="featurestore"):
+        result = find_similar(store, "clip00003.wav", k=3)
     assert any("30 clips extracted since the build" in n for n in result.notes)
-    assert "emofs index build --encoder enc_a" in capsys.readouterr().err
+    assert "emofs index build --encoder enc_a" in caplog.text  # the library logs, the CLI shows
     report = build_index(store, IndexConfig(["enc_a"], kind="auto"), progress=False)
     assert (report.mode, report.kind, report.added, report.rows) == ("added", kind, 30, 430)
     assert load_index(store, "enc_a").clip_ids[-30:] == new_ids
@@ -215,26 +217,60 @@ def test_missing_corrupt_index_and_dim_mismatch_are_clear(store, tmp_path):
 
 
 def test_new_media_file_query_without_extractor_is_clear(store, tmp_path, monkeypatch):
-    import extractors
+    import workflows.similar as wsim
 
     build_index(store, IndexConfig(["enc_a"], kind="flat"), progress=False)
     media = tmp_path / "new.wav"
     media.write_bytes(b"RIFF")
+    # featurestore runs no encoders: without a file_vectors callback a new file is refused.
+    with pytest.raises(InputError, match="not in the store.*emofs similar FILE"):
+        store.similar(str(media))
     calls = []
 
     def fake_extract_file(path, feature_sets, st, add=False):
         calls.append((path, tuple(feature_sets), add))
         return {"enc_a": {"vector": np.full(16, 0.5, np.float32), "tokens": None}}
 
-    # With the extraction contract available, the file's vector is searched.
-    monkeypatch.setattr(extractors, "extract_file", fake_extract_file, raising=False)
-    frame = store.similar(str(media), k=4)
+    # With the extraction contract available (the workflows layer), the file's vector is searched.
+    monkeypatch.setattr(wsim, "extract_file", fake_extract_file)
+    frame = wsim.similar(store, str(media), k=4)
     assert frame.height == 4 and calls == [(media.resolve(), ("enc_a",), False)]
+    # The same through featurestore with an explicit callback.
+    vectors = lambda path, encoders, add: {"enc_a": np.full(16, 0.5, np.float32)}  # noqa: E731
+    assert find_similar(store, str(media), k=4, file_vectors=vectors).frame.equals(frame)
     # A vector of the wrong size is a one-line dim error.
-    monkeypatch.setattr(extractors, "extract_file",
+    monkeypatch.setattr(wsim, "extract_file",
                         lambda p, f, s, add=False: {"enc_a": {"vector": np.ones(5), "tokens": None}})
     with pytest.raises(DimensionMismatchError, match="dim 5"):
-        store.similar(str(media))
+        wsim.similar(store, str(media))
+    # An encoder that does not apply to the file's modality is named.
+    monkeypatch.setattr(wsim, "extract_file", lambda p, f, s, add=False: {})
+    with pytest.raises(InputError, match="gave no 'enc_a' features"):
+        wsim.similar(store, str(media))
+
+
+def test_index_config_from_flags():
+    config = IndexConfig.from_flags(encoder="enc_a", fused=None, weights=None, kind="flat",
+                                    name=None, recall=0.9, nlist=None, rebuild=True,
+                                    standardize=False)
+    assert (config.encoders, config.weights, config.name, config.kind) == (["enc_a"], [1.0], "enc_a", "flat")
+    assert (config.recall, config.rebuild, config.standardize) == (0.9, True, False)
+    fused = IndexConfig.from_flags(encoder=None, fused="enc_a, enc_b", weights="1,0.5")
+    assert (fused.encoders, fused.weights, fused.name) == (["enc_a", "enc_b"], [1.0, 0.5], "enc_a+enc_b")
+    with pytest.raises(InputError, match="exactly one of --encoder NAME or --fused A,B"):
+        IndexConfig.from_flags(encoder="a", fused="a,b", weights=None)
+    with pytest.raises(InputError, match="exactly one of"):
+        IndexConfig.from_flags(encoder=None, fused=None, weights=None)
+    with pytest.raises(InputError, match="--weights goes with --fused"):
+        IndexConfig.from_flags(encoder="a", fused=None, weights="1")
+    with pytest.raises(InputError, match="--weights must be numbers"):
+        IndexConfig.from_flags(encoder=None, fused="a,b", weights="1,x")
+    with pytest.raises(InputError, match="--fused takes a comma-separated list without empty"):
+        IndexConfig.from_flags(encoder=None, fused="a,,b", weights=None)
+    with pytest.raises(InputError, match="one value per encoder"):
+        IndexConfig.from_flags(encoder=None, fused="a,b", weights="1")
+    with pytest.raises(InputError, match="--kind must be one of"):
+        IndexConfig.from_flags(encoder="a", fused=None, weights=None, kind="lsh")
 
 
 def test_cli_build_list_similar_drop(store):
@@ -309,13 +345,13 @@ def test_real_clips_egemaps_neighbours(shared_store, tmp_path):
     assert frame["label"].null_count() == 0
     assert result.vote().split(" neighbours: ")[1].split(" ")[0] in set(frame["label"])
     # The same audio as a new file (not in the store) finds the stored clip first.
-    extract_file = getattr(extractors, "extract_file", None)
-    if extract_file is not None:
-        src = ravdess["uri"][0]
-        copy = tmp_path / ("copy_" + src.rsplit("/", 1)[-1])
-        shutil.copyfile(src, copy)
-        again = store.similar(str(copy), k=3)
-        assert again["clip_id"][0] == query and again["score"][0] == pytest.approx(1.0, abs=1e-3)
+    from workflows.similar import similar
+
+    src = ravdess["uri"][0]
+    copy = tmp_path / ("copy_" + src.rsplit("/", 1)[-1])
+    shutil.copyfile(src, copy)
+    again = similar(store, str(copy), k=3)
+    assert again["clip_id"][0] == query and again["score"][0] == pytest.approx(1.0, abs=1e-3)
 
 
 def test_standardize_keeps_large_raw_dims_from_dominating(tmp_path):

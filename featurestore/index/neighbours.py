@@ -1,48 +1,42 @@
-"""`emofs similar`: nearest clips to a query clip, path or new media file.
+"""Nearest clips to a query: a clip id, a path in the store, or (with a callback) a file.
 
-The query is resolved to a fused unit vector with the index's encoders and weights, then
-searched in the index (cosine). A ``where`` filter over clip columns becomes a FAISS
-id selector; when the approximate search returns fewer than ``k`` allowed rows, the
-search widens (nprobe / efSearch) and finally falls back to an exact scan of the allowed
-rows, so ``k`` results come back whenever ``k`` exist.
+The query is resolved to a fused unit vector with the index's encoders, weights and
+standardisation, then searched in the index (cosine, :func:`search_index`). featurestore
+runs no encoders: a media file that is not in the store is turned into vectors by the
+caller's ``file_vectors`` callback (``workflows.similar`` passes one built on
+``extractors.extract_file``; the CLI's ``emofs similar FILE`` uses it).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .index import (
-    DimensionMismatchError,
-    LoadedIndex,
-    _build_command,
-    fuse_vectors,
-    index_staleness,
-    load_index,
-    resolve_index_name,
-)
-from .schema import CLIPS
-from .store import Store, sql_in, sql_quote
+from ..errors import DimensionMismatchError, InputError
+from ..features import read_features
+from ..schema import CLIPS
+from ..store import Store, sql_in, sql_quote
+from .catalog import build_command, index_staleness, resolve_index_name
+from .load import LoadedIndex, load_index
+from .search import search_index
+from .vectors import fuse_vectors
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SimilarResult", "find_similar", "similar", "search_index", "neighbour_vote",
+__all__ = ["FileVectors", "SimilarResult", "find_similar", "similar", "neighbour_vote",
            "RESULT_COLUMNS"]
 
 RESULT_COLUMNS = ["rank", "clip_id", "path", "label", "score"]
-#: Filters selecting at most this many vector elements (rows x dim, e.g. 16k rows at
-#: d=1024) are scanned exactly: a few ms, and exact even when the filter is correlated with
-#: the query's neighbourhood (where graph / list search under a selector loses recall).
-_EXACT_SUBSET_MAX = 16 * 1024 * 1024
-_MAX_EF = 4096
-_MAX_FILTER_BOOST = 64.0
+
+#: ``file_vectors(path, encoders, add) -> {encoder: (D_i,) vector or None}``: the vectors
+#: of a media file that is not in the store, one per encoder (None or missing: the encoder
+#: does not apply to the file). With ``add`` the file and its features are also stored.
+FileVectors = Callable[[Path, list[str], bool], dict[str, "np.ndarray | None"]]
 
 
 @dataclass
@@ -81,18 +75,22 @@ def find_similar(
     include_self: bool = False,
     add: bool = False,
     warn_stale: bool = True,
+    file_vectors: FileVectors | None = None,
 ) -> SimilarResult:
     """Find the ``k`` clips most similar to ``query``.
 
     Args:
-        query: a ``clip_id``, the path of a clip already in the store, or a new media
-            file (extracted on the fly with the store's specs; stored only with ``add``).
+        query: a ``clip_id``, the path of a clip already in the store, or a media file
+            that is not in the store (needs ``file_vectors``).
         k: number of neighbours.
         index: index name; default the store's only index, or the most recently built.
         where: SQL filter over clip columns (``"label = 'sad' AND split = 'train'"``).
         include_self: keep the query clip itself in the results.
-        add: ingest and store the features of a new media file.
+        add: ask ``file_vectors`` to also store a new media file and its features.
         warn_stale: warn when the index is behind its feature sets.
+        file_vectors: turns a media file that is not in the store into per-encoder
+            ``(D_i,)`` vectors (see :data:`FileVectors`); without it such a query is an
+            :class:`InputError`.
 
     Returns:
         A :class:`SimilarResult` (``.frame`` has ``rank, clip_id, path, label, score``).
@@ -110,15 +108,15 @@ def find_similar(
         stale = index_staleness(store, manifest)
         if stale:
             line = (f"index {name!r} is behind the store ({'; '.join(stale)}): run "
-                    f"`{_build_command(manifest)}` to update it")
+                    f"`{build_command(manifest)}` to update it")
             log.warning(line)
             notes.append(line)
-    resolved = _resolve_query(store, loaded, str(query), add=add)
-    vector = resolved.pop("vector")
+    resolved = _resolve_query(store, loaded, str(query), add=add, file_vectors=file_vectors)
+    vector = resolved.pop("vector")  # (D,)
     if vector.shape != (loaded.dim,):
         raise DimensionMismatchError(
             f"query vector has dim {vector.shape[-1]} but index {name!r} has dim {loaded.dim}: "
-            f"rebuild the index with `{_build_command(manifest)} --rebuild`")
+            f"rebuild the index with `{build_command(manifest)} --rebuild`")
 
     allowed = None
     if where:
@@ -138,7 +136,8 @@ def find_similar(
 
 
 # --------------------------------------------------------------------------- query
-def _resolve_query(store: Store, loaded: LoadedIndex, query: str, *, add: bool) -> dict[str, Any]:
+def _resolve_query(store: Store, loaded: LoadedIndex, query: str, *, add: bool,
+                   file_vectors: FileVectors | None) -> dict[str, Any]:
     """Turn a clip id, stored path or new file into ``{clip_id, uri, source, vector}``."""
     clip_id = None
     if query in loaded.row_of():
@@ -154,7 +153,8 @@ def _resolve_query(store: Store, loaded: LoadedIndex, query: str, *, add: bool) 
             if rows.height:
                 clip_id = rows["clip_id"][0]
             elif candidate.is_file():
-                return _new_file(store, loaded, candidate.resolve(), add=add)
+                return _file_query(store, loaded, candidate.resolve(), add=add,
+                                   file_vectors=file_vectors)
             elif candidate.exists():
                 raise InputError(f"{query} is a folder: pass one media file or a clip_id")
             else:
@@ -168,8 +168,6 @@ def _resolve_query(store: Store, loaded: LoadedIndex, query: str, *, add: bool) 
 
 
 def _stored_vector(store: Store, loaded: LoadedIndex, clip_id: str) -> np.ndarray:
-    from .features import read_features
-
     manifest = loaded.manifest
     parts = []
     for enc in manifest["encoders"]:
@@ -178,7 +176,7 @@ def _stored_vector(store: Store, loaded: LoadedIndex, clip_id: str) -> np.ndarra
             raise InputError(
                 f"clip {clip_id!r} has no {enc!r} features: run `emofs extract --encoders {enc} "
                 f"--where \"clip_id = {sql_quote(clip_id)}\"` first")
-        parts.append(_check_dim(matrix.vectors[:1], enc, manifest, loaded.name))
+        parts.append(_check_dim(matrix.vectors[:1], enc, manifest, loaded.name))  # (1, D_i)
     return fuse_vectors(parts, manifest["weights"], manifest.get("standardize"))[0]  # (D,)
 
 
@@ -187,29 +185,28 @@ def _check_dim(vectors: np.ndarray, enc: str, manifest: dict[str, Any], name: st
     if vectors.shape[-1] != want:
         raise DimensionMismatchError(
             f"{enc!r} query vector has dim {vectors.shape[-1]} but index {name!r} was built with "
-            f"dim {want}: rebuild it with `{_build_command(manifest)} --rebuild`")
+            f"dim {want}: rebuild it with `{build_command(manifest)} --rebuild`")
     return vectors
 
 
-def _new_file(store: Store, loaded: LoadedIndex, path: Path, *, add: bool) -> dict[str, Any]:
-    """Extract a media file that is not in the store with the store's specs."""
-    try:
-        from extractors import extract_file
-    except ImportError as exc:
+def _file_query(store: Store, loaded: LoadedIndex, path: Path, *, add: bool,
+                file_vectors: FileVectors | None) -> dict[str, Any]:
+    """The fused vector of a media file that is not in the store, from ``file_vectors``."""
+    if file_vectors is None:
         raise InputError(
-            f"{path} is not in the store and on-the-fly extraction is not available in "
-            "this install: ingest and extract it (`emofs ingest FILE && emofs extract`) "
-            "and query its clip_id") from exc
+            f"{path} is not in the store: ingest and extract it (`emofs ingest FILE && emofs "
+            "extract`) and query its clip_id, or run `emofs similar FILE`, which extracts it "
+            "on the fly")
     manifest = loaded.manifest
     encoders = list(manifest["encoders"])
-    out = extract_file(path, encoders, store, add=add)
+    out = file_vectors(path, encoders, add)
     parts = []
     for enc in encoders:
-        if enc not in out or out[enc] is None or out[enc].get("vector") is None:
+        if out.get(enc) is None:
             raise InputError(
                 f"{path.name} gave no {enc!r} features (the encoder does not apply to its "
                 f"modality, or decoding failed): query an index whose encoders fit this file")
-        vec = np.asarray(out[enc]["vector"], dtype=np.float32).reshape(1, -1)  # (1, D_i)
+        vec = np.asarray(out[enc], dtype=np.float32).reshape(1, -1)  # (1, D_i)
         parts.append(_check_dim(vec, enc, manifest, loaded.name))
     clip_id = None
     if add:
@@ -217,115 +214,6 @@ def _new_file(store: Store, loaded: LoadedIndex, path: Path, *, add: bool) -> di
         clip_id = rows["clip_id"][0] if rows.height else None
     return {"clip_id": clip_id, "uri": str(path), "source": "file",
             "vector": fuse_vectors(parts, manifest["weights"], manifest.get("standardize"))[0]}
-
-
-# --------------------------------------------------------------------------- search
-def search_index(
-    loaded: LoadedIndex,
-    vector: np.ndarray,
-    k: int,
-    *,
-    allowed: np.ndarray | None = None,
-    exclude: set[int] | frozenset = frozenset(),
-) -> list[tuple[int, float]]:
-    """Top-``k`` ``(row, score)`` for one query, honouring an allowed-row set.
-
-    Returns ``min(k, available)`` hits (available = allowed rows minus ``exclude``),
-    widening the approximate search and falling back to an exact scan if needed.
-    """
-    index = loaded.index
-    query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)  # (1, D)
-    n_pool = index.ntotal if allowed is None else len(allowed)
-    n_excl = len(exclude) if allowed is None else len(set(allowed.tolist()) & set(exclude))
-    target = min(k, n_pool - n_excl)
-    if target <= 0:
-        return []
-    fetch = min(n_pool, target + len(exclude))
-    if allowed is not None and len(allowed) * index.d <= _EXACT_SUBSET_MAX:
-        return _exact_subset(loaded, query, allowed, target, exclude)
-    kind = loaded.kind
-    param = _initial_param(loaded)
-    if allowed is not None and param is not None:
-        # A selective filter leaves fewer candidates per probed list / graph hop: widen the
-        # search by the inverse selectivity (capped) so recall holds under the filter.
-        boost = min(_MAX_FILTER_BOOST, index.ntotal / max(1, len(allowed)))
-        param = int(math.ceil(param * boost))
-        if kind == "ivf":
-            param = min(param, index.nlist)
-    while True:
-        params = _search_params(kind, allowed, param, fetch)
-        searcher = loaded.gpu_index if (allowed is None and loaded.gpu_index is not None) else index
-        if searcher is not index:
-            _set_gpu_param(searcher, kind, param)
-            scores, rows = searcher.search(query, fetch)  # (1, fetch)
-        else:
-            scores, rows = index.search(query, fetch, params=params)  # (1, fetch)
-        hits = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and int(r) not in exclude]
-        if len(hits) >= target:
-            return hits[:target]
-        widened = _widen(loaded, param)
-        if widened is None:
-            break
-        param = widened
-    pool = allowed if allowed is not None else np.arange(index.ntotal, dtype=np.int64)
-    return _exact_subset(loaded, query, pool, target, exclude)
-
-
-def _initial_param(loaded: LoadedIndex) -> int | None:
-    if loaded.kind == "ivf":
-        return int(loaded.index.nprobe)
-    if loaded.kind == "hnsw":
-        return int(loaded.index.hnsw.efSearch)
-    return None
-
-
-def _widen(loaded: LoadedIndex, param: int | None) -> int | None:
-    if loaded.kind == "ivf" and param < loaded.index.nlist:
-        return min(loaded.index.nlist, param * 4)
-    if loaded.kind == "hnsw" and param < min(_MAX_EF, loaded.index.ntotal):
-        return min(_MAX_EF, param * 4)
-    return None
-
-
-def _search_params(kind: str, allowed: np.ndarray | None, param: int | None, fetch: int):
-    import faiss
-
-    sel = faiss.IDSelectorBatch(allowed) if allowed is not None else None
-    if kind == "ivf":
-        return faiss.SearchParametersIVF(sel=sel, nprobe=int(param)) if sel is not None \
-            else faiss.SearchParametersIVF(nprobe=int(param))
-    if kind == "hnsw":
-        ef = max(int(param), fetch)
-        return faiss.SearchParametersHNSW(sel=sel, efSearch=ef) if sel is not None \
-            else faiss.SearchParametersHNSW(efSearch=ef)
-    return faiss.SearchParameters(sel=sel) if sel is not None else None
-
-
-def _set_gpu_param(gpu_index, kind: str, param: int | None) -> None:
-    if kind == "ivf" and param is not None:
-        try:
-            gpu_index.nprobe = int(param)
-        except AttributeError:  # older GPU wrappers
-            gpu_index.setNumProbes(int(param))
-
-
-def _exact_subset(loaded: LoadedIndex, query: np.ndarray, rows: np.ndarray, target: int,
-                  exclude) -> list[tuple[int, float]]:
-    index = loaded.index
-    if loaded.kind == "ivf" and not loaded.direct_map:
-        index.make_direct_map()  # IVF lists need a row -> (list, offset) map to reconstruct
-        loaded.direct_map = True
-    rows = np.asarray(rows, dtype=np.int64)
-    if exclude:
-        rows = rows[~np.isin(rows, np.fromiter(exclude, dtype=np.int64))]
-    scores = np.empty(len(rows), dtype=np.float32)
-    for start in range(0, len(rows), 8192):
-        vectors = index.reconstruct_batch(rows[start : start + 8192])  # (B, D)
-        scores[start : start + len(vectors)] = vectors @ query[0]  # (B,)
-    take = min(target, len(rows))
-    top = np.argpartition(-scores, take - 1)[:take] if take < len(rows) else np.arange(len(rows))
-    top = top[np.argsort(-scores[top], kind="stable")]
-    return [(int(rows[i]), float(scores[i])) for i in top]
 
 
 # --------------------------------------------------------------------------- output

@@ -1,0 +1,182 @@
+"""Building an index from feature sets, or bringing an existing one up to date."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import IndexCorruptError, InputError
+from ..schema import CLIPS
+from ..store import Store
+from .config import IndexBuildReport, IndexConfig
+from .files import forget_index, index_paths, read_manifest, write_bytes
+from .kinds import add_vectors, auto_kind, new_index, train_index, tune_search
+from .load import LoadedIndex, load_index
+from .vectors import common_clip_ids, current_clip_ids, feature_state, fused_matrix
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FORMAT_VERSION", "build_index"]
+
+#: Version of the files' layout; an index of another version is rebuilt, never added to.
+FORMAT_VERSION = 1
+
+
+def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> IndexBuildReport:
+    """Build index ``config.name``, or bring an existing one up to date.
+
+    An existing index with the same encoders, weights, kind and feature-set fingerprints
+    only gets the rows extracted since it was built (``flat``, ``ivf`` and ``hnsw`` all
+    support adding). A changed fingerprint, weights, kind, or clips removed from a feature
+    set trigger a full rebuild, and the report says why.
+
+    Raises:
+        MissingFeatureSetError: a feature set is missing (names the extract command).
+        InputError: bad config, or no clip has all the encoders' features.
+    """
+    start = time.perf_counter()
+    states = {enc: feature_state(store, enc) for enc in config.encoders}
+    dims = {enc: s["dim"] for enc, s in states.items()}
+    fingerprints = {enc: s["fingerprint"] for enc, s in states.items()}
+    skipped = _stale_rows(store, states)
+
+    existing = None
+    reason = ""
+    if not config.rebuild and read_manifest(store, config.name) is not None:
+        existing, reason = _incremental_candidate(store, config, states)
+
+    if existing is not None:
+        loaded = existing
+        current = set(common_clip_ids(store, config.encoders, fingerprints))
+        indexed = set(loaded.clip_ids)
+        removed = indexed - current
+        if removed:
+            reason = f"{len(removed)} indexed clips no longer have current features"
+        else:
+            new_ids = sorted(current - indexed)
+            params = dict(loaded.manifest["params"])
+            if new_ids:
+                got_ids, vectors, _ = fused_matrix(
+                    store, config.encoders, config.weights, clip_ids=new_ids,
+                    fingerprints=fingerprints, stats=loaded.manifest.get("standardize"))
+                add_vectors(loaded.index, vectors, f"index {config.name}: adding", progress)
+            else:
+                got_ids = []
+            ids = loaded.clip_ids + got_ids
+            manifest = _manifest(config, loaded.kind, params, states, ids, loaded.dim, store,
+                                 loaded.manifest.get("built_at"), loaded.manifest.get("standardize"))
+            if got_ids or manifest["feature_sets"] != loaded.manifest.get("feature_sets"):
+                _save(store, config.name, loaded.index, ids, manifest)
+            return IndexBuildReport(
+                config.name, loaded.kind, "added" if got_ids else "unchanged", len(ids),
+                len(got_ids), loaded.dim, time.perf_counter() - start, params, "", skipped)
+
+    ids, vectors, stats = fused_matrix(store, config.encoders, config.weights,
+                                       fingerprints=fingerprints,
+                                       stats="compute" if config.standardize else None)
+    if not ids:
+        raise InputError(
+            f"no clip has current features for all of {', '.join(config.encoders)}: run "
+            f"`emofs extract --encoders {','.join(config.encoders)}` first"
+        )
+    dim = int(sum(dims.values()))
+    assert vectors.shape == (len(ids), dim), (vectors.shape, len(ids), dim)  # (N, sum D_i)
+    kind = auto_kind(len(ids)) if config.kind == "auto" else config.kind
+    params: dict[str, Any] = {"requested_kind": config.kind, "recall_target": config.recall}
+    index = new_index(kind, dim, len(ids), config, params)
+    train_index(index, kind, vectors, f"index {config.name}")
+    add_vectors(index, vectors, f"index {config.name}: {kind}", progress)
+    tune_search(index, kind, vectors, config.recall, params)
+    manifest = _manifest(config, kind, params, states, ids, dim, store, None, stats)
+    _save(store, config.name, index, ids, manifest)
+    mode = "rebuilt" if reason else "created"
+    return IndexBuildReport(config.name, kind, mode, len(ids), len(ids), dim,
+                            time.perf_counter() - start, params, reason, skipped)
+
+
+def _manifest(config: IndexConfig, kind: str, params: dict[str, Any], states: dict[str, Any],
+              ids: list[str], dim: int, store: Store, built_at: str | None,
+              stats: list[dict[str, list[float]]] | None) -> dict[str, Any]:
+    import faiss
+
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {
+        "format": FORMAT_VERSION,
+        "name": config.name,
+        "kind": kind,
+        "metric": "cosine",
+        "params": params,
+        "encoders": list(config.encoders),
+        "weights": list(config.weights),
+        "fused": len(config.encoders) > 1,
+        "feature_sets": {e: {"fingerprint": s["fingerprint"], "version": s["version"],
+                             "dim": s["dim"]} for e, s in states.items()},
+        "dim": dim,
+        "rows": len(ids),
+        "store_version": store.version(CLIPS),
+        "built_at": built_at or now,
+        "updated_at": now,
+        "faiss_version": faiss.__version__,
+        "files": {k: v.split("/", 1)[1] for k, v in index_paths(config.name).items()},
+        # Per-encoder z-score applied to indexed rows and queries (None: plain cosine).
+        "standardize": stats,
+    }
+
+
+def _save(store: Store, name: str, index, ids: list[str], manifest: dict[str, Any]) -> None:
+    import faiss
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths = index_paths(name)
+    write_bytes(store, paths["faiss"], faiss.serialize_index(index).tobytes())
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"clip_id": pa.array(ids, pa.string())}), sink)
+    write_bytes(store, paths["ids"], sink.getvalue())
+    write_bytes(store, paths["manifest"], json.dumps(manifest, indent=2).encode())
+    forget_index(store, name)
+
+
+def _stale_rows(store: Store, states: dict[str, Any]) -> dict[str, int]:
+    """Rows per encoder still written with an older spec (left out of the index)."""
+    skipped = {}
+    for enc, state in states.items():
+        if not state["fingerprint"]:
+            continue
+        current = len(current_clip_ids(store, enc, state["fingerprint"]))
+        if current < state["rows"]:
+            skipped[enc] = state["rows"] - current
+            log.warning(f"{state['rows'] - current} rows of {enc!r} have an older spec and are left "
+                        f"out of the index: run `emofs extract --encoders {enc}` to refresh them")
+    return skipped
+
+
+def _incremental_candidate(store: Store, config: IndexConfig,
+                           states: dict[str, Any]) -> tuple[LoadedIndex | None, str]:
+    """The existing index if rows can be added to it, else ``(None, why it is rebuilt)``."""
+    manifest = read_manifest(store, config.name)
+    if manifest.get("encoders") != list(config.encoders):
+        return None, f"encoders changed ({','.join(manifest.get('encoders', []))} -> " \
+                     f"{','.join(config.encoders)})"
+    if [float(w) for w in manifest.get("weights", [])] != list(config.weights):
+        return None, "weights changed"
+    if config.kind != "auto" and config.kind != manifest.get("kind"):
+        return None, f"kind changed ({manifest.get('kind')} -> {config.kind})"
+    if manifest.get("format") != FORMAT_VERSION:
+        return None, "index format changed"
+    if (manifest.get("standardize") is not None) != config.standardize:
+        return None, "standardisation " + ("switched on" if config.standardize else "switched off")
+    for enc, state in states.items():
+        before = manifest.get("feature_sets", {}).get(enc, {})
+        if before.get("fingerprint") != state["fingerprint"] or before.get("dim") != state["dim"]:
+            return None, f"the spec of {enc!r} changed (fingerprint " \
+                         f"{before.get('fingerprint')} -> {state['fingerprint']})"
+    try:
+        loaded = load_index(store, config.name, use_cache=False)
+    except IndexCorruptError as exc:
+        return None, f"the old index could not be read ({exc})"
+    return loaded, ""

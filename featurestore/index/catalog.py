@@ -1,0 +1,155 @@
+"""The store's indexes: list, drop, pick one to query, staleness, the build command text."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from ..errors import IndexCorruptError, IndexNotFoundError, StoreError
+from ..store import Store
+from .files import (
+    check_index_name,
+    delete_file,
+    forget_index,
+    index_paths,
+    read_bytes,
+    read_manifest,
+)
+from .vectors import common_clip_ids, feature_state
+
+__all__ = [
+    "build_command",
+    "list_indexes",
+    "drop_index",
+    "resolve_index_name",
+    "index_staleness",
+]
+
+
+def build_command(manifest: dict[str, Any]) -> str:
+    """The ``emofs index build ...`` command that (re)builds the index of ``manifest``.
+
+    Args:
+        manifest: an index manifest (``encoders``, ``weights``, ``name``).
+
+    Returns:
+        The command line, e.g. ``emofs index build --fused a,b --weights 1,0.5``.
+    """
+    encoders = manifest.get("encoders") or ["ENCODER"]
+    name = manifest.get("name", "")
+    if len(encoders) == 1:
+        cmd = f"emofs index build --encoder {encoders[0]}"
+    else:
+        weights = ",".join(f"{w:g}" for w in manifest.get("weights", []))
+        cmd = f"emofs index build --fused {','.join(encoders)} --weights {weights}"
+    if name and name != "+".join(encoders):
+        cmd += f" --name {name}"
+    return cmd
+
+
+def list_indexes(store: Store) -> list[dict[str, Any]]:
+    """One summary row per index: name, kind, encoders, rows, dim, built/updated, stale."""
+    rows = []
+    for name in store.index_names():
+        try:
+            manifest = read_manifest(store, name) or {}
+        except IndexCorruptError:
+            manifest = {}
+        stale = index_staleness(store, manifest) if manifest else ["no manifest"]
+        rows.append({
+            "name": name,
+            "kind": manifest.get("kind"),
+            "encoders": ",".join(manifest.get("encoders", [])),
+            "weights": ",".join(f"{w:g}" for w in manifest.get("weights", [])),
+            "rows": manifest.get("rows"),
+            "dim": manifest.get("dim"),
+            "params": json.dumps(manifest.get("params", {}), sort_keys=True),
+            "built_at": manifest.get("built_at"),
+            "updated_at": manifest.get("updated_at"),
+            "status": "; ".join(stale) if stale else "up to date",
+        })
+    return rows
+
+
+def drop_index(store: Store, name: str) -> list[str]:
+    """Delete index ``name``'s files; returns the paths removed.
+
+    Raises:
+        IndexNotFoundError: no such index.
+        InputError: an invalid index name.
+    """
+    check_index_name(name)
+    removed = [store.path(rel) for rel in index_paths(name).values() if delete_file(store, rel)]
+    if not removed:
+        available = ", ".join(store.index_names()) or "none"
+        raise IndexNotFoundError(f"no index {name!r} in {store.uri} (available: {available}): "
+                                 "see `emofs index list`")
+    forget_index(store, name)
+    return removed
+
+
+def resolve_index_name(store: Store, name: str | None) -> tuple[str, str | None]:
+    """The index to query: ``name``, the only one, or the most recently built.
+
+    Returns:
+        ``(name, note)`` where ``note`` says how it was chosen (None when given).
+
+    Raises:
+        IndexNotFoundError: the store has no index (names the build command).
+    """
+    if name:
+        return name, None
+    names = store.index_names()
+    if not names:
+        raise IndexNotFoundError(
+            f"no index in {store.uri}: build one with `emofs index build --encoder NAME` "
+            f"(feature sets: {', '.join(store.feature_sets()) or 'none yet'})"
+        )
+    if len(names) == 1:
+        return names[0], None
+    stamps = []
+    for n in names:
+        try:
+            manifest = read_manifest(store, n) or {}
+        except IndexCorruptError:
+            manifest = {}
+        stamps.append((manifest.get("updated_at") or manifest.get("built_at") or "", n))
+    chosen = max(stamps)[1]
+    return chosen, f"using index {chosen!r}, the most recently built of {len(names)} " \
+                   f"({', '.join(names)}); pick one with --index"
+
+
+def index_staleness(store: Store, manifest: dict[str, Any]) -> list[str]:
+    """Why an index is behind its feature sets (empty list when it is current).
+
+    Cheap when nothing changed (compares dataset versions); otherwise counts the clips
+    extracted since the build.
+    """
+    reasons = []
+    changed = []
+    for enc, before in manifest.get("feature_sets", {}).items():
+        try:
+            state = feature_state(store, enc)
+        except StoreError:
+            reasons.append(f"feature set {enc!r} is gone")
+            continue
+        if state["fingerprint"] != before.get("fingerprint"):
+            reasons.append(f"the spec of {enc!r} changed since the build (full rebuild needed)")
+        elif state["version"] != before.get("version"):
+            changed.append(enc)
+    if changed and not reasons:
+        fingerprints = {e: s.get("fingerprint") for e, s in manifest["feature_sets"].items()}
+        current = set(common_clip_ids(store, manifest["encoders"], fingerprints))
+        ids_raw = read_bytes(store, index_paths(manifest["name"])["ids"])
+        if ids_raw is not None:
+            import pyarrow.parquet as pq
+
+            indexed = set(pq.read_table(io.BytesIO(ids_raw)).column("clip_id").to_pylist())
+            new = len(current - indexed)
+            gone = len(indexed - current)
+            if new:
+                reasons.append(f"{new} clips extracted since the build are not in it")
+            if gone:
+                reasons.append(f"{gone} indexed clips no longer have current features")
+    return reasons

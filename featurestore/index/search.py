@@ -1,0 +1,143 @@
+"""Top-k search in a loaded index under an allowed-row filter.
+
+A ``where`` filter over clip columns becomes a FAISS id selector; when the approximate
+search returns fewer than ``k`` allowed rows, the search widens (nprobe / efSearch) and
+finally falls back to an exact scan of the allowed rows, so ``k`` results come back
+whenever ``k`` exist. Small filtered subsets are scanned exactly from the start.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .load import LoadedIndex
+
+__all__ = ["search_index", "EXACT_SUBSET_MAX"]
+
+#: Filters selecting at most this many vector elements (rows x dim, e.g. 16k rows at
+#: d=1024) are scanned exactly: a few ms, and exact even when the filter is correlated with
+#: the query's neighbourhood (where graph / list search under a selector loses recall).
+EXACT_SUBSET_MAX = 16 * 1024 * 1024
+_MAX_EF = 4096
+_MAX_FILTER_BOOST = 64.0
+_RECONSTRUCT_BATCH = 8192
+
+
+def search_index(
+    loaded: LoadedIndex,
+    vector: np.ndarray,
+    k: int,
+    *,
+    allowed: np.ndarray | None = None,
+    exclude: set[int] | frozenset = frozenset(),
+) -> list[tuple[int, float]]:
+    """Top-``k`` ``(row, score)`` for one query, honouring an allowed-row set.
+
+    Returns ``min(k, available)`` hits (available = allowed rows minus ``exclude``),
+    widening the approximate search and falling back to an exact scan if needed.
+
+    Args:
+        loaded: the index.
+        vector: ``(D,)`` query (already fused and normalised like the indexed rows).
+        k: number of hits wanted.
+        allowed: sorted int64 rows the hits must come from (None: all rows).
+        exclude: rows never returned (e.g. the query clip itself).
+
+    Returns:
+        ``(row, score)`` pairs, best first.
+    """
+    index = loaded.index
+    query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)  # (1, D)
+    n_pool = index.ntotal if allowed is None else len(allowed)
+    n_excl = len(exclude) if allowed is None else len(set(allowed.tolist()) & set(exclude))
+    target = min(k, n_pool - n_excl)
+    if target <= 0:
+        return []
+    fetch = min(n_pool, target + len(exclude))
+    if allowed is not None and len(allowed) * index.d <= EXACT_SUBSET_MAX:
+        return _exact_subset(loaded, query, allowed, target, exclude)
+    kind = loaded.kind
+    param = _initial_param(loaded)
+    if allowed is not None and param is not None:
+        # A selective filter leaves fewer candidates per probed list / graph hop: widen the
+        # search by the inverse selectivity (capped) so recall holds under the filter.
+        boost = min(_MAX_FILTER_BOOST, index.ntotal / max(1, len(allowed)))
+        param = int(math.ceil(param * boost))
+        if kind == "ivf":
+            param = min(param, index.nlist)
+    while True:
+        params = _search_params(kind, allowed, param, fetch)
+        searcher = loaded.gpu_index if (allowed is None and loaded.gpu_index is not None) else index
+        if searcher is not index:
+            _set_gpu_param(searcher, kind, param)
+            scores, rows = searcher.search(query, fetch)  # (1, fetch)
+        else:
+            scores, rows = index.search(query, fetch, params=params)  # (1, fetch)
+        hits = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and int(r) not in exclude]
+        if len(hits) >= target:
+            return hits[:target]
+        widened = _widen(loaded, param)
+        if widened is None:
+            break
+        param = widened
+    pool = allowed if allowed is not None else np.arange(index.ntotal, dtype=np.int64)
+    return _exact_subset(loaded, query, pool, target, exclude)
+
+
+def _initial_param(loaded: LoadedIndex) -> int | None:
+    if loaded.kind == "ivf":
+        return int(loaded.index.nprobe)
+    if loaded.kind == "hnsw":
+        return int(loaded.index.hnsw.efSearch)
+    return None
+
+
+def _widen(loaded: LoadedIndex, param: int | None) -> int | None:
+    if loaded.kind == "ivf" and param < loaded.index.nlist:
+        return min(loaded.index.nlist, param * 4)
+    if loaded.kind == "hnsw" and param < min(_MAX_EF, loaded.index.ntotal):
+        return min(_MAX_EF, param * 4)
+    return None
+
+
+def _search_params(kind: str, allowed: np.ndarray | None, param: int | None, fetch: int):
+    import faiss
+
+    sel = faiss.IDSelectorBatch(allowed) if allowed is not None else None
+    if kind == "ivf":
+        return faiss.SearchParametersIVF(sel=sel, nprobe=int(param)) if sel is not None \
+            else faiss.SearchParametersIVF(nprobe=int(param))
+    if kind == "hnsw":
+        ef = max(int(param), fetch)
+        return faiss.SearchParametersHNSW(sel=sel, efSearch=ef) if sel is not None \
+            else faiss.SearchParametersHNSW(efSearch=ef)
+    return faiss.SearchParameters(sel=sel) if sel is not None else None
+
+
+def _set_gpu_param(gpu_index, kind: str, param: int | None) -> None:
+    if kind == "ivf" and param is not None:
+        try:
+            gpu_index.nprobe = int(param)
+        except AttributeError:  # older GPU wrappers
+            gpu_index.setNumProbes(int(param))
+
+
+def _exact_subset(loaded: LoadedIndex, query: np.ndarray, rows: np.ndarray, target: int,
+                  exclude) -> list[tuple[int, float]]:
+    index = loaded.index
+    if loaded.kind == "ivf" and not loaded.direct_map:
+        index.make_direct_map()  # IVF lists need a row -> (list, offset) map to reconstruct
+        loaded.direct_map = True
+    rows = np.asarray(rows, dtype=np.int64)
+    if exclude:
+        rows = rows[~np.isin(rows, np.fromiter(exclude, dtype=np.int64))]
+    scores = np.empty(len(rows), dtype=np.float32)
+    for start in range(0, len(rows), _RECONSTRUCT_BATCH):
+        vectors = index.reconstruct_batch(rows[start : start + _RECONSTRUCT_BATCH])  # (B, D)
+        scores[start : start + len(vectors)] = vectors @ query[0]  # (B,)
+    take = min(target, len(rows))
+    top = np.argpartition(-scores, take - 1)[:take] if take < len(rows) else np.arange(len(rows))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return [(int(rows[i]), float(scores[i])) for i in top]
