@@ -71,11 +71,12 @@ def make_store(root: Path, n_clips: int):
 def fresh_store(root: Path, template, name: str):
     """Copy of a store holding only clips (every configuration starts from the same state)."""
     from featurestore import Store
+    from featurestore.schema import CLIPS
 
     target = root / name
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(Path(template.uri) / "clips.lance", target / "clips.lance")
+    shutil.copytree(Path(template.uri) / CLIPS, target / CLIPS)
     return Store(target)
 
 
@@ -110,7 +111,7 @@ def bench_split(root, template, encoders, args) -> dict:
     from extractors.encoders.base import resolve_device
     from extractors.media import MediaConfig
     from extractors.pipeline import (
-        ExtractConfig, ExtractReport, EncoderReport, Job, _BatchWriter, _full_spec, load_encoders,
+        BatchWriter, ExtractConfig, ExtractReport, EncoderReport, Job, load_encoders,
         prepared,
     )
     from featurestore.features import spec_fingerprint
@@ -128,9 +129,9 @@ def bench_split(root, template, encoders, args) -> dict:
     items = list(prepared(jobs, cfg.media, args.workers, worker_encoders=loaded))
     decode_s = time.perf_counter() - t0
 
-    specs = {e.name: _full_spec(e, cfg) for e in loaded}
+    specs = {e.name: e.spec(cfg.dtype, cfg.media) for e in loaded}
     report = ExtractReport(encoders={e.name: EncoderReport(spec_fingerprint(specs[e.name])) for e in loaded})
-    writer = _BatchWriter(store, loaded, specs, cfg, report)
+    writer = BatchWriter(store, loaded, specs, cfg, report)
     t0 = time.perf_counter()
     for start in range(0, len(items), args.batch_size):
         writer.flush(items[start : start + args.batch_size])

@@ -17,7 +17,7 @@ from featurestore.annotations import LabelMatch, match_labels, read_labels_csv
 from featurestore.progress import track_progress
 from featurestore.errors import InputError, LabelsError
 from featurestore.ids import ClipIdAllocator
-from featurestore.schema import MEDIA_COLUMNS
+from featurestore.schema import CLIPS, MEDIA_COLUMNS, features_name
 
 from .probe import MEDIA_EXTENSIONS, ProbeError, probe, sha256_file
 
@@ -189,7 +189,7 @@ def ingest(
 
 def _existing_rows(store: Store) -> dict[str, dict[str, Any]]:
     columns = ["clip_id", "name", "uri", "has_media", "sha256", "size_bytes", "mtime_ns"]
-    table = store.table("clips.lance", columns=columns)
+    table = store.table(CLIPS, columns=columns)
     if table is None:
         return {}
     return {row["clip_id"]: row for row in table.to_pylist()}
@@ -197,8 +197,6 @@ def _existing_rows(store: Store) -> dict[str, dict[str, Any]]:
 
 def _drop_stale_features(store: Store, rows: list[dict[str, Any]], existing) -> None:
     """Delete the feature rows of clips whose media bytes changed, so extract redoes them."""
-    from featurestore.features import features_name
-
     changed = [
         r["clip_id"] for r in rows
         if (old := existing.get(r["clip_id"])) and old.get("sha256") and old["sha256"] != r["sha256"]

@@ -20,40 +20,42 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from featurestore import Store
 from featurestore.progress import track_progress
-from featurestore.errors import InputError, StoreError, StoreNotFoundError
-from featurestore.features import (
-    feature_spec,
-    features_name,
-    spec_fingerprint,
-    up_to_date_clip_ids,
-    write_features,
-)
+from featurestore.errors import InputError, MissingFeatureSetError, StoreError, StoreNotFoundError
+from featurestore.features import feature_spec, spec_fingerprint, up_to_date_clip_ids, write_features
+from featurestore.schema import features_name
 from featurestore.store import sql_quote
 
 from .media import MediaConfig
 from .prepare import Job, encoder_outputs, need_key, prepare_clip
+from .registry import EncoderRef, load_encoders, parse_ref
+from .specs import applies, group_by_settings, rebuild_encoder
 from .workers import cores, parse_workers, prepared, resolve_workers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExtractConfig", "ExtractReport", "EncoderReport", "extract", "extract_file",
-           "prepare_clip", "Job", "load_encoders"]
+__all__ = ["ExtractConfig", "ExtractReport", "EncoderReport", "BatchWriter", "extract",
+           "extract_file", "parse_token_counts", "prepare_clip", "Job", "load_encoders"]
 
 _DTYPES = ("float16", "float32")
 
 
 @dataclass
 class ExtractConfig:
-    """Validated options of one extraction run (flag names in the messages)."""
+    """Validated options of one extraction run (flag names in the messages).
 
-    encoders: list[str]
+    ``encoders`` may be given as references (``"hubert:tiny"``), a comma-separated string
+    or :class:`~extractors.registry.EncoderRef`; it holds parsed ``EncoderRef`` after
+    construction (each reference is parsed here, once).
+    """
+
+    encoders: list[EncoderRef]
     device: str = "auto"
     batch_size: int = 16
     workers: int | str = "auto"
@@ -63,7 +65,8 @@ class ExtractConfig:
 
     def __post_init__(self):
         if isinstance(self.encoders, str):
-            self.encoders = [e for e in self.encoders.split(",") if e.strip()]
+            self.encoders = self.encoders.split(",")
+        self.encoders = [parse_ref(e) for e in self.encoders if isinstance(e, EncoderRef) or e.strip()]
         if not self.encoders:
             raise InputError("--encoders is empty: name at least one (see `emofs encoders`)")
         if self.batch_size < 1:
@@ -150,42 +153,32 @@ def _main_threads(device: str, workers: int) -> int | None:
     return max(1, cores() - workers)
 
 
-# ----------------------------------------------------------------------- encoders
-def load_encoders(refs: Iterable[str], device: str, tokens: dict[str, int] | None = None) -> list:
-    """Build every encoder (before any clip is decoded, so bad weights fail first)."""
-    from .registry import build_encoder, parse_ref
+def parse_token_counts(text: str | None) -> dict[str, int]:
+    """Parse ``--tokens`` (``"eva=64,hubert=32"``) into ``{"eva": 64, "hubert": 32}``.
 
-    tokens = tokens or {}
-    seen: dict[str, str] = {}
-    refs = [r.strip() for r in refs if r.strip()]
-    for ref in refs:
-        name, _ = parse_ref(ref)
-        if name in seen:
-            raise InputError(f"--encoders names {name!r} twice ({seen[name]}, {ref}): keep one")
-        seen[name] = ref
-    for name in tokens:
-        if name not in seen:
-            raise InputError(f"--tokens {name}=...: {name!r} is not among --encoders")
-    encoders = []
-    for ref in refs:
-        name, _ = parse_ref(ref)
-        options = {"tokens": tokens[name]} if name in tokens else None
-        encoders.append(build_encoder(ref, device=device, options=options))
-    return encoders
+    None, ``""`` and ``"none"`` give ``{}``.
 
-
-def _applies(encoder, row: dict[str, Any]) -> bool:
-    if encoder.modality == "text":
-        return bool((row.get("subtitle") or "").strip())
-    if row.get("has_media") is False:
-        return False
-    return bool(row.get(f"has_{encoder.modality}"))
+    Raises:
+        InputError: an empty item, or an item that is not ``NAME=COUNT``.
+    """
+    if text is None or text.strip().lower() in ("", "none"):
+        return {}
+    parts = [p.strip() for p in text.split(",")]
+    if not all(parts):
+        raise InputError(f"--tokens takes a comma-separated list without empty items (got {text!r})")
+    counts: dict[str, int] = {}
+    for part in parts:
+        name, sep, value = part.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise InputError(f"--tokens takes NAME=COUNT pairs, e.g. eva=64,hubert=32 (got {part!r})")
+        counts[name.strip()] = int(value)
+    return counts
 
 
 # ------------------------------------------------------------------------ extract
 def extract(
     store: Store,
-    encoders: list[str] | str,
+    encoders: list[str | EncoderRef] | str,
     *,
     where: str | None = None,
     device: str = "auto",
@@ -200,7 +193,8 @@ def extract(
 
     Args:
         store: the store (must hold clips).
-        encoders: references ``NAME[:WEIGHTS]`` (list or comma-separated string).
+        encoders: references ``NAME[:WEIGHTS]`` (list, parsed :class:`EncoderRef` or a
+            comma-separated string).
         where: SQL filter on clip columns.
         device: ``auto`` | ``cpu`` | ``cuda``.
         batch_size: clips per encoder batch and per commit.
@@ -228,7 +222,7 @@ def extract(
     dev = resolve_device(cfg.device)
     loaded = load_encoders(cfg.encoders, dev, cfg.tokens)
     report = ExtractReport(device=dev)
-    specs = {e.name: _full_spec(e, cfg) for e in loaded}
+    specs = {e.name: e.spec(cfg.dtype, cfg.media) for e in loaded}
     fingerprints = {n: spec_fingerprint(s) for n, s in specs.items()}
 
     columns = ["clip_id", "uri", "has_audio", "has_video", "has_media", "subtitle"]
@@ -239,7 +233,7 @@ def extract(
         rep = report.encoders[enc.name] = EncoderReport(spec_fingerprint=fingerprints[enc.name])
         done = up_to_date_clip_ids(store, enc.name, fingerprints[enc.name])
         for row in rows:
-            if not _applies(enc, row):
+            if not applies(enc.modality, row):
                 rep.not_applicable += 1
             elif row["clip_id"] in done:
                 rep.up_to_date += 1
@@ -253,7 +247,7 @@ def extract(
             needs = tuple(dict.fromkeys(by_name[n].need for n in names))
             jobs.append(Job(row["clip_id"], row["uri"], row.get("subtitle"), needs, names))
 
-    writer = _BatchWriter(store, loaded, specs, cfg, report)
+    writer = BatchWriter(store, loaded, specs, cfg, report)
     batch: list[dict[str, Any]] = []
     report.workers = workers = min(resolve_workers(cfg.workers, dev), len(jobs))
     items = prepared(jobs, cfg.media, workers, prefetch=2 * cfg.batch_size, worker_encoders=loaded)
@@ -293,29 +287,23 @@ def _torch_threads(threads: int | None):
         torch.set_num_threads(before)
 
 
-def _full_spec(encoder, cfg: ExtractConfig) -> dict[str, Any]:
-    spec = encoder.spec(cfg.dtype)
-    if encoder.modality != "text":
-        spec["media"] = cfg.media.as_dict()
-    if encoder.modality == "video":
-        from .faces import CASCADE, DETECT_SIDE, MAX_DETECT, TRACKING
-        from .peak import PEAK_METHOD
+class BatchWriter:
+    """Runs every encoder over one batch of prepared clips and commits the results.
 
-        spec["faces"] = {"detector": f"opencv haar {CASCADE}", "detect_side": DETECT_SIDE,
-                         "detect_frames": MAX_DETECT, "tracking": TRACKING, "margin": 0.25,
-                         "fallback": "nearest detected box, else centre crop"}
-        spec["peak_frame"] = PEAK_METHOD
-    return spec
-
-
-class _BatchWriter:
-    """Runs every encoder over one batch of prepared clips and commits the results."""
+    Args:
+        store: the store written to.
+        encoders: the loaded encoders.
+        specs: ``{encoder name: spec}`` (:meth:`Encoder.spec`) written with the rows.
+        cfg: the run's options (``dtype``).
+        report: counts and errors are added to it.
+    """
 
     def __init__(self, store: Store, encoders: list, specs: dict, cfg: ExtractConfig,
                  report: ExtractReport):
         self.store, self.encoders, self.specs, self.cfg, self.report = store, encoders, specs, cfg, report
 
     def flush(self, batch: list[dict[str, Any]]) -> None:
+        """Encode one batch of prepared clips (:func:`prepare_clip` results) and commit it."""
         now = datetime.now(timezone.utc)
         errors: list[dict[str, Any]] = []
         ok = []
@@ -401,7 +389,8 @@ def extract_file(
         that applies to the file's modality (the others are left out with a warning).
 
     Raises:
-        StoreError: a feature set does not exist. InputError: unreadable file, or the
+        MissingFeatureSetError: a feature set does not exist (a :class:`StoreError`, as is
+        a set not written by ``emofs extract``). InputError: unreadable file, or the
         encoder rebuilt from the spec no longer matches it (weights changed).
     """
     from .encoders.base import resolve_device
@@ -414,9 +403,7 @@ def extract_file(
     for name in feature_sets:
         spec = feature_spec(store, name)
         if spec is None:
-            available = ", ".join(store.feature_sets()) or "none"
-            raise StoreError(f"no feature set {name!r} in {store.uri} (available: {available}): "
-                             f"run `emofs extract --encoders {name}` first")
+            raise MissingFeatureSetError.of(store, name)
         if "ref" not in spec:
             raise StoreError(f"feature set {name!r} was not written by `emofs extract` (no encoder "
                              "reference in its spec): re-extract it")
@@ -432,7 +419,7 @@ def extract_file(
     row = {"has_audio": facts["has_audio"], "has_video": facts["has_video"], "has_media": True,
            "subtitle": subtitle}
     encoders, media = _rebuild(specs, dev)
-    applicable = [e for e in encoders if _applies(e, row)]
+    applicable = [e for e in encoders if applies(e.modality, row)]
     for e in encoders:
         if e not in applicable:
             log.warning(f"feature set {e.name!r} does not apply to {path.name} ({facts['modality']}"
@@ -456,32 +443,12 @@ def extract_file(
 
 def _rebuild(specs: dict[str, dict], device: str):
     """Encoders rebuilt from stored specs (checked against them) + the media config."""
-    media_cfgs = {json_key(s.get("media")) for s in specs.values() if s.get("media")}
-    if len(media_cfgs) > 1:
+    medias = {g.media for g in group_by_settings(specs) if g.media is not None}
+    if len(medias) > 1:
         raise InputError("the feature sets were decoded with different media settings: "
                          "extract them one at a time")
-    media = next((MediaConfig(**s["media"]) for s in specs.values() if s.get("media")), MediaConfig())
-    cfg = ExtractConfig([s["ref"] for s in specs.values()], device, dtype="float32", media=media)
-    encoders = []
-    for name, spec in specs.items():
-        tokens = {name: spec["options"]["tokens"]} if (spec.get("options") or {}).get("tokens") else None
-        enc = load_encoders([spec["ref"]], device, tokens)[0]
-        cfg.dtype = spec.get("dtype", "float16")
-        rebuilt = _full_spec(enc, cfg)
-        if spec_fingerprint(rebuilt) != spec_fingerprint(spec):
-            changed = sorted(k for k in set(rebuilt) | set(spec) if rebuilt.get(k) != spec.get(k))
-            raise InputError(
-                f"encoder {spec['ref']} no longer matches feature set {name!r} (changed: "
-                f"{', '.join(changed)}): re-run `emofs extract --encoders {spec['ref']}` first"
-            )
-        encoders.append(enc)
-    return encoders, media
-
-
-def json_key(value: Any) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True, default=str)
+    encoders = [rebuild_encoder(name, spec, device)[0] for name, spec in specs.items()]
+    return encoders, next(iter(medias), MediaConfig())
 
 
 def _extract_added(path: Path, specs: dict[str, dict], store: Store, device: str,
@@ -495,15 +462,9 @@ def _extract_added(path: Path, specs: dict[str, dict], store: Store, device: str
     clip_id = clip["clip_id"][0]
     if subtitle is not None and clip["subtitle"][0] != subtitle:
         store.upsert_clips(pa.table({"clip_id": [clip_id], "subtitle": [subtitle]}))
-    by_dtype: dict[str, list[str]] = {}
-    for name, spec in specs.items():
-        by_dtype.setdefault(spec.get("dtype", "float16"), []).append(name)
-    for dtype, names in by_dtype.items():
-        tokens = {n: specs[n]["options"]["tokens"] for n in names
-                  if (specs[n].get("options") or {}).get("tokens")}
-        media = next((MediaConfig(**specs[n]["media"]) for n in names if specs[n].get("media")), None)
-        extract(store, [specs[n]["ref"] for n in names], where=f"clip_id = {sql_quote(clip_id)}",
-                device=device, workers=0, dtype=dtype, tokens=tokens, progress=False, media=media)
+    for group in group_by_settings(specs):
+        extract(store, list(group.refs), where=f"clip_id = {sql_quote(clip_id)}", device=device,
+                workers=0, dtype=group.dtype, tokens=group.tokens, progress=False, media=group.media)
     out = {}
     for name in specs:
         table = store.table(features_name(name), where=f"clip_id = {sql_quote(clip_id)}")

@@ -109,33 +109,25 @@ class _EncoderActor:
     """Holds every encoder of the plan (loaded once per actor); writes fragments per batch."""
 
     def __init__(self, plan: list[dict[str, Any]], device: str, store_uri: str):
-        from featurestore.features import feature_schema, features_name, spec_fingerprint
+        from featurestore.features import feature_schema
+        from featurestore.schema import dataset_uri, features_name
 
         from .encoders.base import resolve_device
-        from .media import MediaConfig
-        from .pipeline import ExtractConfig, _full_spec, load_encoders
+        from .specs import rebuild_encoder
 
         dev = resolve_device(device)
         self.store_uri = store_uri
         self.encoders, self.schemas, self.uris = {}, {}, {}
         for entry in plan:
-            enc = load_encoders([entry["ref"]], dev, entry["tokens"])[0]
-            media = MediaConfig(**entry["media"]) if entry["media"] else MediaConfig()
-            cfg = ExtractConfig([entry["ref"]], dev, dtype=entry["dtype"], tokens=entry["tokens"], media=media)
-            spec = _full_spec(enc, cfg)
-            if spec_fingerprint(spec) != entry["fingerprint"]:
-                changed = sorted(k for k in set(spec) | set(entry["spec"]) if spec.get(k) != entry["spec"].get(k))
-                raise InputError(
-                    f"encoder {entry['ref']} no longer matches feature set {entry['name']!r} of the run "
-                    f"(changed: {', '.join(changed)}): label with the weights/emofs the run was trained "
-                    "with, or retrain the head"
-                )
+            enc, spec = rebuild_encoder(
+                entry["name"], entry["spec"], dev, fingerprint=entry["fingerprint"], context=" of the run",
+                fix="label with the weights/emofs the run was trained with, or retrain the head")
             self.encoders[entry["name"]] = enc
             self.schemas[entry["name"]] = feature_schema(enc.dim, entry["dtype"], spec, token_dim=enc.token_dim)
-            self.uris[entry["name"]] = f"{store_uri}/{features_name(entry['name'])}"
+            self.uris[entry["name"]] = dataset_uri(store_uri, features_name(entry["name"]))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from featurestore.features import _to_table
+        from featurestore.features import feature_table
         from featurestore.fragments import write_fragments
 
         from .prepare import encoder_outputs
@@ -175,7 +167,7 @@ class _EncoderActor:
                 continue
             schema = self.schemas[name]
             ids = [it["clip_id"] for it in good]
-            table = _to_table(ids, np.stack(vectors), tokens if enc.token_dim else None, schema)  # (N, D)
+            table = feature_table(ids, np.stack(vectors), tokens if enc.token_dim else None, schema)  # (N, D)
             frags = json.dumps(write_fragments(self.uris[name], table, schema))
             keys = json.dumps(ids)
             for it in good:
@@ -215,8 +207,8 @@ class _Committer:
 
     def commit(self) -> int:
         """Commit everything collected; returns the number of clips handled."""
-        from featurestore.features import features_name
         from featurestore.fragments import commit_fragments
+        from featurestore.schema import features_name
 
         for name, frags in self.pending.items():
             if not frags:
@@ -247,14 +239,6 @@ class _Committer:
         done = len(self.pending_clips)
         self.pending_clips = set()
         return done
-
-
-def _applies(modality: str, row: dict[str, Any]) -> bool:
-    if modality == "text":
-        return bool((row.get("subtitle") or "").strip())
-    if row.get("has_media") is False:
-        return False
-    return bool(row.get(f"has_{modality}"))
 
 
 def extract_ray(
@@ -289,16 +273,19 @@ def extract_ray(
     Returns:
         ``{"fingerprints": {name: fp}, "extracted": {name: n}}``.
     """
-    from featurestore.features import feature_schema, features_name
+    from featurestore.features import feature_schema
     from featurestore.fragments import prepare_dataset
+    from featurestore.schema import features_name
+
+    from .specs import applies, group_by_settings
 
     if not clip_ids:
         return {"fingerprints": {e["name"]: e["fingerprint"] for e in plan}, "extracted": {}}
-    media_settings = {json.dumps(e["media"], sort_keys=True) for e in plan if e["media"]}
-    if len(media_settings) > 1:
+    medias = {g.media for g in group_by_settings({e["name"]: e["spec"] for e in plan}) if g.media}
+    if len(medias) > 1:
         raise InputError("the run's feature sets were decoded with different media settings: "
                          "label with --engine local")
-    media = next((e["media"] for e in plan if e["media"]), None)
+    media = next(iter(medias)).as_dict() if medias else None
     schemas = {}
     for entry in plan:
         spec = entry["spec"]
@@ -310,7 +297,7 @@ def extract_ray(
     clips = store.clips(columns=["clip_id", "uri", "subtitle", "has_audio", "has_video", "has_media"])
     jobs = []
     for row in clips.filter(clips["clip_id"].is_in(list(wanted))).iter_rows(named=True):
-        todo = [e["name"] for e in plan if _applies(e["spec"].get("modality", "audio"), row)]
+        todo = [e["name"] for e in plan if applies(e["spec"].get("modality", "audio"), row)]
         if todo:
             jobs.append({"clip_id": row["clip_id"], "uri": row["uri"], "subtitle": row["subtitle"] or "",
                          "todo": json.dumps(todo)})

@@ -8,13 +8,14 @@ is used. Unknown names fail listing the valid ones.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from featurestore.errors import InputError
 
-__all__ = ["ENCODERS", "register", "parse_ref", "resolve_weights", "build_encoder",
-           "encoder_table", "encoder_class"]
+__all__ = ["ENCODERS", "EncoderRef", "register", "parse_ref", "resolve_weights", "build_encoder",
+           "load_encoders", "encoder_table", "encoder_class"]
 
 #: name -> Encoder subclass (filled when ``extractors.encoders`` is imported).
 ENCODERS: dict[str, type] = {}
@@ -49,13 +50,39 @@ def encoder_class(name: str):
     return ENCODERS[name]
 
 
-def parse_ref(ref: str) -> tuple[str, str | None]:
-    """Split ``NAME[:WEIGHTS]`` (WEIGHTS may itself hold ':' or '/')."""
+@dataclass(frozen=True)
+class EncoderRef:
+    """A parsed encoder reference ``NAME[:WEIGHTS]``.
+
+    Attributes:
+        name: the encoder family (``hubert``).
+        weights: a tag, a local directory or a hub id; None for the family's default tag.
+        text: the reference as the user wrote it (for messages; not part of equality).
+    """
+
+    name: str
+    weights: str | None = None
+    text: str = field(default="", compare=False)
+
+    def __str__(self) -> str:
+        return self.text or (f"{self.name}:{self.weights}" if self.weights else self.name)
+
+
+def parse_ref(ref: str | EncoderRef) -> EncoderRef:
+    """Parse ``NAME[:WEIGHTS]`` once (WEIGHTS may itself hold ':' or '/').
+
+    An :class:`EncoderRef` is returned as it is, so callers may pass either form.
+
+    Raises:
+        InputError: an empty reference.
+    """
+    if isinstance(ref, EncoderRef):
+        return ref
     ref = ref.strip()
     if not ref:
         raise InputError("empty encoder reference in --encoders: use e.g. hubert,mae:tiny")
     name, _, weights = ref.partition(":")
-    return name.strip(), (weights.strip() or None)
+    return EncoderRef(name.strip(), weights.strip() or None, ref)
 
 
 def resolve_weights(cls, weights: str | None):
@@ -80,20 +107,47 @@ def resolve_weights(cls, weights: str | None):
     return Weights("hub", weights)
 
 
-def build_encoder(ref: str, *, device: str = "cpu", options: dict[str, Any] | None = None):
+def build_encoder(ref: str | EncoderRef, *, device: str = "cpu", options: dict[str, Any] | None = None):
     """Load the encoder named by ``ref`` on ``device``.
 
     Args:
-        ref: ``NAME[:WEIGHTS]``.
+        ref: ``NAME[:WEIGHTS]`` or its parsed :class:`EncoderRef`.
         device: ``cpu``, ``cuda`` or ``cuda:N`` (already resolved).
         options: encoder options, e.g. ``{"tokens": 64}`` for ``hubert`` / ``eva``.
 
     Raises:
         InputError: unknown name or tag, or weights that are neither local nor reachable.
     """
-    name, weights = parse_ref(ref)
-    cls = encoder_class(name)
-    return cls(resolve_weights(cls, weights), device=device, options=options)
+    ref = parse_ref(ref)
+    cls = encoder_class(ref.name)
+    return cls(resolve_weights(cls, ref.weights), device=device, options=options)
+
+
+def load_encoders(refs: Iterable[str | EncoderRef], device: str,
+                  tokens: dict[str, int] | None = None) -> list:
+    """Build every encoder of a run (before any clip is decoded, so bad weights fail first).
+
+    Args:
+        refs: references (parsed or not; blank strings are skipped).
+        device: resolved device (``cpu``, ``cuda``, ``cuda:N``).
+        tokens: token counts per encoder name (``{"eva": 64}``).
+
+    Raises:
+        InputError: an encoder named twice, a ``tokens`` entry for an encoder not in
+            ``refs``, or anything :func:`build_encoder` raises.
+    """
+    tokens = tokens or {}
+    parsed = [parse_ref(r) for r in refs if isinstance(r, EncoderRef) or r.strip()]
+    seen: dict[str, EncoderRef] = {}
+    for ref in parsed:
+        if ref.name in seen:
+            raise InputError(f"--encoders names {ref.name!r} twice ({seen[ref.name]}, {ref}): keep one")
+        seen[ref.name] = ref
+    for name in tokens:
+        if name not in seen:
+            raise InputError(f"--tokens {name}=...: {name!r} is not among --encoders")
+    return [build_encoder(ref, device=device, options={"tokens": tokens[ref.name]} if ref.name in tokens else None)
+            for ref in parsed]
 
 
 def _tag_available(tag) -> bool:

@@ -20,15 +20,16 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .errors import InputError, StoreError
+from .errors import InputError, MissingFeatureSetError
 from .inventory import FINGERPRINT_KEY, SPEC_KEY
-from .schema import FEATURES_DIR
+from .schema import features_name
 from .store import Store, sql_in, sql_quote
 
 __all__ = [
     "spec_fingerprint",
     "features_name",
     "feature_schema",
+    "feature_table",
     "write_features",
     "read_features",
     "feature_spec",
@@ -45,13 +46,6 @@ def spec_fingerprint(spec: dict[str, Any]) -> str:
     """A short stable hash of a spec (canonical JSON)."""
     canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def features_name(name: str) -> str:
-    """Dataset path of a feature set inside the store."""
-    if not name or "/" in name or name.startswith("."):
-        raise InputError(f"invalid feature-set name {name!r}: use letters, digits, '-', '_'")
-    return f"{FEATURES_DIR}/{name}.lance"
 
 
 def feature_schema(
@@ -111,7 +105,7 @@ def write_features(
             raise InputError("tokens must hold one (T, Dt) array per clip id")
         token_dim = int(np.asarray(tokens[0]).shape[-1])
     schema = feature_schema(vectors.shape[1], dtype, spec, token_dim=token_dim)
-    table = _to_table(clip_ids, vectors, tokens, schema)
+    table = feature_table(clip_ids, vectors, tokens, schema)
 
     dataset = features_name(name)
     ds = store.dataset(dataset)
@@ -127,7 +121,23 @@ def write_features(
     return version
 
 
-def _to_table(clip_ids, vectors, tokens, schema: pa.Schema) -> pa.Table:
+def feature_table(
+    clip_ids: Sequence[str],
+    vectors: np.ndarray,
+    tokens: Sequence[np.ndarray] | None,
+    schema: pa.Schema,
+) -> pa.Table:
+    """Rows of a feature set as an Arrow table of ``schema`` (from :func:`feature_schema`).
+
+    Args:
+        clip_ids: N clip ids.
+        vectors: ``(N, D)`` pooled embeddings (cast to the schema's float type).
+        tokens: one ``(T_i, Dt)`` array per clip, or None when the set has no tokens.
+        schema: the feature set's schema; its fingerprint is written on every row.
+
+    Returns:
+        The table :func:`write_features` upserts (and the Ray engine writes as fragments).
+    """
     value_type = schema.field("vector").type.value_type
     np_dtype = np.float16 if value_type == pa.float16() else np.float32
     dim = vectors.shape[1]
@@ -204,16 +214,12 @@ def read_features(
     columns, select the clip ids with :meth:`Store.clips` first and pass ``clip_ids``.
 
     Raises:
-        StoreError: the feature set does not exist (says which command builds it).
+        MissingFeatureSetError: the feature set does not exist (says which command builds it).
     """
     dataset = features_name(name)
     ds = store.dataset(dataset)
     if ds is None:
-        available = ", ".join(store.feature_sets()) or "none"
-        raise StoreError(
-            f"no feature set {name!r} in {store.uri} (available: {available}): "
-            f"run `emofs extract --encoders {name}` first"
-        )
+        raise MissingFeatureSetError.of(store, name)
     filters = [where] if where else []
     if clip_ids is not None and len(clip_ids) <= _IN_LIST_LIMIT:
         filters.append(sql_in("clip_id", clip_ids))

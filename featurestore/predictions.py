@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import InputError
-from .schema import PREDICTIONS_DIR
+from .schema import predictions_name
 from .store import Store
 
 __all__ = [
@@ -40,16 +40,6 @@ __all__ = [
 
 VOCABULARY_KEY = "emofs.vocabulary"
 RUN_KEY = "emofs.run"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-
-
-def predictions_name(run_id: str) -> str:
-    """Dataset path of a prediction run inside the store."""
-    if not run_id or not _NAME.match(run_id):
-        raise InputError(
-            f"invalid prediction run name {run_id!r}: use letters, digits, '.', '+', '-', '_' (--name)"
-        )
-    return f"{PREDICTIONS_DIR}/{run_id}.lance"
 
 
 def prob_columns(vocabulary: Sequence[str]) -> list[str]:

@@ -25,8 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .errors import InputError, StoreError
-from .features import features_name
+from .errors import InputError, MissingFeatureSetError
+from .schema import dataset_uri, features_name
 from .store import Store, sql_quote
 
 __all__ = ["FeatureReader", "batch_loader", "fsl_to_numpy"]
@@ -99,11 +99,7 @@ class FeatureReader:
         for name in self.feature_sets:
             ds = store.dataset(features_name(name))
             if ds is None:
-                available = ", ".join(store.feature_sets()) or "none"
-                raise StoreError(
-                    f"no feature set {name!r} in {store.uri} (available: {available}): "
-                    f"run `emofs extract --encoders {name}` first"
-                )
+                raise MissingFeatureSetError.of(store, name)
             self.versions[name] = ds.version
             self.dims[name] = ds.schema.field("vector").type.list_size
             ids = ds.to_table(columns=["clip_id"]).column("clip_id").to_pylist()
@@ -144,7 +140,7 @@ class FeatureReader:
             import lance
 
             self._datasets = {
-                n: lance.dataset(f"{self.store_uri}/{features_name(n)}", version=v)
+                n: lance.dataset(dataset_uri(self.store_uri, features_name(n)), version=v)
                 for n, v in self.versions.items()
             }
         return self._datasets

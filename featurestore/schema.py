@@ -1,10 +1,19 @@
-"""Arrow schemas of the store's tables and the names of its datasets."""
+"""Arrow schemas of the store's tables and the names (paths) of its datasets.
+
+Every dataset path inside a store is spelled here and nowhere else: the fixed
+datasets (:data:`CLIPS`, :data:`ERRORS`), one feature set (:func:`features_name`), one
+prediction run (:func:`predictions_name`), and the URI of any of them under a store URI
+(:func:`dataset_uri`, also :meth:`featurestore.store.Store.path`).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pyarrow as pa
+
+from .errors import InputError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -14,6 +23,10 @@ __all__ = [
     "FEATURES_DIR",
     "PREDICTIONS_DIR",
     "INDEX_DIR",
+    "LANCE_SUFFIX",
+    "features_name",
+    "predictions_name",
+    "dataset_uri",
     "MEDIA_COLUMNS",
     "ANNOTATION_COLUMNS",
     "clips_schema",
@@ -30,6 +43,43 @@ ERRORS = "errors.lance"
 FEATURES_DIR = "features"
 PREDICTIONS_DIR = "predictions"
 INDEX_DIR = "index"
+LANCE_SUFFIX = ".lance"
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def features_name(name: str) -> str:
+    """Dataset path of a feature set inside the store (``features/<name>.lance``).
+
+    Raises:
+        InputError: ``name`` is empty, holds ``/`` or starts with ``.``.
+    """
+    if not name or "/" in name or name.startswith("."):
+        raise InputError(f"invalid feature-set name {name!r}: use letters, digits, '-', '_'")
+    return f"{FEATURES_DIR}/{name}{LANCE_SUFFIX}"
+
+
+def predictions_name(run_id: str) -> str:
+    """Dataset path of a prediction run inside the store (``predictions/<run>.lance``).
+
+    Raises:
+        InputError: ``run_id`` is not letters, digits, ``.``, ``+``, ``-``, ``_``.
+    """
+    if not run_id or not _RUN_NAME.match(run_id):
+        raise InputError(
+            f"invalid prediction run name {run_id!r}: use letters, digits, '.', '+', '-', '_' (--name)"
+        )
+    return f"{PREDICTIONS_DIR}/{run_id}{LANCE_SUFFIX}"
+
+
+def dataset_uri(store_uri: str, *parts: str) -> str:
+    """The URI of a dataset (or file) inside the store at ``store_uri``.
+
+    Example:
+        >>> dataset_uri("s3://bucket/store", features_name("hubert"))
+        's3://bucket/store/features/hubert.lance'
+    """
+    return "/".join([store_uri, *parts])
 
 #: Columns emofs derives from the media file; a labels file may not overwrite them.
 MEDIA_COLUMNS: tuple[pa.Field, ...] = (

@@ -24,8 +24,8 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from featurestore.errors import InputError, StoreError
-from featurestore.features import features_name
+from featurestore.errors import InputError, MissingFeatureSetError
+from featurestore.schema import features_name
 from featurestore.inventory import feature_set_info
 from featurestore.store import Store
 
@@ -111,11 +111,7 @@ def feature_fingerprints(store: Store, encoders: Sequence[str]) -> dict[str, dic
     out = {}
     for name in encoders:
         if store.dataset(features_name(name)) is None:
-            available = ", ".join(store.feature_sets()) or "none"
-            raise StoreError(
-                f"no feature set {name!r} in {store.uri} (available: {available}): "
-                f"run `emofs extract --encoders {name}` first"
-            )
+            raise MissingFeatureSetError.of(store, name)
         info = feature_set_info(store, name)
         out[name] = {k: info[k] for k in ("fingerprint", "spec", "dim", "dtype", "version", "rows")}
     return out
@@ -133,7 +129,7 @@ def read_aligned(store: Store, name: str, clip_ids: Sequence[str]) -> tuple[np.n
 
     table = store.table(features_name(name), columns=["clip_id", "vector"])
     if table is None:
-        raise StoreError(f"no feature set {name!r} in {store.uri}: run `emofs extract --encoders {name}` first")
+        raise MissingFeatureSetError.of(store, name)
     stored = fsl_to_numpy(table.column("vector"))  # (M, D)
     position = pc.index_in(pa.array(list(clip_ids), pa.string()), value_set=table.column("clip_id"))
     present = position.is_valid().to_numpy(zero_copy_only=False)
@@ -177,7 +173,7 @@ def prepare_data(
     Raises:
         InputError: no label column, fewer than two classes, clips lacking a feature set
             (without ``--drop-missing``), an unusable split column or group split.
-        StoreError: a requested feature set does not exist.
+        MissingFeatureSetError: a requested feature set does not exist.
     """
     info = feature_fingerprints(store, cfg.encoders)
     frame, unlabelled = _labelled_clips(store, cfg)

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from featurestore.errors import InputError, StoreError
-from featurestore.features import features_name
+from featurestore.errors import InputError, MissingFeatureSetError, StoreError
+from featurestore.schema import features_name
 from featurestore.store import Store
 
 from .config import LLMConfig
@@ -104,11 +104,7 @@ class StoreFeatures:
     def _open(self, name: str):
         ds = self.store.dataset(features_name(name))
         if ds is None:
-            available = ", ".join(self.store.feature_sets()) or "none"
-            raise StoreError(
-                f"no feature set {name!r} in {self.store.uri} (available: {available}): run "
-                f"`emofs extract --encoders {name}` first, or leave it out of --encoders"
-            )
+            raise MissingFeatureSetError.of(self.store, name, alternative="leave it out of --encoders")
         return ds
 
     def clip_ids(self) -> set[str]:

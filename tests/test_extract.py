@@ -239,6 +239,101 @@ def test_auto_workers_take_the_cores(monkeypatch):
     assert workers.parse_workers(" AUTO ") == "auto" and workers.parse_workers("0") == 0
 
 
+def test_parse_token_counts():
+    from extractors import parse_token_counts
+
+    assert parse_token_counts("eva=64,hubert=32") == {"eva": 64, "hubert": 32}
+    assert parse_token_counts(" eva = 64 , hubert=32 ") == {"eva": 64, "hubert": 32}
+    assert parse_token_counts(None) == parse_token_counts("") == parse_token_counts("none") == {}
+    for bad in ("eva", "eva=", "eva=many", "eva=-4"):
+        with pytest.raises(InputError, match=r"--tokens takes NAME=COUNT pairs, e\.g\. eva=64,hubert=32"):
+            parse_token_counts(bad)
+    with pytest.raises(InputError, match="--tokens takes a comma-separated list without empty items"):
+        parse_token_counts("eva=64,,hubert=32")
+
+
+def test_encoder_refs_are_parsed_once():
+    from extractors.pipeline import ExtractConfig
+    from extractors.registry import EncoderRef, load_encoders, parse_ref
+
+    ref = parse_ref(" hubert:/models/h:v2 ")
+    assert (ref.name, ref.weights, str(ref)) == ("hubert", "/models/h:v2", "hubert:/models/h:v2")
+    assert parse_ref(ref) is ref and parse_ref("egemaps") == EncoderRef("egemaps")
+    cfg = ExtractConfig("hubert:tiny, egemaps,")
+    assert cfg.encoders == [EncoderRef("hubert", "tiny"), EncoderRef("egemaps")]
+    with pytest.raises(InputError, match="names 'egemaps' twice"):
+        load_encoders(["egemaps", "egemaps:opensmile"], "cpu")
+    with pytest.raises(InputError, match="'eva' is not among --encoders"):
+        load_encoders(cfg.encoders, "cpu", {"eva": 4})
+
+
+def test_applies_and_group_by_settings():
+    from extractors.media import MediaConfig
+    from extractors.specs import applies, group_by_settings
+
+    assert applies("audio", {"has_audio": True, "has_media": True})
+    assert not applies("audio", {"has_audio": True, "has_media": False})
+    assert not applies("video", {"has_audio": True, "has_video": False})
+    assert applies("text", {"subtitle": " hi ", "has_media": False})
+    assert not applies("text", {"subtitle": "  "})
+
+    slow = {"video_fps": 4.0, **{k: v for k, v in MediaConfig().as_dict().items() if k != "video_fps"}}
+    specs = {
+        "hubert": {"ref": "hubert:tiny", "dtype": "float16", "media": MediaConfig().as_dict(),
+                   "options": {"tokens": 8}},
+        "text": {"ref": "text:tiny", "dtype": "float16"},  # no media: joins its dtype's group
+        "mae": {"ref": "mae:tiny", "dtype": "float16", "media": slow},
+        "eva": {"ref": "eva:tiny", "dtype": "float32", "media": MediaConfig().as_dict(), "options": {}},
+    }
+    groups = group_by_settings(specs)
+    assert [(g.names, g.dtype) for g in groups] == [
+        (("hubert", "text"), "float16"), (("mae",), "float16"), (("eva",), "float32")]
+    assert groups[0].refs == ("hubert:tiny", "text:tiny") and groups[0].tokens == {"hubert": 8}
+    assert groups[0].media == MediaConfig() and groups[1].media == MediaConfig(video_fps=4.0)
+    only_text = group_by_settings({"text": {"ref": "text:tiny", "dtype": "float32"}})
+    assert [(g.names, g.media) for g in only_text] == [(("text",), None)]
+
+
+def test_rebuild_encoder_checks_the_stored_fingerprint():
+    from extractors.media import MediaConfig
+    from extractors.registry import build_encoder
+    from extractors.specs import rebuild_encoder
+    from featurestore.features import spec_fingerprint
+
+    spec = build_encoder("egemaps").spec("float32", MediaConfig(max_audio_s=30.0))
+    enc, rebuilt = rebuild_encoder("egemaps", json.loads(json.dumps(spec)), "cpu")
+    assert enc.name == "egemaps" and spec_fingerprint(rebuilt) == spec_fingerprint(spec)
+    old = {**spec, "code_version": 0}
+    with pytest.raises(InputError, match=r"no longer matches feature set 'egemaps' \(changed: code_version\): "
+                                         r"re-run `emofs extract --encoders egemaps:\w+` first"):
+        rebuild_encoder("egemaps", old, "cpu")
+    with pytest.raises(InputError, match=r"feature set 'egemaps' of the run \(changed: code_version\): retrain$"):
+        rebuild_encoder("egemaps", old, "cpu", fingerprint=spec_fingerprint(old), context=" of the run",
+                        fix="retrain")
+
+
+def test_missing_feature_set_error_reads_the_same_everywhere(tmp_path):
+    import pyarrow as pa
+
+    from featurestore.errors import MissingFeatureSetError
+    from featurestore.reader import FeatureReader
+
+    store = Store(tmp_path / "s")
+    store.upsert_clips(pa.table({"clip_id": ["a"]}))
+    media = tmp_path / "new.wav"
+    media.write_bytes(b"RIFF")
+    expected = (f"no feature set 'nope' in {store.uri} (available: none): "
+                "run `emofs extract --encoders nope` first")
+    for call in (lambda: read_features(store, "nope"), lambda: FeatureReader(store, ["nope"]),
+                 lambda: extract_file(media, ["nope"], store)):
+        with pytest.raises(MissingFeatureSetError) as caught:
+            call()
+        assert str(caught.value) == expected and caught.value.name == "nope"
+    assert issubclass(MissingFeatureSetError, StoreError)
+    hint = MissingFeatureSetError.of(store, "nope", alternative="leave it out of --encoders")
+    assert str(hint).endswith("first, or leave it out of --encoders")
+
+
 def _jobs(shared_data, n: int):
     from extractors.encoders.base import Need
     from extractors.prepare import Job

@@ -16,7 +16,6 @@ every clip labelled exactly once. Corrupt files are ``errors.lance`` rows and su
 from __future__ import annotations
 
 import logging
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +27,7 @@ import pyarrow as pa
 
 from featurestore.progress import track_progress
 from featurestore.errors import InputError
+from featurestore.schema import predictions_name
 from featurestore.store import Store, sql_in
 
 from extractors.workers import parse_workers
@@ -185,21 +185,15 @@ def _ready(store: Store, plan: list[dict[str, Any]], clip_ids: set[str]) -> set[
 # ------------------------------------------------------------------------ extract
 def _extract_local(store: Store, plan, todo: list[str], cfg: LabelConfig, progress: bool) -> dict[str, Any]:
     """Run ``extractors.extract`` for the plan's encoders on ``todo`` (grouped by settings)."""
-    from extractors.media import MediaConfig
     from extractors.pipeline import extract
+    from extractors.specs import group_by_settings
 
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for entry in plan:
-        key = json.dumps([entry["dtype"], entry["media"]], sort_keys=True, default=str)
-        groups.setdefault(key, []).append(entry)
     fingerprints: dict[str, str] = {}
     counts: dict[str, int] = {}
-    for entries in groups.values():
-        media = MediaConfig(**entries[0]["media"]) if entries[0]["media"] else None
-        tokens = {k: v for e in entries for k, v in e["tokens"].items()}
-        report = extract(store, [e["ref"] for e in entries], where=sql_in("clip_id", todo), device=cfg.device,
-                         batch_size=cfg.batch_size, workers=cfg.workers, dtype=entries[0]["dtype"],
-                         tokens=tokens, progress=progress, media=media)
+    for group in group_by_settings({e["name"]: e["spec"] for e in plan}):
+        report = extract(store, list(group.refs), where=sql_in("clip_id", todo), device=cfg.device,
+                         batch_size=cfg.batch_size, workers=cfg.workers, dtype=group.dtype,
+                         tokens=group.tokens, progress=progress, media=group.media)
         for name, rep in report.encoders.items():
             fingerprints[name] = rep.spec_fingerprint
             counts[name] = rep.extracted
@@ -222,7 +216,7 @@ def _check_fingerprints(plan, fingerprints: dict[str, str], run_dir) -> None:
 def _predict(store: Store, run, dataset_id: str, ready: list[str], shas: dict[str, str],
              uris: dict[str, str], progress: bool) -> dict[str, int]:
     """Predict ``ready`` clips in committed chunks; returns label counts of this run."""
-    from featurestore.predictions import predictions_name, write_predictions
+    from featurestore.predictions import write_predictions
     from heads.predict import predict_clips
 
     name = predictions_name(dataset_id)
@@ -256,8 +250,6 @@ def _explain(store: Store, cfg: LabelConfig, dataset_id: str, clip_ids: list[str
         from llm.model import EmotionLLM
     except ImportError as exc:  # pragma: no cover - llm package missing
         raise InputError(f"--explain needs the llm package ({exc}): train a run with `emofs llm train`") from exc
-    from featurestore.predictions import predictions_name
-
     name = predictions_name(dataset_id)
     ds = store.dataset(name)
     done: set[str] = set()
@@ -316,8 +308,6 @@ def archive_frame(store: Store, files: Sequence[str], dataset_id: str):
     without a prediction).
     """
     import polars as pl
-
-    from featurestore.predictions import predictions_name
 
     files = list(files)
     base = pl.DataFrame({"path": files}, schema={"path": pl.Utf8})
@@ -401,8 +391,6 @@ def label(
                       explain, ray_cpus)
     loaded = load_run(cfg.run)
     plan = _feature_plan(loaded)
-    from featurestore.predictions import predictions_name
-
     dataset_id = cfg.name or loaded.run_id
     report = LabelReport(run_id=loaded.run_id, dataset=predictions_name(dataset_id), engine=cfg.engine)
 

@@ -132,9 +132,19 @@ class Encoder:
         """The reference that rebuilds this encoder (``name:tag`` or ``name:location``)."""
         return f"{self.name}:{self.weights.tag or self.weights.location}"
 
-    def spec(self, dtype: str) -> dict[str, Any]:
-        """The frozen spec stored with the feature set (its fingerprint decides freshness)."""
-        return {
+    def spec(self, dtype: str, media=None) -> dict[str, Any]:
+        """The frozen spec stored with the feature set (its fingerprint decides freshness).
+
+        The one place a feature-set spec is assembled: ``extract``, ``extract_file`` and
+        the Ray engine all call it, so equal settings give equal fingerprints.
+
+        Args:
+            dtype: stored float type (``float16`` | ``float32``).
+            media: the :class:`~extractors.media.MediaConfig` clips are decoded with
+                (default settings when None); recorded for audio and video encoders, with
+                the face-crop and peak-frame methods for video ones.
+        """
+        spec = {
             "encoder": self.name,
             "ref": self.ref,
             "modality": self.modality,
@@ -151,6 +161,19 @@ class Encoder:
             "code_version": CODE_VERSION,
             "emofs_version": emofs_version(),
         }
+        if self.modality != "text":
+            from ..media import MediaConfig
+
+            spec["media"] = (media or MediaConfig()).as_dict()
+        if self.modality == "video":
+            from ..faces import CASCADE, DETECT_SIDE, MAX_DETECT, TRACKING
+            from ..peak import PEAK_METHOD
+
+            spec["faces"] = {"detector": f"opencv haar {CASCADE}", "detect_side": DETECT_SIDE,
+                             "detect_frames": MAX_DETECT, "tracking": TRACKING, "margin": 0.25,
+                             "fallback": "nearest detected box, else centre crop"}
+            spec["peak_frame"] = PEAK_METHOD
+        return spec
 
     def torch_device(self):
         import torch

@@ -11,12 +11,8 @@ from .annotations import (
     read_annotations,
 )
 from .layouts import EMOTION_LLAMA_FOLDERS, LAYOUTS
-from .npy_features import (
-    FeatureExportReport,
-    FeatureImportReport,
-    export_features,
-    import_features,
-)
+from .npy_export import FeatureExportReport, export_features
+from .npy_features import FeatureImportReport, import_features
 
 __all__ = [
     "ANNOTATION_FORMATS",

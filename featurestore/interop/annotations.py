@@ -40,6 +40,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from ..errors import InputError, LabelsError
+from ..schema import CLIPS
 from ..store import Store
 from .clipmatch import ClipResolver
 
@@ -475,7 +476,7 @@ def _upsert_values(store: Store, values: dict[str, dict[str, Any]], path: Path) 
     for clip_id, row in values.items():
         present = {c: v for c, v in row.items() if v is not None}
         groups.setdefault(tuple(sorted(present)), []).append({"clip_id": clip_id, **present})
-    stored = store.dataset("clips.lance").schema
+    stored = store.dataset(CLIPS).schema
     for cols, rows in groups.items():
         if not cols:
             continue

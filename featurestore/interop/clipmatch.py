@@ -16,6 +16,7 @@ from typing import Iterable
 
 import pyarrow as pa
 
+from ..schema import CLIPS
 from ..store import Store
 
 __all__ = ["NameMatch", "ClipResolver"]
@@ -50,11 +51,11 @@ class ClipResolver:
     def __init__(self, store: Store, where: str | None = None):
         self.store = store
         self.where = where
-        table = store.table("clips.lance", columns=["clip_id", "name"])
+        table = store.table(CLIPS, columns=["clip_id", "name"])
         self._all_ids: set[str] = set() if table is None else set(table.column("clip_id").to_pylist())
         self._all_names: set[str] = set() if table is None else set(table.column("name").to_pylist())
         if where:
-            table = store.table("clips.lance", columns=["clip_id", "name"], where=where)
+            table = store.table(CLIPS, columns=["clip_id", "name"], where=where)
         self._by_name: dict[str, list[str]] = {}
         self._ids: set[str] = set()
         self._nameless: set[str] = set()

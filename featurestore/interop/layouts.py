@@ -28,9 +28,13 @@ __all__ = [
     "default_set_name",
     "export_folder_name",
     "check_layout",
+    "REPORT_EXAMPLES",
 ]
 
 LAYOUTS = ("emotion-llama", "mertools")
+
+#: Skipped files / rows listed by name in an import or export report summary.
+REPORT_EXAMPLES = 5
 
 #: emofs encoder name -> the folder Emotion-LLaMA's loader reads.
 EMOTION_LLAMA_FOLDERS = {"hubert": "HL-UTT", "mae": "mae_340_UTT", "videomae": "maeV_399_UTT"}
