@@ -103,9 +103,9 @@ def epoch_rate(prepared, cfg, *, epochs: int, train_set=None, limit: int | None 
     import lightning.pytorch as pl
 
     from heads.data import HeadDataModule
-    from heads.train import _class_weights, _module_class, _quiet_lightning
+    from heads.train import inverse_frequency_weights, lightning_module_class, quiet_lightning
 
-    _quiet_lightning()
+    quiet_lightning()
     times: list[float] = []
     seen: list[int] = []
 
@@ -121,11 +121,11 @@ def epoch_rate(prepared, cfg, *, epochs: int, train_set=None, limit: int | None 
             times.append(time.perf_counter() - self.t)
             seen.append(self.n)
 
-    module = _module_class()(
+    module = lightning_module_class()(
         encoders=list(cfg.encoders), dims=[prepared.dims[e] for e in cfg.encoders],
         vocabulary=prepared.vocabulary, hidden=cfg.hidden, fusion=cfg.fusion,
         dropout=cfg.dropout, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        class_weights=_class_weights(prepared), monitor=cfg.monitor)
+        class_weights=inverse_frequency_weights(prepared), monitor=cfg.monitor)
     dm = HeadDataModule(prepared, cfg)
     if train_set is not None:
         from featurestore.reader import batch_loader

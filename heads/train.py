@@ -36,7 +36,8 @@ from .metrics import HEADLINE, classification_metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunResult", "train_head", "ablate", "default_run_dir", "prefetch_lightning", "CHECKPOINT"]
+__all__ = ["RunResult", "train_head", "ablate", "default_run_dir", "prefetch_lightning", "CHECKPOINT",
+           "quiet_lightning", "lightning_module_class", "inverse_frequency_weights"]
 
 CHECKPOINT = "checkpoints/best.ckpt"
 _RUNS_ROOT = "runs"
@@ -126,7 +127,7 @@ def prefetch_lightning() -> None:
     threading.Thread(target=_load, name="emofs-import-lightning", daemon=True).start()
 
 
-def _quiet_lightning() -> None:
+def quiet_lightning() -> None:
     """Silence Lightning's info lines (GPU/TPU banners, tips) and its user warnings.
 
     Call after importing ``lightning.pytorch``: its ``__init__`` sets its logger to INFO.
@@ -137,7 +138,9 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
-def _module_class():
+def lightning_module_class():
+    """The LightningModule class training a :class:`~heads.models.FusionHead` (built on
+    first use, so importing this module does not import Lightning)."""
     import lightning.pytorch as pl
     import torch
     import torch.nn.functional as F
@@ -197,7 +200,7 @@ def _module_class():
     return HeadModule
 
 
-def _class_weights(prepared: PreparedData) -> list[float]:
+def inverse_frequency_weights(prepared: PreparedData) -> list[float]:
     """Inverse-frequency weights over the training clips (mean 1 over present classes)."""
     train = prepared.labels[prepared.indices("train")]
     counts = np.bincount(train, minlength=len(prepared.vocabulary)).astype(np.float64)
@@ -303,18 +306,18 @@ def train_head(
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    _quiet_lightning()
+    quiet_lightning()
 
     from .data import HeadDataModule
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = _module_class()(
+    module = lightning_module_class()(
         encoders=list(cfg.encoders), dims=[prepared.dims[e] for e in cfg.encoders],
         vocabulary=prepared.vocabulary, hidden=cfg.hidden, fusion=cfg.fusion,
         dropout=cfg.dropout, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        class_weights=_class_weights(prepared) if cfg.class_weights else None,
+        class_weights=inverse_frequency_weights(prepared) if cfg.class_weights else None,
         monitor=cfg.monitor,
     )
     if cfg.standardize:
