@@ -11,8 +11,9 @@ emofs command writes to the store.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from .errors import InputError
 from .features import features_name
@@ -20,7 +21,7 @@ from .predictions import predictions_name
 from .schema import CLIPS, ERRORS
 from .store import Store
 
-__all__ = ["VacuumRow", "vacuum", "parse_age"]
+__all__ = ["VacuumRow", "VacuumReport", "vacuum", "parse_age"]
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -46,12 +47,46 @@ class VacuumRow:
     bytes_after: int
 
 
-def vacuum(store: Store, older_than: timedelta = timedelta(hours=1)) -> list[VacuumRow]:
-    """Compact each dataset into as few fragments as fit, then clean up old versions."""
+@dataclass
+class VacuumReport:
+    """What one vacuum did to the store.
+
+    Attributes:
+        datasets: one :class:`VacuumRow` per dataset.
+        bytes_before: size of the whole store before.
+        bytes_after: size of the whole store after.
+    """
+
+    datasets: list[VacuumRow] = field(default_factory=list)
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (``emofs vacuum --json``)."""
+        return {"datasets": [vars(r) for r in self.datasets], "bytes_before": self.bytes_before,
+                "bytes_after": self.bytes_after}
+
+
+def vacuum(store: Store, older_than: timedelta | str = timedelta(hours=1)) -> VacuumReport:
+    """Compact each dataset into as few fragments as fit, then clean up old versions.
+
+    Args:
+        store: the store to vacuum (run it while nothing else writes to it).
+        older_than: delete the files only versions older than this still use; a
+            timedelta or a :func:`parse_age` string (``"0"``, ``"12h"``, ``"7d"``).
+
+    Returns:
+        A :class:`VacuumReport`: per-dataset rows and the store size before and after.
+
+    Raises:
+        InputError: ``older_than`` is a string :func:`parse_age` does not read.
+    """
+    if isinstance(older_than, str):
+        older_than = parse_age(older_than)
     names = [CLIPS, ERRORS]
     names += [features_name(n) for n in store.feature_sets()]
     names += [predictions_name(n) for n in store.prediction_runs()]
-    rows = []
+    report = VacuumReport(bytes_before=store.size_bytes())
     for name in names:
         ds = store.dataset(name)
         if ds is None:
@@ -61,6 +96,7 @@ def vacuum(store: Store, older_than: timedelta = timedelta(hours=1)) -> list[Vac
             ds.optimize.compact_files()
         ds = store.dataset(name)
         stats = ds.cleanup_old_versions(older_than=older_than)
-        rows.append(VacuumRow(name, len(fragments), len(ds.get_fragments()),
-                              int(stats.old_versions), size, store.size_bytes(name)))
-    return rows
+        report.datasets.append(VacuumRow(name, len(fragments), len(ds.get_fragments()),
+                                         int(stats.old_versions), size, store.size_bytes(name)))
+    report.bytes_after = store.size_bytes()
+    return report

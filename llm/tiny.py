@@ -9,9 +9,14 @@ same code as a real checkpoint.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-__all__ = ["build_tiny_llama", "TINY_CHAT_TEMPLATE"]
+from featurestore.errors import InputError
+
+if TYPE_CHECKING:
+    from featurestore.store import Store
+
+__all__ = ["build_tiny_llama", "vocabulary_from_store", "TINY_CHAT_TEMPLATE"]
 
 # A minimal chat template (different from the [INST] fallback, so tests can tell them apart).
 TINY_CHAT_TEMPLATE = (
@@ -20,6 +25,30 @@ TINY_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %} ASSISTANT:{% endif %}"
 )
 _SPECIAL = ["<unk>", "<s>", "</s>", "<pad>"]
+#: Clip columns whose texts the tiny tokenizer learns (besides the label words).
+_TEXT_COLUMNS = ("subtitle", "description")
+
+
+def vocabulary_from_store(store: Store, labels: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """The label words and the texts a tiny tokenizer for ``store`` should know.
+
+    Args:
+        store: the store whose clips are read (label, subtitle and description columns).
+        labels: label words to use; empty takes the store's distinct labels (sorted).
+
+    Returns:
+        ``(words, texts)``: the label words, and the distinct non-empty subtitles and
+        descriptions of the clips (for :func:`build_tiny_llama`'s ``extra_text``).
+
+    Raises:
+        InputError: no label words (none given and no labelled clip in the store).
+    """
+    frame = store.clips(columns=["label", *_TEXT_COLUMNS])
+    words = list(labels) or sorted({x for x in frame["label"].to_list() if x})
+    if not words:
+        raise InputError("no label words: pass --labels happy,sad,... or a --store with labelled clips")
+    texts = [x for c in _TEXT_COLUMNS for x in dict.fromkeys(frame[c].to_list()) if x]
+    return words, texts
 
 
 def build_tiny_llama(

@@ -51,3 +51,95 @@ def test_bad_where_is_one_line(shared_store):
     assert result.exit_code == 1
     assert "cannot evaluate --where" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ the thin CLI itself
+def _command_paths():
+    """Every group and command of the app as (argv prefix, is_a_command) pairs."""
+    import typer
+
+    def walk(cmd, path):
+        subs = getattr(cmd, "commands", None)
+        yield path, subs is None
+        for name, sub in (subs or {}).items():
+            yield from walk(sub, path + [name])
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+def test_every_command_has_help_with_examples():
+    paths = _command_paths()
+    assert sum(leaf for _, leaf in paths) == 24
+    for path, leaf in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage:" in result.output
+        if leaf:
+            assert "Examples:" in result.output and "emofs " in result.output, path
+
+
+def test_train_head_and_ablate_share_one_option_list():
+    import typer
+
+    root = typer.main.get_command(app)
+    head = [p.opts for p in root.commands["train"].commands["head"].params]
+    ablate = [p.opts for p in root.commands["ablate"].params]
+    shared = [o for o in head if o not in (["--workers"], ["--json"])]
+    assert [o for o in ablate if o != ["--format", "-f"]] == shared
+    assert head[0] == ["--encoders", "-e"] and head.index(["--workers"]) == head.index(["--preload"]) + 1
+
+
+def test_cli_stays_thin():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert len((root / "cli.py").read_text().splitlines()) < 80
+    for path in sorted((root / "commands").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        assert any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)
+                   or isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "__all__"
+                   for n in tree.body), f"{path.name} has no __all__"
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.endswith("_command"):
+                body = node.body[1:] if ast.get_docstring(node) else node.body
+                lines = body[-1].end_lineno - body[0].lineno + 1
+                assert lines <= 40, f"{path.name}:{node.name} body is {lines} lines"
+
+
+def test_import_cli_loads_no_heavy_library():
+    import subprocess
+    import sys
+
+    code = ("import sys, cli; heavy = [m for m in ('torch', 'lightning', 'faiss', 'transformers') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_debug_env_shows_the_traceback(tmp_path, monkeypatch):
+    from featurestore.errors import EmofsError
+
+    monkeypatch.setenv("EMOFS_DEBUG", "1")
+    result = runner.invoke(app, ["info", "--store", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and isinstance(result.exception, EmofsError)
+
+
+def test_vocabulary_from_store(tmp_path):
+    import pyarrow as pa
+    import pytest
+
+    from featurestore import Store
+    from featurestore.errors import InputError
+    from llm.tiny import vocabulary_from_store
+
+    store = Store(tmp_path / "s", create=True)
+    store.upsert_clips(pa.table({"clip_id": ["a", "b", "c"], "label": ["sad", "happy", None],
+                                 "subtitle": ["hello there", None, "hello there"]}))
+    words, texts = vocabulary_from_store(store)
+    assert words == ["happy", "sad"] and texts == ["hello there"]
+    assert vocabulary_from_store(store, ["angry"])[0] == ["angry"]
+    empty = Store(tmp_path / "e", create=True)
+    empty.upsert_clips(pa.table({"clip_id": ["x"], "label": pa.array([None], pa.string())}))
+    with pytest.raises(InputError, match="--labels"):
+        vocabulary_from_store(empty)

@@ -370,7 +370,6 @@ def test_cli_eval_reports_metrics(trained, llm_store, tmp_path):
 
 
 def test_cli_ask_clip_file_and_errors(trained, llm_store, tmp_path, monkeypatch):
-    import extractors
     from llm.data import StoreFeatures
 
     store, ids, labels = llm_store
@@ -381,7 +380,7 @@ def test_cli_ask_clip_file_and_errors(trained, llm_store, tmp_path, monkeypatch)
     assert answer["source"] == "store" and answer["label"] == labels[1]
     assert "The person in video says: It is eleven o'clock." in answer["prompt"]
 
-    # A new media file goes through extractors.extract_file (here: serving clip2's features).
+    # A new media file goes through workflows.ask's extract_file (here: serving clip2's features).
     features = StoreFeatures(store, ["mae", "videomae", "hubert", "eva"], "eva")
     calls = []
 
@@ -390,7 +389,9 @@ def test_cli_ask_clip_file_and_errors(trained, llm_store, tmp_path, monkeypatch)
         return {n: {"vector": features.vector(n, "clip2"),
                     "tokens": features.video_tokens("clip2") if n == "eva" else None} for n in feature_sets}
 
-    monkeypatch.setattr(extractors, "extract_file", extract_file, raising=False)
+    import workflows.ask
+
+    monkeypatch.setattr(workflows.ask, "extract_file", extract_file)
     media = tmp_path / "new.mp4"
     media.write_bytes(b"\0")
     result = runner.invoke(app, ["llm", "ask", str(media), "--run", str(trained.run_dir),

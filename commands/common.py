@@ -1,0 +1,139 @@
+"""What every command module shares: the error mapping, the option aliases, the printers.
+
+An option used by more than one command is written once here as an ``Annotated`` alias
+(``store: StoreOpt = None``), so its flag, help text and env var read the same everywhere.
+Nothing here imports a heavy library at module level: ``import cli`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from featurestore.errors import EmofsError, InputError
+
+__all__ = [
+    "EmofsGroup",
+    "sub_app",
+    "StoreOpt",
+    "WhereOpt",
+    "FormatOpt",
+    "JsonOpt",
+    "DeviceOpt",
+    "EncoderBatchOpt",
+    "FORMATS",
+    "csv_list",
+    "check_format",
+    "open_store",
+    "echo_json",
+    "print_frame",
+]
+
+
+class EmofsGroup(TyperGroup):
+    """Maps emofs' typed exceptions to one line on stderr and exit code 1.
+
+    Also shows the library's log lines and progress bars for the invocation
+    (:mod:`commands.console`). ``EMOFS_DEBUG=1`` re-raises, so the traceback shows.
+    """
+
+    def invoke(self, ctx):  # noqa: D401 - click API
+        from . import console
+
+        console.attach()
+        try:
+            return super().invoke(ctx)
+        except EmofsError as exc:
+            if os.environ.get("EMOFS_DEBUG") == "1":
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        finally:
+            console.detach()
+
+
+def sub_app(help: str | None = None) -> typer.Typer:
+    """A command group (``emofs index ...``) with the same error mapping as the root."""
+    return typer.Typer(cls=EmofsGroup, no_args_is_help=True, help=help)
+
+
+# ------------------------------------------------------------------ shared options
+StoreOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--store",
+        envvar="EMOFS_STORE",
+        help="Store directory or object-store URI. [default: ./emofs-store]",
+        show_default=False,
+    ),
+]
+WhereOpt = Annotated[
+    Optional[str],
+    typer.Option("--where", help="SQL filter on clip columns, e.g. \"label = 'sad'\"."),
+]
+FormatOpt = Annotated[
+    str, typer.Option("--format", "-f", help="Output format: table, json or csv.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+EncoderBatchOpt = Annotated[int, typer.Option("--batch-size", help="Clips per encoder batch and commit.")]
+FORMATS = ("table", "json", "csv")
+
+
+# ------------------------------------------------------------------ flag parsing
+def csv_list(value: str | None, flag: str = "this option") -> list[str]:
+    """Parse a comma-separated flag value; None, '' and 'none' give an empty list."""
+    if value is None or value.strip().lower() in ("", "none"):
+        return []
+    items = [v.strip() for v in value.split(",")]
+    if not all(items):
+        raise InputError(f"{flag} takes a comma-separated list without empty items (got {value!r})")
+    return items
+
+
+def check_format(value: str) -> str:
+    """``--format`` must be one of :data:`FORMATS`."""
+    if value not in FORMATS:
+        raise InputError(f"--format must be one of {', '.join(FORMATS)} (got {value!r})")
+    return value
+
+
+def open_store(store: str | None, *, create: bool = False):
+    """The :class:`featurestore.Store` a ``--store`` value names (default ./emofs-store)."""
+    from featurestore import Store
+
+    return Store(store, create=create)
+
+
+# ------------------------------------------------------------------ printers
+def echo_json(value: Any) -> None:
+    """One JSON document on stdout (dates, paths and the like as strings)."""
+    typer.echo(json.dumps(value, default=str))
+
+
+def print_frame(frame, fmt: str, *, default_columns: list[str]) -> None:
+    """Print a polars DataFrame as a rich table, JSON array or CSV on stdout."""
+    if fmt == "json":
+        echo_json(frame.to_dicts())
+        return
+    if fmt == "csv":
+        sys.stdout.write(frame.write_csv())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    shown = [c for c in default_columns if c in frame.columns] or frame.columns
+    table = Table()
+    for column in shown:
+        table.add_column(column, overflow="fold")
+    for row in frame.select(shown).iter_rows():
+        table.add_row(*["" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row])
+    # Piped into a file or a pager, a table wrapped at rich's default 80 columns is
+    # unreadable: give it room (a terminal keeps its own width).
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    typer.echo(f"{frame.height} rows", err=True)

@@ -1,0 +1,100 @@
+"""Encoder commands: ``extract`` (run frozen encoders once) and ``encoders`` (the registry)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from .common import (
+    DeviceOpt,
+    EncoderBatchOpt,
+    FormatOpt,
+    JsonOpt,
+    StoreOpt,
+    WhereOpt,
+    check_format,
+    csv_list,
+    echo_json,
+    open_store,
+    print_frame,
+)
+
+__all__ = ["extract_command", "encoders_command"]
+
+_ENCODER_COLUMNS = ["encoder", "tag", "modality", "dim", "token_dim", "weights", "local"]
+
+
+def extract_command(
+    encoders: Annotated[
+        str,
+        typer.Option("--encoders", "-e", help="Comma-separated NAME[:WEIGHTS] (tag, hub id or directory)."),
+    ] = "hubert,mae,videomae,eva",
+    where: WhereOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: EncoderBatchOpt = 16,
+    workers: Annotated[
+        str, typer.Option("--workers", help="Decoding processes: auto (one per core; all but one with a GPU) or N (0: in-process).")
+    ] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="Stored float type: float16 or float32.")] = "float16",
+    tokens: Annotated[
+        Optional[str], typer.Option("--tokens", help="Token counts per encoder, e.g. eva=64,hubert=32.")
+    ] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run frozen encoders over the store's clips once; reruns skip what is up to date.
+
+    Each clip is decoded once for all encoders (worker processes), encoders run batched,
+    results are upserted per batch (a killed run resumes). Failures go to errors.lance.
+
+    Examples:
+      emofs extract --encoders hubert:tiny,mae:tiny,videomae:tiny,eva:tiny,egemaps
+      emofs extract --encoders eva:/models/eva-g --tokens eva=64 --where "split = 'train'"
+    """
+    from extractors import extract, parse_token_counts
+
+    token_counts = parse_token_counts(tokens)  # a bad --tokens fails before the store opens
+    report = extract(
+        open_store(store), csv_list(encoders, "--encoders"), where=where, device=device,
+        batch_size=batch_size, workers=workers, dtype=dtype, tokens=token_counts,
+    )
+    if as_json:
+        echo_json(report.as_dict())
+        return
+    typer.echo(
+        f"{report.clips} clips, {report.decoded} decoded ({report.clips_per_s:.1f} clips/s), "
+        f"{report.decode_errors} failed to decode, {report.seconds:.1f}s on {report.device}"
+    )
+    for name, enc in report.encoders.items():
+        typer.echo(
+            f"  {name:<9} {enc.extracted} extracted, {enc.up_to_date} up to date, "
+            f"{enc.not_applicable} not applicable, {enc.failed} failed"
+        )
+    if report.bottleneck:
+        typer.echo(f"bottleneck: {report.bottleneck}")
+    if report.errors:
+        typer.echo(f"{len(report.errors)} failures recorded: see `emofs errors`", err=True)
+
+
+def encoders_command(fmt: FormatOpt = "table") -> None:
+    """List the encoder registry: tags, modality, dim, default weights, availability.
+
+    Examples:
+      emofs encoders
+      emofs encoders --format json
+    """
+    import polars as pl
+
+    from extractors import encoder_table
+
+    check_format(fmt)
+    frame = pl.DataFrame(encoder_table())
+    if fmt == "table":  # the default tag starred instead of a true/false column
+        frame = frame.with_columns(
+            pl.when(pl.col("default")).then(pl.col("tag") + " *").otherwise(pl.col("tag")).alias("tag"),
+            pl.when(pl.col("available")).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("local"),
+        )
+    print_frame(frame, fmt, default_columns=_ENCODER_COLUMNS)
+    if fmt == "table":
+        typer.echo("* default tag; local: weights on this machine (tiny / none need none)", err=True)

@@ -1,0 +1,205 @@
+"""Head commands: ``train head``, ``eval``, ``ablate``, ``predict``.
+
+``train head`` and ``ablate`` take the same ~20 flags of a head run; they are listed once,
+in :data:`_HEAD_FLAGS`, and :func:`_head_options` puts them in front of each command's
+own parameters, handing their values to the command as ``**flags`` (the fields of
+:class:`heads.HeadConfig`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from .common import FormatOpt, JsonOpt, StoreOpt, WhereOpt, check_format, echo_json, open_store, print_frame, sub_app
+
+__all__ = ["train_app", "train_head_command", "eval_command", "ablate_command", "predict_command"]
+
+train_app = sub_app("Train models from cached features (no encoder runs).")
+
+_DropMissingOpt = Annotated[
+    bool, typer.Option("--drop-missing", help="Drop clips lacking a feature set (reported) instead of failing.")
+]
+_OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Run directory. [default: runs/<time>-<encoders>]")]
+_RunArg = Annotated[Path, typer.Argument(help="A run directory written by `emofs train head`.")]
+
+_REQUIRED = inspect.Parameter.empty
+#: The flags of a head run, in help order: (HeadConfig field, option, default).
+_HEAD_FLAGS: tuple[tuple[str, Any, Any], ...] = (
+    ("encoders", Annotated[str, typer.Option("--encoders", "-e", help="Comma-separated feature sets to fuse.")],
+     _REQUIRED),
+    ("label", Annotated[str, typer.Option("--label", help="Clip column holding the class.")], "label"),
+    ("where", WhereOpt, None),
+    ("split_by", Annotated[Optional[str], typer.Option(
+        "--split-by", help="Group column for a group split, e.g. speaker (speaker-independent).")], None),
+    ("folds", Annotated[int, typer.Option(
+        "--folds", help="Group k-fold with K folds (needs --split-by); 0: one split.")], 0),
+    ("fold", Annotated[int, typer.Option("--fold", help="Test fold of --folds (the next fold validates).")], 0),
+    ("fusion", Annotated[str, typer.Option("--fusion", help="concat or attention (softmax over modalities).")],
+     "concat"),
+    ("hidden", Annotated[int, typer.Option("--hidden", help="Projector width (Emotion-LLaMA: 4096).")], 256),
+    ("dropout", Annotated[float, typer.Option("--dropout", help="Dropout on projected features.")], 0.2),
+    ("epochs", Annotated[int, typer.Option("--epochs", help="Maximum epochs (early stopping may end sooner).")], 30),
+    ("lr", Annotated[float, typer.Option("--lr", help="AdamW learning rate.")], 1e-3),
+    ("batch_size", Annotated[int, typer.Option("--batch-size", help="Clips per step.")], 256),
+    ("seed", Annotated[int, typer.Option("--seed", help="Seed of split, weights and shuffling.")], 0),
+    ("patience", Annotated[int, typer.Option("--patience", help="Epochs without improvement before stopping.")], 5),
+    ("monitor", Annotated[str, typer.Option(
+        "--monitor", help="Validation figure: weighted_f1, macro_f1, uar, accuracy.")], "weighted_f1"),
+    ("class_weights", Annotated[bool, typer.Option(
+        "--class-weights/--no-class-weights", help="Inverse-frequency class weights in the loss.")], True),
+    ("standardize", Annotated[bool, typer.Option(
+        "--standardize/--no-standardize", help="Z-score inputs with train-set statistics.")], True),
+    ("drop_missing", _DropMissingOpt, False),
+    ("preload", Annotated[str, typer.Option(
+        "--preload", help="auto (if it fits in memory), always or never (stream).")], "auto"),
+    ("workers", Annotated[int, typer.Option("--workers", help="Loader processes when streaming (spawn).")], 0),
+    ("max_steps", Annotated[int, typer.Option("--max-steps", help="Stop after N steps (-1: no limit).")], -1),
+    ("threads", Annotated[int, typer.Option(
+        "--threads", help="Torch CPU threads (0: torch default; 1 is often faster on a busy CPU).")], 0),
+)
+
+
+def _head_options(*, skip: tuple[str, ...] = ()) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the head-run flags (less ``skip``) before its own parameters.
+
+    The command declares only its own parameters plus ``**flags``; Typer sees the full
+    signature and calls it with every flag by name.
+    """
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=option, default=default)
+              for name, option, default in _HEAD_FLAGS if name not in skip]
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in inspect.signature(command, eval_str=True).parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+
+        @functools.wraps(command)
+        def with_head_flags(**values: Any) -> None:
+            return command(**values)
+
+        with_head_flags.__signature__ = inspect.Signature(shared + own)  # type: ignore[attr-defined]
+        return with_head_flags
+
+    return decorate
+
+
+def _head_config(flags: dict[str, Any]):
+    """The :class:`heads.HeadConfig` of the shared head flags (its checks name the flag)."""
+    from heads.config import HeadConfig
+
+    return HeadConfig(**flags)
+
+
+@train_app.command("head")
+@_head_options()
+def train_head_command(out: _OutOpt = None, store: StoreOpt = None, as_json: JsonOpt = False,
+                       **flags: Any) -> None:
+    """Train projector + fusion + classifier heads on cached features (Lightning).
+
+    The run directory gets config.json, labels.json, features.json, splits.csv,
+    metrics.csv, checkpoints/best.ckpt, metrics.json, confusion.png and curves.png.
+
+    Examples:
+      emofs train head --encoders hubert,mae,videomae,eva --split-by speaker
+      emofs train head -e egemaps --fusion attention --hidden 128 --epochs 50 --out runs/egemaps
+    """
+    from heads.train import prefetch_lightning, train_head
+
+    prefetch_lightning()  # import Lightning while the flags are checked and data loads
+    result = train_head(open_store(store), _head_config(flags), out=out)
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    _print_figures(result.test, title=f"{result.run_dir} test (best epoch {result.best_epoch})")
+    typer.echo(f"run: {result.run_dir}")
+
+
+def _print_figures(figures: dict[str, Any], *, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    head = Table("clips", "accuracy (WAR)", "weighted F1", "macro F1", "UAR", title=title)
+    head.add_row(str(figures["n"]), *(f"{figures[k]:.3f}" for k in ("accuracy", "weighted_f1", "macro_f1", "uar")))
+    per = Table("label", "precision", "recall", "F1", "support")
+    for name, row in figures["per_class"].items():
+        per.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    console = Console()
+    console.print(head)
+    console.print(per)
+
+
+def eval_command(
+    run: _RunArg,
+    where: WhereOpt = None,
+    drop_missing: _DropMissingOpt = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a trained head on any labelled clips of the store.
+
+    Examples:
+      emofs eval runs/20250101-120000-hubert+mae --where "split = 'test'"
+      emofs eval runs/egemaps --where "speaker = '1001'" --json
+    """
+    from heads.predict import evaluate_run
+
+    figures = evaluate_run(open_store(store), run, where=where, drop_missing=drop_missing)
+    if as_json:
+        echo_json(figures)
+        return
+    _print_figures(figures, title=f"{figures['run_id']}" + (f" where {where}" if where else ""))
+
+
+@_head_options(skip=("workers",))
+def ablate_command(out: _OutOpt = None, fmt: FormatOpt = "table", store: StoreOpt = None,
+                   **flags: Any) -> None:
+    """Train a head on every non-empty subset of --encoders (same clips, split and seed).
+
+    Writes one run per subset plus ablation.csv and ablation.png under --out.
+
+    Examples:
+      emofs ablate --encoders hubert,mae,videomae,eva --split-by speaker
+      emofs ablate -e egemaps,text --epochs 20 --out runs/ablation-1 --format csv
+    """
+    from heads.train import ablate, prefetch_lightning
+
+    check_format(fmt)
+    prefetch_lightning()
+    cfg = _head_config(flags)
+    frame = ablate(open_store(store), cfg, out=out)
+    print_frame(frame, fmt, default_columns=["encoders", "accuracy", "weighted_f1", "macro_f1", "uar",
+                                             f"val_{cfg.monitor}", "best_epoch"])
+
+
+def predict_command(
+    run: _RunArg,
+    where: WhereOpt = None,
+    name: Annotated[
+        Optional[str], typer.Option("--name", help="Dataset name predictions/<name>.lance. [default: run id]")
+    ] = None,
+    drop_missing: _DropMissingOpt = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict clips with a trained head into predictions/<run>.lance (upsert by clip_id).
+
+    Rows: clip_id, run_id, label, confidence, probs, prob_<label> per class,
+    model_fingerprint, predicted_at.
+
+    Examples:
+      emofs predict runs/20250101-120000-hubert+mae
+      emofs predict runs/egemaps --where "label IS NULL" --name egemaps-unlabelled
+    """
+    from heads.predict import predict_to_store
+
+    report = predict_to_store(open_store(store), run, where=where, name=name, drop_missing=drop_missing)
+    if as_json:
+        echo_json(report)
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in report["labels"].items())
+    typer.echo(f"{report['rows']} clips -> {report['dataset']} (version {report['version']}): {counts}")

@@ -1,0 +1,161 @@
+"""LLM commands: ``llm train``, ``llm ask``, ``llm eval``, ``llm tiny``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from featurestore.errors import InputError
+
+from .common import JsonOpt, StoreOpt, WhereOpt, csv_list, echo_json, open_store, sub_app
+
+__all__ = ["llm_app", "llm_train_command", "llm_ask_command", "llm_eval_command", "llm_tiny_command"]
+
+llm_app = sub_app("LoRA LLaMA instruction tuning from cached features: train, ask, eval.")
+
+_MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens")]
+
+
+@llm_app.command("train")
+def llm_train_command(
+    base: Annotated[str, typer.Option("--base", help="Hub id or local directory of a LLaMA-family causal LM.")],
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Run directory to create. [default: runs/llm-<time>]")
+    ] = None,
+    encoders: Annotated[
+        str, typer.Option("--encoders", help="Feature sets giving one <FeatureHere> token each ('none': no such tokens).")
+    ] = "mae,videomae,hubert,eva",
+    video: Annotated[str, typer.Option("--video", help="Feature set whose tokens fill <VideoHere> ('none' to skip).")] = "eva",
+    task: Annotated[str, typer.Option("--task", help="Tasks and mix: emotion | emotion,reason | emotion=0.7,reason=0.3.")] = "emotion",
+    epochs: Annotated[int, typer.Option("--epochs")] = 3,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after N steps (overrides --epochs).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
+    lr: Annotated[float, typer.Option("--lr")] = 1e-4,
+    lora_r: Annotated[int, typer.Option("--lora-r")] = 64,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha")] = 16,
+    lora_dropout: Annotated[float, typer.Option("--lora-dropout")] = 0.05,
+    lora_targets: Annotated[str, typer.Option("--lora-targets", help="Comma-separated module names.")] = "q_proj,v_proj",
+    merge: Annotated[int, typer.Option("--merge", help="Adjacent video tokens merged into one (MiniGPT-v2: 4).")] = 4,
+    max_video_tokens: Annotated[Optional[int], typer.Option("--max-video-tokens")] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Label set (default: the clips' labels).")] = None,
+    where: WhereOpt = None,
+    description_column: Annotated[str, typer.Option("--description-column", help="Clip column with reasoning answers.")] = "description",
+    precision: Annotated[str, typer.Option("--precision", help="auto, 32, bf16 or 16.")] = "auto",
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
+    projectors_from: Annotated[Optional[str], typer.Option("--projectors-from", help="Head run to initialise projectors.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train LoRA adapters + projectors from the store's cached features (Lightning).
+
+    Saves adapter/ (safetensors), projectors.safetensors, config.json and metrics.csv.
+
+    Examples:
+      emofs llm train --base meta-llama/Llama-2-7b-chat-hf --out runs/llm1
+      emofs llm train --base ./tiny-llama --encoders mae,hubert --video none --task emotion,reason --out runs/t
+    """
+    from llm import LLMConfig, parse_tasks, train
+
+    config = LLMConfig(
+        base=base, feature_encoders=tuple(csv_list(encoders, "--encoders")),
+        video_encoder=(csv_list(video, "--video") or [None])[0], tasks=parse_tasks(task), epochs=epochs,
+        max_steps=max_steps, batch_size=batch_size, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout, target_modules=tuple(csv_list(lora_targets, "--lora-targets")), merge=merge,
+        max_video_tokens=max_video_tokens, labels=csv_list(labels, "--labels") or None, where=where,
+        description_column=description_column, precision=precision,
+        gradient_checkpointing=gradient_checkpointing, projectors_from=projectors_from, seed=seed,
+    )
+    if out is None:
+        import time
+
+        out = Path("runs") / time.strftime("llm-%Y%m%d-%H%M%S")
+    result = train(open_store(store), config, out, progress=not as_json)
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+    typer.echo(f"trained {result.steps} steps on {result.clips} clips in {result.seconds:.1f}s "
+               f"(final loss {loss}, {result.trainable_params:,} trainable parameters) -> {result.run_dir}")
+
+
+@llm_app.command("ask")
+def llm_ask_command(
+    target: Annotated[str, typer.Argument(help="A clip_id in the store, or a media file (extracted on the fly).")],
+    run: Annotated[Path, typer.Option("--run", help="An `emofs llm train` run directory.")],
+    question: Annotated[Optional[str], typer.Option("--question", help="Replace the task instruction.")] = None,
+    task: Annotated[str, typer.Option("--task", help="emotion or reason.")] = "emotion",
+    subtitle: Annotated[Optional[str], typer.Option("--subtitle", help="What the person says (default: the clip's).")] = None,
+    max_new_tokens: _MaxNewTokensOpt = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the run's answer for one clip (greedy decoding).
+
+    Examples:
+      emofs llm ask crema_d/mp4/1001_DFA_ANG_XX --run runs/llm1
+      emofs llm ask new.mp4 --run runs/llm1 --task reason
+    """
+    from workflows.ask import ask
+
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens must be >= 1 (got {max_new_tokens})")
+    result = ask(run, target, open_store(store), question=question, task=task, subtitle=subtitle,
+                 max_new_tokens=max_new_tokens)
+    if as_json:
+        echo_json(result)
+        return
+    typer.echo(result["answer"])
+
+
+@llm_app.command("eval")
+def llm_eval_command(
+    run: Annotated[Path, typer.Argument(help="An `emofs llm train` run directory.")],
+    where: WhereOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Report folder [default: RUN/eval].")] = None,
+    max_new_tokens: _MaxNewTokensOpt = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate answers for labelled clips; report accuracy, weighted F1, UAR, WAR, confusion.
+
+    Examples:
+      emofs llm eval runs/llm1 --where "split = 'test'"
+    """
+    from llm import evaluate
+
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1 (got {batch_size})")
+    result = evaluate(run, open_store(store), where=where, batch_size=batch_size, out_dir=out,
+                      max_new_tokens=max_new_tokens, progress=not as_json)
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    m = result.metrics
+    typer.echo(f"{result.n} clips: accuracy {m['accuracy']:.3f}  weighted F1 {m['weighted_f1']:.3f}  "
+               f"UAR {m['uar']:.3f}  WAR {m['war']:.3f}  ({result.unmatched} answers named no label) "
+               f"-> {result.out_dir}")
+
+
+@llm_app.command("tiny")
+def llm_tiny_command(
+    folder: Annotated[Path, typer.Argument(help="Folder to write the tiny model and tokenizer into.")],
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Label words (default: the store's labels).")] = None,
+    no_chat_template: Annotated[bool, typer.Option("--no-chat-template", help="Use the [INST] fallback.")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Build a tiny random LLaMA + tokenizer offline (for demos and tests; not a real model).
+
+    Examples:
+      emofs llm tiny tiny-llama && emofs llm train --base tiny-llama --out runs/demo
+    """
+    from llm.tiny import build_tiny_llama, vocabulary_from_store
+
+    words, texts = csv_list(labels, "--labels"), []
+    if not words or store:  # the store's labels, and its subtitles / descriptions for the tokenizer
+        words, texts = vocabulary_from_store(open_store(store), words)
+    path = build_tiny_llama(folder, words, extra_text=texts, chat_template=not no_chat_template)
+    typer.echo(f"wrote a tiny LLaMA ({len(words)} label words) to {path}")

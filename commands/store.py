@@ -1,0 +1,242 @@
+"""Store commands: ingest, info, clips, errors, vacuum, samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, List, Optional
+
+import typer
+
+from featurestore.errors import InputError
+
+from .common import (
+    FormatOpt,
+    JsonOpt,
+    StoreOpt,
+    WhereOpt,
+    check_format,
+    csv_list,
+    echo_json,
+    open_store,
+    print_frame,
+)
+
+__all__ = [
+    "ingest_command",
+    "info_command",
+    "clips_command",
+    "errors_command",
+    "vacuum_command",
+    "samples_command",
+]
+
+_CLIP_COLUMNS = ["clip_id", "modality", "duration_s", "label", "speaker", "split"]
+_ERROR_COLUMNS = ["stage", "encoder", "uri", "message"]
+
+
+# ------------------------------------------------------------------------ ingest
+def ingest_command(
+    paths: Annotated[List[Path], typer.Argument(help="Folders (walked recursively) or media files.")],
+    labels: Annotated[
+        Optional[Path],
+        typer.Option("--labels", help="CSV with a path, clip_id or name column + annotations."),
+    ] = None,
+    store: StoreOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Clips per commit.")] = 256,
+    workers: Annotated[int, typer.Option("--workers", help="Probe threads.")] = 4,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add media files to the store (probe, hash, label); re-running is a no-op.
+
+    Video: mp4 mkv avi mov webm flv. Audio: wav mp3 flac m4a ogg. Unreadable files are
+    recorded in errors.lance and skipped.
+
+    Examples:
+      emofs ingest ../shared/data --labels ../shared/data/labels.csv
+      emofs ingest new_clips/ a.mp4 --store s3://bucket/emofs
+    """
+    from extractors import ingest
+
+    report = ingest(paths, open_store(store, create=True), labels=labels, batch_size=batch_size,
+                    workers=workers)
+    if as_json:
+        echo_json(report.as_dict())
+        return
+    _print_ingest(report)
+
+
+def _print_ingest(report) -> None:
+    typer.echo(
+        f"{report.files} files: {report.new} new, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {len(report.errors)} unreadable; "
+        f"{report.annotated} clips got new labels ({report.seconds:.1f}s, "
+        f"store version {report.version_before} -> {report.version_after})"
+    )
+    unmatched = report.unmatched_labels
+    if unmatched:
+        examples = ", ".join(k for _, k in unmatched[:5])
+        lines = ", ".join(str(n) for n, _ in unmatched[:5])
+        typer.echo(
+            f"{len(unmatched)} label rows matched no clip "
+            f"(lines {lines}: {examples}{', ...' if len(unmatched) > 5 else ''})",
+            err=True,
+        )
+    if report.ambiguous_labels:
+        typer.echo(
+            f"{len(report.ambiguous_labels)} label rows name several clips and were skipped "
+            f"(e.g. {', '.join(report.ambiguous_labels[:5])}): use a path or clip_id column",
+            err=True,
+        )
+
+
+# -------------------------------------------------------------------------- info
+def info_command(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Summarise the store: clips by modality and label, feature sets, indexes, errors.
+
+    Examples:
+      emofs info
+      emofs info --json | jq .labels
+    """
+    from featurestore import store_info
+
+    summary = store_info(open_store(store))
+    if as_json:
+        echo_json(summary)
+        return
+    _print_info(summary)
+
+
+def _print_info(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"[bold]store[/bold] {summary['store']}  version {summary['version']}  "
+                  f"{_human_bytes(summary['size_bytes'])}")
+    mods = summary["modalities"]
+    console.print(
+        f"[bold]clips[/bold] {summary['clips']}  (audio+video {mods['audio+video']}, "
+        f"video only {mods['video']}, audio only {mods['audio']}"
+        + (f", no media {mods['none']}" if mods.get("none") else "") + ")"
+    )
+    if summary["labels"]:
+        console.print("[bold]labels[/bold] " + ", ".join(f"{k} {v}" for k, v in summary["labels"].items()))
+    if summary["features"]:
+        console.print(_feature_table(summary["features"]))
+    else:
+        console.print("[bold]features[/bold] none yet (run `emofs extract`)")
+    if summary["indexes"]:
+        described = [
+            f"{name} ({m.get('kind', '?')}, {m.get('rows', '?')} rows"
+            + (", fused " + "+".join(m["encoders"]) if m.get("fused") else "") + ")"
+            for name, m in summary["indexes"].items()
+        ]
+        console.print("[bold]indexes[/bold] " + ", ".join(described))
+    if summary["predictions"]:
+        console.print("[bold]predictions[/bold] " + ", ".join(summary["predictions"]))
+    errors = summary["errors"]
+    stages = ", ".join(f"{k} {v}" for k, v in summary["errors_by_stage"].items())
+    console.print(f"[bold]errors[/bold] {errors}" + (f" ({stages}; see `emofs errors`)" if errors else ""))
+
+
+def _feature_table(features: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table("feature set", "rows", "dim", "dtype", "tokens", "weights", title=None)
+    for name, fs in features.items():
+        spec = fs.get("spec") or {}
+        table.add_row(name, str(fs["rows"]), str(fs["dim"]), str(fs["dtype"]),
+                      "yes" if fs["has_tokens"] else "no", str(spec.get("weights", "")))
+    return table
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+# ------------------------------------------------------------------ clips, errors
+def clips_command(
+    where: WhereOpt = None,
+    fmt: FormatOpt = "table",
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="At most N rows.")] = None,
+    columns: Annotated[
+        Optional[str], typer.Option("--columns", help="Comma-separated columns to show.")
+    ] = None,
+    store: StoreOpt = None,
+) -> None:
+    """List clips (all columns in json/csv; a short table otherwise).
+
+    Examples:
+      emofs clips --where "label = 'sad' AND modality = 'audio+video'"
+      emofs clips --format csv --limit 100 > clips.csv
+    """
+    check_format(fmt)
+    wanted = csv_list(columns, "--columns") or None
+    frame = open_store(store).clips(where=where, limit=limit, columns=wanted)
+    print_frame(frame, fmt, default_columns=_CLIP_COLUMNS)
+
+
+def errors_command(where: WhereOpt = None, fmt: FormatOpt = "table", store: StoreOpt = None) -> None:
+    """List files that failed a stage (ingest, decode, encode), with the reason.
+
+    Examples:
+      emofs errors --where "stage = 'ingest'"
+    """
+    check_format(fmt)
+    frame = open_store(store).errors(where=where).drop("error_key")
+    print_frame(frame, fmt, default_columns=_ERROR_COLUMNS)
+
+
+# ------------------------------------------------------------------------ vacuum
+def vacuum_command(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Delete files of versions older than this: 0, 30m, 12h, 7d.")
+    ] = "1h",
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compact every dataset and delete the files only old versions still use.
+
+    Batch commits and compaction leave replaced files behind for Lance's version history;
+    this reclaims them. The current data is never touched. Run it while no other emofs
+    command writes to the store.
+
+    Examples:
+      emofs vacuum                 # versions older than an hour
+      emofs vacuum --older-than 0  # everything but the current version
+    """
+    from featurestore.maintenance import parse_age, vacuum
+
+    age = parse_age(older_than)  # a bad --older-than fails before the store is opened
+    target = open_store(store)
+    report = vacuum(target, age)
+    if as_json:
+        echo_json(report.as_dict())
+        return
+    for row in report.datasets:
+        typer.echo(f"  {row.dataset:<32} {row.bytes_before / 2**20:8.1f} -> {row.bytes_after / 2**20:.1f} MiB, "
+                   f"fragments {row.fragments_before} -> {row.fragments_after}, "
+                   f"{row.versions_removed} old versions removed")
+    typer.echo(f"store {target.uri}: {report.bytes_before / 2**20:.1f} MiB -> "
+               f"{report.bytes_after / 2**20:.1f} MiB")
+
+
+# ----------------------------------------------------------------------- samples
+def samples_command(
+    folder: Annotated[Path, typer.Argument(help="Folder to write the clips and labels.csv into.")],
+    per_label: Annotated[int, typer.Option("--per-label", help="Clips per label and kind.")] = 3,
+) -> None:
+    """Write synthetic sample clips (drawn faces + tones) for a demo without real data.
+
+    Examples:
+      emofs samples demo-clips && emofs ingest demo-clips --labels demo-clips/labels.csv
+    """
+    from extractors.samples import write_sample_clips
+
+    if per_label < 1:
+        raise InputError(f"--per-label must be >= 1 (got {per_label})")
+    labels = write_sample_clips(folder, per_label=per_label)
+    typer.echo(f"wrote sample clips and {labels}")
