@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from featurestore.errors import EmofsError, InputError
+from featurestore.parsing import csv_list
 
 __all__ = [
     "EmofsGroup",
@@ -86,16 +87,6 @@ FORMATS = ("table", "json", "csv")
 
 
 # ------------------------------------------------------------------ flag parsing
-def csv_list(value: str | None, flag: str = "this option") -> list[str]:
-    """Parse a comma-separated flag value; None, '' and 'none' give an empty list."""
-    if value is None or value.strip().lower() in ("", "none"):
-        return []
-    items = [v.strip() for v in value.split(",")]
-    if not all(items):
-        raise InputError(f"{flag} takes a comma-separated list without empty items (got {value!r})")
-    return items
-
-
 def check_format(value: str) -> str:
     """``--format`` must be one of :data:`FORMATS`."""
     if value not in FORMATS:

@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+from featurestore.lazy import lazy_attributes
+
 from .config import HeadConfig
 from .metrics import classification_metrics, confusion_matrix
 
@@ -38,11 +40,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

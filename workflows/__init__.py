@@ -10,6 +10,8 @@ Only ``cli.py`` / ``commands`` (and the web app) sit above this package.
 
 from __future__ import annotations
 
+from featurestore.lazy import lazy_attributes
+
 __all__ = ["label", "LabelConfig", "LabelReport", "find_similar", "similar", "ask"]
 
 _LAZY = {
@@ -22,11 +24,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

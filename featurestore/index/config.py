@@ -7,20 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
+from ..parsing import csv_list
 from .files import check_index_name
 from .kinds import KINDS
 
 __all__ = ["IndexConfig", "IndexBuildReport"]
-
-
-def _csv_list(value: str | None, flag: str) -> list[str]:
-    """Parse a comma-separated flag value; None, '' and 'none' give an empty list."""
-    if value is None or value.strip().lower() in ("", "none"):
-        return []
-    items = [v.strip() for v in value.split(",")]
-    if not all(items):
-        raise InputError(f"{flag} takes a comma-separated list without empty items (got {value!r})")
-    return items
 
 
 @dataclass
@@ -110,11 +101,11 @@ class IndexConfig:
         """
         if bool(encoder) == bool(fused):
             raise InputError("pass exactly one of --encoder NAME or --fused A,B")
-        encoders = [encoder] if encoder else _csv_list(fused, "--fused")
+        encoders = [encoder] if encoder else csv_list(fused, "--fused")
         if weights is not None and not fused:
             raise InputError("--weights goes with --fused A,B (one weight per encoder)")
         try:
-            parsed = [float(w) for w in _csv_list(weights, "--weights")] if weights else None
+            parsed = [float(w) for w in csv_list(weights, "--weights")] if weights else None
         except ValueError as exc:
             raise InputError(f"--weights must be numbers, e.g. 1,0.5 (got {weights!r})") from exc
         return cls(encoders, parsed, **rest)
