@@ -46,7 +46,8 @@ def store_info(store: Store) -> dict[str, Any]:
         modalities[value or "none"] = count
     labels = {
         (value if value is not None else "<none>"): count
-        for value, count in clips.group_by("label").len().sort("len", descending=True).iter_rows()
+        for value, count in clips.group_by("label").len()
+        .sort(["len", "label"], descending=[True, False], nulls_last=True).iter_rows()
     }
     errors = store.errors()
     by_stage = dict(errors.group_by("stage").len().iter_rows()) if errors.height else {}
