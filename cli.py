@@ -35,6 +35,7 @@ app.command("ablate")(heads.ablate_command)
 app.command("predict")(heads.predict_command)
 app.command("label")(label.label_command)
 app.command("vacuum")(store.vacuum_command)
+app.command("check")(store.check_command)
 app.command("samples")(store.samples_command)
 
 # Command groups.

@@ -136,9 +136,10 @@ def similar_command(
       emofs similar 03-01-04-01-01-01-05.mp4 --where "label = 'sad' AND split = 'train'"
       emofs similar new.mp4 --index hubert+eva --add --format json
     """
-    from workflows.similar import find_similar
+    from workflows.similar import check_query, find_similar
 
     check_format(fmt)
+    check_query(query)  # before the store is opened: "" is no folder to search for
     result = find_similar(open_store(store), query, k=k, index=index, where=where,
                           include_self=include_self, add=add)
     for note in result.notes:

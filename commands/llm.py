@@ -98,8 +98,9 @@ def llm_ask_command(
       emofs llm ask crema_d/mp4/1001_DFA_ANG_XX --run runs/llm1
       emofs llm ask new.mp4 --run runs/llm1 --task reason
     """
-    from workflows.ask import ask
+    from workflows.ask import ask, check_target
 
+    check_target(target)  # before the store and the model are opened
     if max_new_tokens is not None and max_new_tokens < 1:
         raise InputError(f"--max-new-tokens must be >= 1 (got {max_new_tokens})")
     result = ask(run, target, open_store(store), question=question, task=task, subtitle=subtitle,

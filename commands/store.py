@@ -1,4 +1,4 @@
-"""Store commands: ingest, info, clips, errors, vacuum, samples."""
+"""Store commands: ingest, info, clips, errors, vacuum, check, samples."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ __all__ = [
     "clips_command",
     "errors_command",
     "vacuum_command",
+    "check_command",
     "samples_command",
 ]
 
@@ -222,6 +223,47 @@ def vacuum_command(
                    f"{row.versions_removed} old versions removed")
     typer.echo(f"store {target.uri}: {report.bytes_before / 2**20:.1f} MiB -> "
                f"{report.bytes_after / 2**20:.1f} MiB")
+
+
+# ------------------------------------------------------------------------- check
+def check_command(
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Remove duplicate and orphan rows, rebuild damaged indexes.")
+    ] = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the store: duplicate keys, feature rows without a clip, damaged index files.
+
+    With --repair, keeps the newest row of each duplicated key, deletes orphan feature and
+    prediction rows and rebuilds damaged indexes (under the store's write lock). Exits 1
+    while problems remain.
+
+    Examples:
+      emofs check
+      emofs check --repair --json
+    """
+    from featurestore.check import check_store, repair_store
+
+    target = open_store(store)
+    report = repair_store(target) if repair else check_store(target)
+    if as_json:
+        echo_json(report.as_dict())
+    else:
+        done = report.repaired
+        if done:
+            typer.echo(f"repaired: {sum(done['duplicate_rows_removed'].values())} duplicate rows and "
+                       f"{sum(done['orphan_rows_removed'].values())} orphan rows removed, "
+                       f"{len(done['indexes_rebuilt'])} indexes rebuilt")
+            for note in done["notes"]:
+                typer.echo(note, err=True)
+        problems = report.problems()
+        for line in problems:
+            typer.echo(f"  {line}")
+        count = f"{len(problems)} problem" + ("s" if len(problems) > 1 else "")
+        typer.echo(f"store {report.store}: " + (count if problems else "ok"))
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 # ----------------------------------------------------------------------- samples

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -72,10 +73,17 @@ class _Candidate:
     rel_path: str
 
 
-def find_media(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, Path]]:
+def find_media(
+    paths: Iterable[str | os.PathLike],
+    *,
+    unreadable: list[tuple[Path, str]] | None = None,
+) -> Iterator[tuple[Path, Path]]:
     """Yield ``(root, file)`` for every media file under ``paths`` (sorted, no dot-files).
 
-    A folder is its own root; a single file's root is its parent folder.
+    A folder is its own root; a single file's root is its parent folder. A media name in a
+    folder that cannot be read as a file (a dangling symbolic link, a link loop, a FIFO) is
+    not yielded: it goes to ``unreadable`` as ``(path, reason)`` when that list is given
+    (``ingest`` turns each into an errors row), else it is skipped with a debug log line.
 
     Raises:
         InputError: a path does not exist, or a file given directly is not media.
@@ -83,6 +91,8 @@ def find_media(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, Path]
     for raw in paths:
         path = Path(raw).expanduser()
         if not path.exists():
+            if path.is_symlink():  # a dangling link or a link loop given by name
+                raise InputError(f"{path} is a {_unreadable_reason(path)}")
             raise InputError(f"{path} does not exist: pass existing folders or media files")
         path = path.resolve()
         if path.is_file():
@@ -98,7 +108,47 @@ def find_media(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, Path]
             for name in sorted(files):
                 if name.startswith(".") or Path(name).suffix.lower() not in MEDIA_EXTENSIONS:
                     continue
-                yield path, Path(folder) / name
+                file = Path(folder) / name
+                reason = _unreadable_reason(file)
+                if reason is None:
+                    yield path, file
+                elif unreadable is not None:
+                    unreadable.append((file, reason))
+                else:
+                    log.debug(f"skipped {file}: {reason}")
+
+
+def _unreadable_reason(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a media file (None when it can be)."""
+    import stat
+
+    try:
+        info = os.stat(path)  # follows links: a loop or a dangling one fails here
+    except OSError as exc:
+        if path.is_symlink():
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop (its chain of links never reaches a file): fix or remove the link"
+            return (f"dangling symbolic link to {os.readlink(path)!r}: restore its target "
+                    "or remove the link")
+        return f"cannot read file ({exc.strerror or exc}): check it exists and is readable"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a pipe, socket or device): copy the media into a file"
+    return None
+
+
+def _record_unreadable(store: Store, unreadable: list[tuple[Path, str]], report: IngestReport) -> None:
+    """One ``ingest`` errors row and one warning per file :func:`find_media` could not read."""
+    if not unreadable:
+        return
+    now = datetime.now(timezone.utc)
+    store.record_errors(
+        {"clip_id": None, "uri": str(path), "stage": "ingest", "encoder": None,
+         "message": reason, "at": now}
+        for path, reason in unreadable
+    )
+    for path, reason in unreadable:
+        log.warning(f"skipped {path}: {reason}")
+        report.errors.append((str(path), reason))
 
 
 def ingest(
@@ -126,12 +176,15 @@ def ingest(
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1 (got {batch_size})")
     labels_table = read_labels_csv(labels) if labels is not None else None  # fail early
+    store.check_writable()  # a read-only store fails here, before any file is probed
     report = IngestReport(version_before=store.version())
     existing = _existing_rows(store)
     allocator = ClipIdAllocator({cid: row["uri"] for cid, row in existing.items()})
+    synced = [report.version_before]  # the clips version the allocator has seen
 
     roots: list[Path] = []
-    found = list(find_media(paths))
+    found = list(find_media(paths, unreadable=(unreadable := [])))
+    _record_unreadable(store, unreadable, report)
     adoptable = _adoptable_rows(existing, [path for _, path in found])
     candidates: list[_Candidate] = []
     for root, path in found:
@@ -164,9 +217,7 @@ def ingest(
         for batch in _chunks(stale, batch_size):
             rows, errs = _probe_batch(batch, existing, workers)
             if rows:
-                store.upsert_clips(pa.Table.from_pylist(rows, schema=_MEDIA_SCHEMA))
-                store.clear_errors("ingest", [r["uri"] for r in rows])
-                _drop_stale_features(store, rows, existing)
+                _commit_clips(store, rows, allocator, existing, synced)
             if errs:
                 store.record_errors(errs)
                 for err in errs:
@@ -181,10 +232,34 @@ def ingest(
             advance(len(batch))
 
     if labels_table is not None:
-        _apply_labels(store, labels_table, Path(labels), roots, failed, report)
+        with store.writing():  # the label join reads the clips it then updates
+            _apply_labels(store, labels_table, Path(labels), roots, failed, report)
     report.version_after = store.version()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _commit_clips(store: Store, rows: list[dict[str, Any]], allocator: ClipIdAllocator,
+                  existing: dict[str, dict[str, Any]], synced: list) -> None:
+    """Settle the batch's clip ids and upsert it: one critical section under the write lock.
+
+    Ids were allocated against the store as it was when the run started; another process
+    may have committed some of them since (two ingests of folders with the same relative
+    paths). Under the lock the allocator takes in every row committed meanwhile (only when
+    the clips version moved past ``synced[0]``), re-settles each row's id, and the batch
+    commits before any other writer can take those ids.
+    """
+    with store.writing():
+        version = store.version()
+        if version != synced[0]:
+            table = store.table(CLIPS, columns=["clip_id", "uri"])
+            allocator.sync(dict(zip(table.column("clip_id").to_pylist(),
+                                    table.column("uri").to_pylist())))
+        for row in rows:
+            row["clip_id"] = allocator.allocate(row["uri"], Path(row["root"]), row["rel_path"])
+        synced[0] = store.upsert_clips(pa.Table.from_pylist(rows, schema=_MEDIA_SCHEMA))
+        store.clear_errors("ingest", [r["uri"] for r in rows])
+        _drop_stale_features(store, rows, existing)
 
 
 def _existing_rows(store: Store) -> dict[str, dict[str, Any]]:

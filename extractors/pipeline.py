@@ -211,6 +211,7 @@ def extract(
     Raises:
         InputError: bad flags, unknown encoders, unavailable weights (before decoding).
         StoreNotFoundError: the store holds no clips.
+        StoreError: the store is not writable (before decoding).
     """
     from .encoders.base import resolve_device
 
@@ -219,6 +220,7 @@ def extract(
                         batch_size, workers, dtype, dict(tokens or {}), media or MediaConfig())
     if not store.exists():
         raise StoreNotFoundError(f"no clips in {store.uri}: run `emofs ingest PATH --store {store.uri}` first")
+    store.check_writable()  # a read-only store fails here, before encoders load or media decode
     dev = resolve_device(cfg.device)
     loaded = load_encoders(cfg.encoders, dev, cfg.tokens)
     report = ExtractReport(device=dev)

@@ -8,6 +8,9 @@ A worker that dies (a decoder crashing on a file, the OS killing it) breaks the 
 clips that were in flight are then prepared again one at a time in a fresh one-process
 pool: a clip that kills that process too gets an error result (an ``errors.lance`` row)
 and every other clip goes through, so one bad file never stops a run.
+
+A worker whose parent dies (``kill -9`` of ``emofs extract`` / ``emofs label``) exits
+within a second (:func:`exit_with_parent`) instead of lingering with parent 1.
 """
 
 from __future__ import annotations
@@ -21,18 +24,24 @@ from featurestore.errors import EmofsError
 from .media import MediaConfig
 from .prepare import Job, built_in_this_process, empty_result, error_message, in_worker_refs, prepare_clip
 
-__all__ = ["prepared", "cores", "parse_workers", "resolve_workers", "CRASHED"]
+__all__ = ["prepared", "cores", "parse_workers", "resolve_workers", "exit_with_parent", "CRASHED"]
 
 #: The error recorded for a clip whose preparation kills its process every time.
 CRASHED = "the decoding process died on this file twice (a decoder crash, or killed for memory)"
 
 _WORKER_STATE: dict[str, Any] = {}
+#: How often a worker checks that its parent is alive (seconds).
+_PARENT_POLL_S = 1.0
 
 
-def _init_worker(worker_refs: tuple, media: MediaConfig, decode_threads: int) -> None:
-    """(In each decoding process) its share of the cores; build the in-worker encoders."""
+def _init_worker(worker_refs: tuple, media: MediaConfig, decode_threads: int,
+                 parent_pid: int | None = None) -> None:
+    """(In each decoding process) its share of the cores; build the in-worker encoders;
+    exit with the parent (``parent_pid``)."""
     import signal
 
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
     import cv2
 
     # Ctrl-C is the main process's to handle: it stops feeding clips and lets the ones
@@ -41,6 +50,27 @@ def _init_worker(worker_refs: tuple, media: MediaConfig, decode_threads: int) ->
     cv2.setNumThreads(1)
     _WORKER_STATE["media"], _WORKER_STATE["threads"] = media, decode_threads
     _WORKER_STATE["encoders"] = built_in_this_process(worker_refs)
+
+
+def exit_with_parent(parent_pid: int, interval_s: float = _PARENT_POLL_S) -> None:
+    """(In a worker process) end this process within ``interval_s`` of its parent's death.
+
+    A parent killed with SIGKILL runs no cleanup, and the pool's queues stay open (every
+    worker holds their write ends), so without this its workers (~220 MB each) would wait
+    for work forever with parent 1. A daemon thread polls ``os.getppid()``: once it no
+    longer is ``parent_pid`` the process was re-parented and exits at once, even while its
+    main thread is inside a decoder.
+    """
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="emofs-exit-with-parent", daemon=True).start()
 
 
 def prepare_in_worker(job: Job) -> dict[str, Any]:
@@ -154,7 +184,9 @@ class _Starter:
     """Starts decoding pools with the same settings (checked to come up before use)."""
 
     def __init__(self, refs: tuple, media: MediaConfig, decode_threads: int):
-        self.initargs = (refs, media, decode_threads)
+        import os
+
+        self.initargs = (refs, media, decode_threads, os.getpid())
 
     def __call__(self, n_workers: int):
         import multiprocessing

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import InputError, MissingFeatureSetError
+from .filters import validate_where
 from .inventory import FINGERPRINT_KEY, SPEC_KEY
 from .schema import features_name
 from .store import Store, sql_in, sql_quote
@@ -108,17 +109,18 @@ def write_features(
     table = feature_table(clip_ids, vectors, tokens, schema)
 
     dataset = features_name(name)
-    ds = store.dataset(dataset)
-    if ds is not None and not _same_types(ds.schema, schema):
-        import lance
+    with store.writing():  # the type check, the write and the metadata: one writer at a time
+        ds = store.dataset(dataset)
+        if ds is not None and not _same_types(ds.schema, schema):
+            import lance
 
-        return lance.write_dataset(table, store.path(dataset), mode="overwrite").version
-    version = store.upsert(dataset, table, schema=schema)
-    ds = store.dataset(dataset)
-    if (ds.schema.metadata or {}).get(FINGERPRINT_KEY.encode()) != schema.metadata[FINGERPRINT_KEY.encode()]:
-        ds.replace_schema_metadata({k.decode(): v.decode() for k, v in schema.metadata.items()})
-        version = store.dataset(dataset).version
-    return version
+            return lance.write_dataset(table, store.path(dataset), mode="overwrite").version
+        version = store.upsert(dataset, table, schema=schema)
+        ds = store.dataset(dataset)
+        if (ds.schema.metadata or {}).get(FINGERPRINT_KEY.encode()) != schema.metadata[FINGERPRINT_KEY.encode()]:
+            ds.replace_schema_metadata({k.decode(): v.decode() for k, v in schema.metadata.items()})
+            version = store.dataset(dataset).version
+        return version
 
 
 def feature_table(
@@ -220,6 +222,7 @@ def read_features(
     ds = store.dataset(dataset)
     if ds is None:
         raise MissingFeatureSetError.of(store, name)
+    validate_where(where, ds.schema)  # before it is wrapped in (...): a stray ')' shows
     filters = [where] if where else []
     if clip_ids is not None and len(clip_ids) <= _IN_LIST_LIMIT:
         filters.append(sql_in("clip_id", clip_ids))

@@ -11,6 +11,8 @@ That commit is an upsert by ``clip_id``: in the same Lance transaction
 their keys gets a deletion-vector entry. A job killed before the commit leaves only
 unreferenced files (no row is visible twice or lost); a job killed after it has finished
 that chunk. Either way a rerun that plans from the committed state never duplicates a key.
+The driver's read of the stored keys and its commit hold the store's write lock
+(:meth:`Store.writing`), so another emofs process writing the same dataset waits.
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ def prepare_dataset(store: Store, name: str, schema: pa.Schema) -> int:
     """
     import lance
 
-    ds = store.dataset(name)
-    if ds is not None and _same_types(ds.schema, schema):
-        return ds.version
-    mode = "create" if ds is None else "overwrite"
-    return lance.write_dataset(schema.empty_table(), store.path(name), schema=schema, mode=mode).version
+    with store.writing():
+        ds = store.dataset(name)
+        if ds is not None and _same_types(ds.schema, schema):
+            return ds.version
+        mode = "create" if ds is None else "overwrite"
+        return lance.write_dataset(schema.empty_table(), store.path(name), schema=schema,
+                                   mode=mode).version
 
 def write_fragments(uri: str, table: pa.Table, schema: pa.Schema) -> list[str]:
     """Write ``table`` as uncommitted fragment(s) of the dataset at ``uri`` (worker side).
@@ -111,23 +115,24 @@ def commit_fragments(
 
     uri = store.path(name)
     metas = fragments_from_json(fragments)
-    ds = store.dataset(name)
-    if ds is None:
-        raise StoreError(f"{uri} does not exist: call prepare_dataset() before writing fragments")
-    if not _same_types(ds.schema, schema):
-        raise StoreError(
-            f"{uri} has columns {ds.schema.names} but the new rows have {schema.names}: "
-            "re-run with the same encoder settings, or remove the dataset first"
-        )
-    removed, updated = _delete_keys(ds, keys, key)
-    op = lance.LanceOperation.Update(removed_fragment_ids=removed, updated_fragments=updated,
-                                     new_fragments=metas)
-    committed = lance.LanceDataset.commit(uri, op, read_version=ds.version)
-    wanted = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
-    stored = {k.decode(): v.decode() for k, v in (committed.schema.metadata or {}).items()}
-    if wanted and wanted != stored:
-        committed.replace_schema_metadata(wanted)
-    return store.compact(name)
+    with store.writing():  # the keys read below must still be the stored ones at the commit
+        ds = store.dataset(name)
+        if ds is None:
+            raise StoreError(f"{uri} does not exist: call prepare_dataset() before writing fragments")
+        if not _same_types(ds.schema, schema):
+            raise StoreError(
+                f"{uri} has columns {ds.schema.names} but the new rows have {schema.names}: "
+                "re-run with the same encoder settings, or remove the dataset first"
+            )
+        removed, updated = _delete_keys(ds, keys, key)
+        op = lance.LanceOperation.Update(removed_fragment_ids=removed, updated_fragments=updated,
+                                         new_fragments=metas)
+        committed = lance.LanceDataset.commit(uri, op, read_version=ds.version)
+        wanted = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+        stored = {k.decode(): v.decode() for k, v in (committed.schema.metadata or {}).items()}
+        if wanted and wanted != stored:
+            committed.replace_schema_metadata(wanted)
+        return store.compact(name)
 
 
 def _delete_keys(ds, keys: Sequence[str], key: str) -> tuple[list[int], list]:

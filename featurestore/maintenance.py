@@ -4,8 +4,9 @@ versions still reference.
 Batched writes leave small fragments, and compaction (``featurestore.compaction``, or here)
 rewrites them into large ones; the replaced files stay on disk for Lance's version history
 until old versions are cleaned up. Only versions older than ``older_than`` are removed
-(never the current one), so readers of a recent version are safe; run it while no other
-emofs command writes to the store.
+(never the current one), so readers of a recent version are safe. Each dataset is vacuumed
+under the store's write lock, so writers of other emofs processes wait for it (and it for
+them) instead of racing its compaction.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def vacuum(store: Store, older_than: timedelta | str = timedelta(hours=1)) -> Va
     """Compact each dataset into as few fragments as fit, then clean up old versions.
 
     Args:
-        store: the store to vacuum (run it while nothing else writes to it).
+        store: the store to vacuum (other emofs writers wait for each dataset's turn).
         older_than: delete the files only versions older than this still use; a
             timedelta or a :func:`parse_age` string (``"0"``, ``"12h"``, ``"7d"``).
 
@@ -80,23 +81,26 @@ def vacuum(store: Store, older_than: timedelta | str = timedelta(hours=1)) -> Va
 
     Raises:
         InputError: ``older_than`` is a string :func:`parse_age` does not read.
+        StoreError: the store is not writable (before anything is touched).
     """
     if isinstance(older_than, str):
         older_than = parse_age(older_than)
+    store.check_writable()
     names = [CLIPS, ERRORS]
     names += [features_name(n) for n in store.feature_sets()]
     names += [predictions_name(n) for n in store.prediction_runs()]
     report = VacuumReport(bytes_before=store.size_bytes())
     for name in names:
-        ds = store.dataset(name)
-        if ds is None:
-            continue
-        fragments, size = ds.get_fragments(), store.size_bytes(name)
-        if len(fragments) > 1 or any(f.metadata.num_deletions for f in fragments):
-            ds.optimize.compact_files()
-        ds = store.dataset(name)
-        stats = ds.cleanup_old_versions(older_than=older_than)
-        report.datasets.append(VacuumRow(name, len(fragments), len(ds.get_fragments()),
-                                         int(stats.old_versions), size, store.size_bytes(name)))
+        with store.writing():
+            ds = store.dataset(name)
+            if ds is None:
+                continue
+            fragments, size = ds.get_fragments(), store.size_bytes(name)
+            if len(fragments) > 1 or any(f.metadata.num_deletions for f in fragments):
+                ds.optimize.compact_files()
+            ds = store.dataset(name)
+            stats = ds.cleanup_old_versions(older_than=older_than)
+            report.datasets.append(VacuumRow(name, len(fragments), len(ds.get_fragments()),
+                                             int(stats.old_versions), size, store.size_bytes(name)))
     report.bytes_after = store.size_bytes()
     return report

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import InputError, MissingFeatureSetError
+from .filters import validate_where
 from .schema import dataset_uri, features_name
 from .store import Store, sql_quote
 
@@ -81,6 +82,7 @@ class FeatureReader:
         self.store_uri = store.uri
         self.feature_sets = list(feature_sets)
         if clip_ids is None or where or split:
+            validate_where(where)  # before it is wrapped in (...): a stray ')' shows
             filters = [f"({where})"] if where else []
             if split is not None:
                 filters.append(f"split = {sql_quote(split)}")

@@ -10,20 +10,27 @@ Layout::
 
 Every write is an idempotent upsert (``merge_insert`` on the key), committed in batches by
 the caller, so a killed run loses at most the batch in flight; small fragments are merged
-as they pile up (``featurestore.compaction``).
+as they pile up (``featurestore.compaction``). Every read-modify-write holds the store's
+write lock (:meth:`Store.writing`, ``featurestore.locking``), so two emofs processes
+writing to one store at once never duplicate or lose rows.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from .errors import QueryError, SchemaVersionError, StoreError, StoreNotFoundError
+from .locking import WriteLock
+from .filters import default_schema, validate_where
+from .remote import check_remote
 from .schema import (
     CLIPS,
     ERRORS,
@@ -41,6 +48,18 @@ from .schema import (
 __all__ = ["Store", "DEFAULT_STORE", "resolve_store_uri", "sql_quote", "sql_in"]
 
 DEFAULT_STORE = "./emofs-store"
+#: One write lock per store uri in this process, shared by every Store object of it (so
+#: holds nest across objects and threads of one process serialise).
+_LOCKS: dict[str, WriteLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(uri: str, local: bool) -> WriteLock:
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(uri)
+        if lock is None:
+            lock = _LOCKS[uri] = WriteLock(uri if local else None)
+        return lock
 
 
 def resolve_store_uri(uri: str | os.PathLike | None = None) -> str:
@@ -73,6 +92,8 @@ class Store:
     def __init__(self, uri: str | os.PathLike | None = None, *, create: bool = True):
         self.uri = resolve_store_uri(uri)
         self.is_local = not _is_remote(self.uri)
+        check_remote(self.uri)  # an unreachable bucket: one StoreError line, in seconds
+        self._lock = _write_lock(self.uri, self.is_local)
         if self.is_local:
             local = Path(self.uri)
             if local.exists() and not local.is_dir():
@@ -111,6 +132,32 @@ class Store:
                 f"reads up to {SCHEMA_VERSION}): upgrade with `pip install -U emofs`"
             )
 
+    # ----------------------------------------------------------------- writing
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the store's write lock for the block (reentrant; other processes wait).
+
+        Wrap every read-modify-write in it (read what is stored, decide, commit), so the
+        decision is still true when the commit lands. Readers never wait.
+
+        Raises:
+            StoreError: the store is not writable, or another process held the lock for
+                longer than its timeout.
+        """
+        with self._lock.hold():
+            yield
+
+    def check_writable(self) -> None:
+        """Fail in one line, before any work, when this process cannot write to the store.
+
+        Write commands call it first (ingest, extract, label, index build, vacuum, check
+        --repair); it never waits for another writer. A no-op for object stores.
+
+        Raises:
+            StoreError: the store directory is read-only or not ours (says how to fix it).
+        """
+        self._lock.check_writable()
+
     # --------------------------------------------------------------- datasets
     def dataset(self, name: str, version: int | None = None):
         """Open ``<store>/<name>`` as a Lance dataset, or return None if it does not exist."""
@@ -139,6 +186,7 @@ class Store:
     ) -> pa.Table | None:
         """Read ``name`` (optionally filtered by a SQL ``where``) as an Arrow table."""
         ds = self.dataset(name)
+        validate_where(where, ds.schema if ds is not None else default_schema(name))
         if ds is None:
             return None
         try:
@@ -163,42 +211,48 @@ class Store:
         stored values on matched rows). Columns the dataset does not have yet are added
         first (null for existing rows). ``schema`` is the full schema used when the dataset
         is created (its metadata is kept). Returns the new dataset version.
+
+        Holds the write lock from the read of the stored keys to the commit.
         """
         import lance
 
-        ds = self.dataset(name)
-        if ds is None:
-            if schema is not None:
-                table = _conform(table, schema)
-            return lance.write_dataset(table, self.path(name), mode="create").version
-        missing = [f for f in table.schema if f.name not in ds.schema.names]
-        if missing:
-            ds.add_columns(missing)
+        with self.writing():
             ds = self.dataset(name)
-        table = _conform(table, pa.schema([ds.schema.field(n) for n in table.column_names]))
-        (
-            ds.merge_insert(key)
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute(table)
-        )
-        return self.compact(name)
+            if ds is None:
+                if schema is not None:  # the full schema, plus any extra columns of the rows
+                    extra = [f for f in table.schema if f.name not in schema.names]
+                    table = _conform(table, pa.schema([*schema, *extra], metadata=schema.metadata))
+                return lance.write_dataset(table, self.path(name), mode="create").version
+            missing = [f for f in table.schema if f.name not in ds.schema.names]
+            if missing:
+                ds.add_columns(missing)
+                ds = self.dataset(name)
+            table = _conform(table, pa.schema([ds.schema.field(n) for n in table.column_names]))
+            (
+                ds.merge_insert(key)
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(table)
+            )
+            return self.compact(name)
 
     def compact(self, name: str) -> int | None:
         """Merge small fragments of ``name`` when there are many (tiered, see
         ``featurestore.compaction``); returns the dataset's version."""
         from .compaction import compact_if_fragmented
 
-        ds = self.dataset(name)
-        if ds is not None and compact_if_fragmented(ds):
+        with self.writing():
             ds = self.dataset(name)
-        return None if ds is None else ds.version
+            if ds is not None and compact_if_fragmented(ds):
+                ds = self.dataset(name)
+            return None if ds is None else ds.version
 
     def delete(self, name: str, predicate: str) -> None:
         """Delete the rows of ``name`` matching a SQL predicate (no-op if absent)."""
-        ds = self.dataset(name)
-        if ds is not None:
-            ds.delete(predicate)
+        with self.writing():
+            ds = self.dataset(name)
+            if ds is not None:
+                ds.delete(predicate)
 
     def version(self, name: str = CLIPS) -> int | None:
         """The Lance version of one dataset (default: clips), None if it does not exist."""
@@ -257,13 +311,14 @@ class Store:
         from .schema import error_key
 
         keys = [error_key(stage, encoder, u) for u in uris]
-        ds = self.dataset(ERRORS)
-        if ds is None or not keys:
+        if not keys or self.dataset(ERRORS) is None:
             return
-        for start in range(0, len(keys), 500):
-            where = sql_in("error_key", keys[start : start + 500])
-            if ds.count_rows(filter=where):
-                ds.delete(where)
+        with self.writing():
+            ds = self.dataset(ERRORS)
+            for start in range(0, len(keys), 500):
+                where = sql_in("error_key", keys[start : start + 500])
+                if ds.count_rows(filter=where):
+                    ds.delete(where)
 
     def errors(self, where: str | None = None):
         """Failure rows as a polars DataFrame."""
@@ -295,19 +350,20 @@ class Store:
 
     def remove(self, name: str) -> None:
         """Delete a whole dataset or file inside the store."""
-        if self.is_local:
-            target = Path(self.path(name))
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-            return
-        fs, root = pafs.FileSystem.from_uri(self.path(name))
-        info = fs.get_file_info(root)
-        if info.type == pafs.FileType.Directory:
-            fs.delete_dir(root)
-        elif info.type == pafs.FileType.File:
-            fs.delete_file(root)
+        with self.writing():
+            if self.is_local:
+                target = Path(self.path(name))
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+                return
+            fs, root = pafs.FileSystem.from_uri(self.path(name))
+            info = fs.get_file_info(root)
+            if info.type == pafs.FileType.Directory:
+                fs.delete_dir(root)
+            elif info.type == pafs.FileType.File:
+                fs.delete_file(root)
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"

@@ -339,7 +339,9 @@ def _projector_state(path: Path) -> dict:
 
     ckpt = path / "checkpoints" / "best.ckpt"
     if path.is_dir() and ckpt.is_file():  # a head run (heads.train)
-        data = torch.load(str(ckpt), map_location="cpu", weights_only=False)
+        from heads.predict import read_checkpoint
+
+        data = read_checkpoint(ckpt)  # a damaged file: InputError naming it, not a zip traceback
         encoders = list((data.get("hyper_parameters") or {}).get("encoders") or [])
         sd = data.get("state_dict", {})
         state = {}

@@ -380,3 +380,73 @@ def test_standardize_keeps_large_raw_dims_from_dominating(tmp_path):
     assert hits >= 0.95 * 5 * n  # neighbours share the class once each dim is z-scored
     scores = store.similar(ids[0], k=39, index="std")["score"]
     assert scores.min() < 0  # scores spread over [-1, 1]
+
+
+# ------------------------------------------------------------------ integrity (checksums)
+def _garble_middle(path, size: int = 4096) -> None:
+    """Overwrite ``size`` bytes in the middle of a file, as a bad disk or a stray write would."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + size] = np.random.default_rng(7).integers(0, 256, size, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def test_garbled_index_bytes_are_caught_rebuilt_and_reported(store, tmp_path):
+    from featurestore.check import check_store
+
+    build_index(store, IndexConfig(["enc_a"], kind="flat"), progress=False)
+    manifest = read_manifest(store, "enc_a")
+    assert set(manifest["checksums"]) == {"faiss", "ids"}
+    assert all(v.startswith("sha256:") for v in manifest["checksums"].values())
+    _garble_middle(tmp_path / "store" / "index" / "enc_a.faiss")
+
+    with pytest.raises(IndexCorruptError, match=r"sha256 .*--encoder enc_a --rebuild`$"):
+        store.similar("clip00001.wav")
+    result = runner.invoke(app, ["similar", "clip00001.wav", "--store", store.uri])
+    assert result.exit_code == 1, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith("error: index file") and "--rebuild" in result.output
+    report = check_store(store)
+    assert list(report.indexes) == ["enc_a"] and "corrupt" in report.indexes["enc_a"]
+
+    rebuilt = build_index(store, IndexConfig(["enc_a"], kind="flat"), progress=False)
+    assert rebuilt.mode == "rebuilt" and rebuilt.reason.startswith("the old index is damaged: ")
+    assert rebuilt.rows == 400 and check_store(store).ok
+    assert store.similar("clip00001.wav", k=3)["score"].max() <= 1.0 + 1e-3
+
+    (tmp_path / "store" / "index" / "enc_a.ids.parquet").write_bytes(b"PAR1 garbage PAR1")
+    with pytest.raises(IndexCorruptError, match="id map .*corrupt"):
+        load_index(store, "enc_a", use_cache=False)
+
+
+def test_index_without_checksums_loads_and_never_ranks_garbage(store, tmp_path):
+    """A manifest from before checksums: nothing to verify, but scores are still checked."""
+    from featurestore.check import check_store
+
+    build_index(store, IndexConfig(["enc_a"], kind="flat"), progress=False)
+    path = tmp_path / "store" / "index" / "enc_a.json"
+    old = json.loads(path.read_text())
+    old.pop("checksums")
+    path.write_text(json.dumps(old))
+    assert len(load_index(store, "enc_a", use_cache=False).clip_ids) == 400  # still loads
+    assert len(store.similar("clip00001.wav", k=5)) == 5
+
+    _garble_middle(tmp_path / "store" / "index" / "enc_a.faiss")
+    with pytest.raises(IndexCorruptError, match=r"score of .*not a cosine.*--rebuild"):
+        store.similar("clip00001.wav", k=400)
+    assert "not unit length" in check_store(store).indexes["enc_a"]
+    report = build_index(store, IndexConfig(["enc_a"], kind="flat"), progress=False)
+    assert report.mode == "rebuilt" and "no checksums" in report.reason  # never blessed as is
+    assert "checksums" in read_manifest(store, "enc_a")
+
+
+def test_check_repair_rebuilds_a_damaged_index(store, tmp_path):
+    build_index(store, IndexConfig(["enc_a"], kind="hnsw"), progress=False)
+    _garble_middle(tmp_path / "store" / "index" / "enc_a.faiss")
+    result = runner.invoke(app, ["check", "--store", store.uri])
+    assert result.exit_code == 1 and "index enc_a:" in result.output
+    result = runner.invoke(app, ["check", "--repair", "--json", "--store", store.uri])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["ok"] and summary["repaired"]["indexes_rebuilt"] == ["enc_a"]
+    assert read_manifest(store, "enc_a")["kind"] == "hnsw" and len(store.similar("clip00001.wav")) == 10

@@ -146,3 +146,44 @@ def test_media_fills_rows_imported_without_media(tmp_path, media_samples):
     assert len(rows) == 1
     assert rows[0]["clip_id"] == "sample_01" and rows[0]["has_media"] is True
     assert rows[0]["label"] == "worried" and rows[0]["modality"] == "audio+video"
+
+
+def test_allocator_sync_yields_ids_another_writer_committed():
+    from featurestore.ids import ClipIdAllocator
+
+    alloc = ClipIdAllocator({"old.wav": None})
+    mine, root = "/x/copy2/a.wav", Path("/x/copy2")
+    assert alloc.allocate(mine, root, "a.wav") == "a.wav"  # a claim, not committed yet
+    assert alloc.adopt("old.wav", "/x/copy2/old.wav") == "old.wav"
+    alloc.sync({"a.wav": "/x/copy1/a.wav", "old.wav": None, "b.wav": "/x/copy2/b.wav"})
+    assert alloc.allocate(mine, root, "a.wav") == "copy2/a.wav"  # the committed row wins
+    assert alloc.allocate("/x/copy2/old.wav", root, "old.wav") == "old.wav"  # adoption kept
+    assert alloc.allocate("/x/copy2/b.wav", root, "b.wav") == "b.wav"
+
+
+def test_ids_committed_by_another_ingest_mid_run_are_never_overwritten(tmp_path, monkeypatch):
+    """Another ingest commits the same relative paths while this one probes: both survive."""
+    import importlib
+
+    from test_concurrency import _write_wav
+
+    for copy in ("copy1", "copy2"):
+        for i in range(3):
+            _write_wav(tmp_path / copy / f"clip{i}.wav", pitch=300 + 50 * i)
+    root = tmp_path / "store"
+    module = importlib.import_module("extractors.ingest")
+    probe_batch, raced = module._probe_batch, []
+
+    def racing(batch, existing, workers):
+        if not raced:  # ids are allocated already; now the other writer commits first
+            raced.append(None)
+            raced[0] = ingest([tmp_path / "copy1"], Store(root), progress=False)
+        return probe_batch(batch, existing, workers)
+
+    monkeypatch.setattr(module, "_probe_batch", racing)
+    report = ingest([tmp_path / "copy2"], Store(root), progress=False)
+    assert report.new == 3 and raced[0].new == 3
+    rows = dict(Store(root).clips().select(["clip_id", "uri"]).iter_rows())
+    assert len(rows) == 6
+    assert {c: Path(u).parent.name for c, u in rows.items()} == {
+        **{f"clip{i}.wav": "copy1" for i in range(3)}, **{f"copy2/clip{i}.wav": "copy2" for i in range(3)}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pytest
 
@@ -121,3 +123,105 @@ def test_vacuum_reclaims_replaced_files_and_keeps_the_data(tmp_path):
     assert sorted(after.clip_ids) == sorted(by_id)
     assert all(np.array_equal(v, by_id[c]) for c, v in zip(after.clip_ids, after.vectors))
     assert store.clips().sort("clip_id").equals(clips_before)
+
+
+# ------------------------------------------------------------------ emofs check / --repair
+def _append_copy(store, name: str, clip_id: str, **changes) -> None:
+    """Append a second row for ``clip_id`` (a duplicate, as a writers' race leaves one)."""
+    import lance
+
+    row = store.table(name, where=f"clip_id = '{clip_id}'")
+    for column, value in changes.items():
+        i = row.schema.get_field_index(column)
+        row = row.set_column(i, row.schema.field(i), pa.array([value], row.schema.field(i).type))
+    lance.write_dataset(row, store.path(name), mode="append")
+
+
+@pytest.fixture()
+def damaged_store(tmp_path):
+    """clips a-d, features of a-c, predictions of a-b; then duplicates and an orphan row."""
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from featurestore.features import write_features
+    from featurestore.predictions import write_predictions
+
+    store = Store(tmp_path / "s")
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    store.upsert_clips(pa.table({"clip_id": ["a", "b", "c", "d"], "label": ["sad"] * 4,
+                                 "ingested_at": pa.array([t0] * 4, pa.timestamp("us", tz="UTC"))}))
+    write_features(store, "enc", ["a", "b", "c", "ghost"], np.eye(4, dtype=np.float32),
+                   {"encoder": "enc"}, dtype="float32")
+    write_predictions(store, "run1", ["a", "b"], np.array([[0.9, 0.1], [0.2, 0.8]], np.float32),
+                      ["sad", "happy"], model_fingerprint="m", predicted_at=t0)
+    later, earlier = datetime(2024, 6, 1, tzinfo=timezone.utc), datetime(2023, 6, 1, tzinfo=timezone.utc)
+    _append_copy(store, CLIPS, "b", label="happy", ingested_at=later)  # the newer row: kept
+    _append_copy(store, CLIPS, "c", label="angry", ingested_at=earlier)  # older, appended last
+    _append_copy(store, "features/enc.lance", "a", fingerprint="stale-spec")  # not the current spec
+    _append_copy(store, "predictions/run1.lance", "b", label="sad", predicted_at=earlier)
+    return store
+
+
+def test_check_finds_duplicates_and_orphans(damaged_store):
+    from featurestore.check import check_store
+
+    report = check_store(damaged_store)
+    assert not report.ok
+    assert report.duplicates == {
+        CLIPS: {"keys": 2, "extra_rows": 2, "examples": ["b", "c"]},
+        "features/enc.lance": {"keys": 1, "extra_rows": 1, "examples": ["a"]},
+        "predictions/run1.lance": {"keys": 1, "extra_rows": 1, "examples": ["b"]},
+    }
+    assert report.orphans == {"features/enc.lance": {"rows": 1, "examples": ["ghost"]}}
+    assert len(report.problems()) == 4 and all("emofs check --repair" in p for p in report.problems())
+
+
+def test_repair_keeps_the_newest_row_and_drops_orphans(damaged_store):
+    from featurestore.check import check_store, repair_store
+
+    report = repair_store(damaged_store)
+    assert report.ok and check_store(damaged_store).ok
+    assert report.repaired["duplicate_rows_removed"] == {
+        CLIPS: 2, "features/enc.lance": 1, "predictions/run1.lance": 1}
+    assert report.repaired["orphan_rows_removed"] == {"features/enc.lance": 1}
+    labels = dict(damaged_store.clips().select(["clip_id", "label"]).iter_rows())
+    assert labels == {"a": "sad", "b": "happy", "c": "sad", "d": "sad"}  # newest by ingested_at
+    features = damaged_store.table("features/enc.lance").to_pylist()
+    assert sorted(r["clip_id"] for r in features) == ["a", "b", "c"]
+    assert all(r["fingerprint"] != "stale-spec" for r in features)  # the current spec's row
+    preds = damaged_store.table("predictions/run1.lance").to_pylist()
+    assert {r["clip_id"]: r["label"] for r in preds} == {"a": "sad", "b": "happy"}  # newest predicted_at
+
+
+def test_check_cli_exit_codes_and_json(damaged_store):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["check", "--store", damaged_store.uri])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[-1].endswith(": 4 problems") and any("clips.lance: 2 keys" in l for l in lines)
+    result = runner.invoke(app, ["check", "--json", "--store", damaged_store.uri])
+    assert result.exit_code == 1 and not json.loads(result.stdout)["ok"]
+    result = runner.invoke(app, ["check", "--repair", "--store", damaged_store.uri])
+    assert result.exit_code == 0, result.output
+    assert "4 duplicate rows and 1 orphan rows removed" in result.output
+    assert result.output.strip().endswith(": ok")
+    assert runner.invoke(app, ["check", "--store", damaged_store.uri]).exit_code == 0
+
+
+def test_repair_keeps_orphans_when_clips_are_missing(tmp_path):
+    import numpy as np
+
+    from featurestore.check import repair_store
+    from featurestore.features import write_features
+
+    store = Store(tmp_path / "s")
+    write_features(store, "enc", ["x", "y"], np.eye(2, dtype=np.float32), {"e": 1}, dtype="float32")
+    report = repair_store(store)
+    assert not report.ok and report.orphans["features/enc.lance"]["rows"] == 2
+    assert "clips.lance is empty or missing" in report.repaired["notes"][0]
+    assert store.table("features/enc.lance").num_rows == 2

@@ -11,7 +11,18 @@ from featurestore.store import Store, sql_quote
 from llm import ask as ask_clip
 from llm.model import EmotionLLM
 
-__all__ = ["ask"]
+__all__ = ["ask", "check_target"]
+
+
+def check_target(target: str) -> None:
+    """Refuse an empty target (``emofs llm ask ""``) before it reads as the current folder.
+
+    Raises:
+        InputError: ``target`` is empty or blank.
+    """
+    if not str(target).strip():
+        raise InputError("TARGET is empty: pass a clip_id from `emofs clips` or the path of a "
+                         "video/audio file")
 
 
 def ask(
@@ -30,6 +41,7 @@ def ask(
     A file not in the store is extracted with the store's specs of the run's feature sets
     (nothing is stored). Arguments and result as :func:`llm.ask`.
     """
+    check_target(target)
     known = store.exists() and store.clips(where=f"clip_id = {sql_quote(target)}",
                                            columns=["clip_id"]).height > 0
     extracted = None

@@ -389,6 +389,7 @@ def label(
     started = time.perf_counter()
     cfg = LabelConfig(run, engine, ray_address, out, batch_size, workers, device, name, llm_run,
                       explain, ray_cpus)
+    store.check_writable()  # a read-only store fails here, before anything is decoded
     loaded = load_run(cfg.run)
     plan = _feature_plan(loaded)
     dataset_id = cfg.name or loaded.run_id

@@ -15,10 +15,11 @@ import numpy as np
 
 import featurestore.index as store_index
 from extractors import extract_file
+from featurestore.errors import InputError
 from featurestore.index import FileVectors, SimilarResult
 from featurestore.store import Store
 
-__all__ = ["find_similar", "similar", "extracted_file_vectors"]
+__all__ = ["find_similar", "similar", "extracted_file_vectors", "check_query"]
 
 
 def extracted_file_vectors(store: Store) -> FileVectors:
@@ -59,10 +60,22 @@ def find_similar(store: Store, query: str | Path, **kwargs: Any) -> SimilarResul
         A :class:`featurestore.index.SimilarResult`.
 
     Raises:
-        IndexNotFoundError, IndexCorruptError, DimensionMismatchError, InputError.
+        IndexNotFoundError, IndexCorruptError, DimensionMismatchError, InputError (also
+        for an empty ``query``).
     """
+    check_query(query)
     kwargs.setdefault("file_vectors", extracted_file_vectors(store))
     return store_index.find_similar(store, query, **kwargs)
+
+
+def check_query(query: str | Path) -> None:
+    """Refuse an empty query (``emofs similar ""``) before it reads as the current folder.
+
+    Raises:
+        InputError: ``query`` is empty or blank.
+    """
+    if not str(query).strip():
+        raise InputError("QUERY is empty: pass a clip_id, a stored path or a media file")
 
 
 def similar(store: Store, query: str | Path, **kwargs: Any) -> Any:

@@ -13,7 +13,7 @@ from ..errors import IndexCorruptError, InputError
 from ..schema import CLIPS
 from ..store import Store
 from .config import IndexBuildReport, IndexConfig
-from .files import forget_index, index_paths, read_manifest, write_bytes
+from .files import checksum, forget_index, index_paths, read_manifest, write_bytes
 from .kinds import add_vectors, auto_kind, new_index, train_index, tune_search
 from .load import LoadedIndex, load_index
 from .vectors import common_clip_ids, current_clip_ids, feature_state, fused_matrix
@@ -34,11 +34,16 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
     support adding). A changed fingerprint, weights, kind, or clips removed from a feature
     set trigger a full rebuild, and the report says why.
 
+    An index whose files do not match their manifest (checksums, row counts) or cannot be
+    read is rebuilt, never added to.
+
     Raises:
         MissingFeatureSetError: a feature set is missing (names the extract command).
         InputError: bad config, or no clip has all the encoders' features.
+        StoreError: the store is not writable (before any vector is read).
     """
     start = time.perf_counter()
+    store.check_writable()
     states = {enc: feature_state(store, enc) for enc in config.encoders}
     dims = {enc: s["dim"] for enc, s in states.items()}
     fingerprints = {enc: s["fingerprint"] for enc, s in states.items()}
@@ -46,8 +51,13 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
 
     existing = None
     reason = ""
-    if not config.rebuild and read_manifest(store, config.name) is not None:
-        existing, reason = _incremental_candidate(store, config, states)
+    if not config.rebuild:
+        try:
+            has_manifest = read_manifest(store, config.name) is not None
+        except IndexCorruptError as exc:
+            has_manifest, reason = False, f"the old manifest is unreadable: {_why(exc)}"
+        if has_manifest:
+            existing, reason = _incremental_candidate(store, config, states)
 
     if existing is not None:
         loaded = existing
@@ -128,17 +138,31 @@ def _manifest(config: IndexConfig, kind: str, params: dict[str, Any], states: di
 
 
 def _save(store: Store, name: str, index, ids: list[str], manifest: dict[str, Any]) -> None:
+    """Write the three files, the manifest last with the sha256 of the other two.
+
+    Under the store's write lock: a reader that finds files of two builds (a save in
+    flight) waits for the lock and reads again (:func:`load_index`).
+    """
     import faiss
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     paths = index_paths(name)
-    write_bytes(store, paths["faiss"], faiss.serialize_index(index).tobytes())
+    raw = faiss.serialize_index(index).tobytes()
     sink = io.BytesIO()
     pq.write_table(pa.table({"clip_id": pa.array(ids, pa.string())}), sink)
-    write_bytes(store, paths["ids"], sink.getvalue())
-    write_bytes(store, paths["manifest"], json.dumps(manifest, indent=2).encode())
-    forget_index(store, name)
+    raw_ids = sink.getvalue()
+    manifest = {**manifest, "checksums": {"faiss": checksum(raw), "ids": checksum(raw_ids)}}
+    with store.writing():
+        write_bytes(store, paths["faiss"], raw)
+        write_bytes(store, paths["ids"], raw_ids)
+        write_bytes(store, paths["manifest"], json.dumps(manifest, indent=2).encode())
+        forget_index(store, name)
+
+
+def _why(exc: Exception) -> str:
+    """An IndexCorruptError's reason without its "rebuild with ..." advice."""
+    return str(exc).split(": rebuild")[0]
 
 
 def _stale_rows(store: Store, states: dict[str, Any]) -> dict[str, int]:
@@ -168,6 +192,8 @@ def _incremental_candidate(store: Store, config: IndexConfig,
         return None, f"kind changed ({manifest.get('kind')} -> {config.kind})"
     if manifest.get("format") != FORMAT_VERSION:
         return None, "index format changed"
+    if not manifest.get("checksums"):  # its bytes cannot be vouched for: never bless them
+        return None, "it has no checksums yet (built by an older emofs)"
     if (manifest.get("standardize") is not None) != config.standardize:
         return None, "standardisation " + ("switched on" if config.standardize else "switched off")
     for enc, state in states.items():
@@ -178,5 +204,5 @@ def _incremental_candidate(store: Store, config: IndexConfig,
     try:
         loaded = load_index(store, config.name, use_cache=False)
     except IndexCorruptError as exc:
-        return None, f"the old index could not be read ({exc})"
+        return None, f"the old index is damaged: {_why(exc)}"
     return loaded, ""

@@ -80,7 +80,8 @@ def drop_index(store: Store, name: str) -> list[str]:
         InputError: an invalid index name.
     """
     check_index_name(name)
-    removed = [store.path(rel) for rel in index_paths(name).values() if delete_file(store, rel)]
+    with store.writing():  # never between the writes of a save in flight
+        removed = [store.path(rel) for rel in index_paths(name).values() if delete_file(store, rel)]
     if not removed:
         available = ", ".join(store.index_names()) or "none"
         raise IndexNotFoundError(f"no index {name!r} in {store.uri} (available: {available}): "

@@ -6,7 +6,8 @@ Layout inside the store::
     <store>/index/<name>.ids.parquet  row -> clip_id map (one string column, in id order)
     <store>/index/<name>.json         manifest: kind, params, encoders + weights, the
                                       feature-set fingerprints / versions it was built
-                                      from, row count, store version, built_at
+                                      from, row count, store version, built_at, and the
+                                      sha256 of the two files above (``checksums``)
 
 Files are written through ``pyarrow.fs`` so a store on an object-store URI works too. The
 per-process cache of loaded indexes lives here too, so that every module that rewrites or
@@ -15,6 +16,7 @@ deletes the files can invalidate it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -30,6 +32,8 @@ __all__ = [
     "write_bytes",
     "delete_file",
     "file_stamp",
+    "checksum",
+    "checksum_problem",
     "read_manifest",
     "cached_index",
     "cache_index",
@@ -117,6 +121,26 @@ def file_stamp(store: Store, rel: str) -> str:
     fs, path = _fs(store, rel)
     file_info = fs.get_file_info(path)
     return f"{file_info.size}|{file_info.mtime_ns}"
+
+
+def checksum(data: bytes) -> str:
+    """The ``sha256:<hex>`` of ``data``, as manifests record each index file's bytes."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def checksum_problem(manifest: dict[str, Any], role: str, data: bytes) -> str | None:
+    """Why the bytes of file ``role`` (``faiss`` or ``ids``) disagree with the manifest.
+
+    None when they match, or when the manifest records no checksum (written by an emofs
+    from before checksums: nothing to verify).
+    """
+    want = (manifest.get("checksums") or {}).get(role)
+    if not want:
+        return None
+    got = checksum(data)
+    if got == want:
+        return None
+    return f"sha256 {got[7:19]}... where its manifest says {want[7:19]}..."
 
 
 def read_manifest(store: Store, name: str) -> dict[str, Any] | None:

@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import IndexCorruptError, IndexNotFoundError
+from ..errors import IndexCorruptError, IndexNotFoundError, StoreError
 from ..store import Store
 from .catalog import build_command
 from .files import (
     cache_index,
     cached_index,
     check_index_name,
+    checksum_problem,
     file_stamp,
     index_paths,
     read_bytes,
@@ -22,7 +23,7 @@ from .files import (
 )
 from .kinds import search_param_name, set_search_param, to_gpu
 
-__all__ = ["LoadedIndex", "load_index"]
+__all__ = ["LoadedIndex", "load_index", "verify_index"]
 
 
 @dataclass
@@ -66,14 +67,67 @@ class LoadedIndex:
 def load_index(store: Store, name: str, *, use_cache: bool = True) -> LoadedIndex:
     """Read index ``name`` (cached per process until its manifest changes).
 
+    Every file's bytes are checked against the sha256 its manifest records (manifests
+    from before checksums have none to check). Files that disagree may be a save in
+    flight in another process: the read is retried once under the store's write lock
+    (which that save holds) before the index is declared corrupt.
+
     Raises:
         IndexNotFoundError: no such index (names ``emofs index build``).
-        IndexCorruptError: a file is unreadable or the files disagree.
+        IndexCorruptError: a file is missing, unreadable, does not match its manifest's
+            checksum, or the files disagree (names the rebuild command).
     """
+    check_index_name(name)
+    try:
+        return _load(store, name, use_cache)
+    except IndexCorruptError as first:
+        try:
+            with store.writing():  # wait for a save in flight, then read again
+                return _load(store, name, use_cache)
+        except IndexCorruptError:
+            raise
+        except StoreError:  # cannot take the lock (read-only store): nobody is writing
+            raise first from None
+
+
+def verify_index(store: Store, name: str) -> str | None:
+    """Why index ``name`` cannot be trusted, or None when its files match its manifest.
+
+    Reads and checks every file as :func:`load_index` does (without the cache or a GPU
+    copy); an index whose manifest has no checksums (an older emofs) also has every
+    stored vector's norm checked (unit, or zero). The reason names the rebuild command.
+    """
+    try:
+        loaded = _load(store, name, use_cache=False, gpu=False)
+    except (IndexCorruptError, IndexNotFoundError) as exc:
+        return str(exc)
+    if loaded.manifest.get("checksums"):
+        return None
+    bad = _bad_norms(loaded)
+    if bad:
+        return (f"index {name!r} holds {bad} vectors that are not unit length (damaged bytes): "
+                f"rebuild with `{build_command(loaded.manifest)} --rebuild`")
+    return None
+
+
+def _bad_norms(loaded: LoadedIndex, batch: int = 8192) -> int:
+    """How many stored vectors have a norm that is neither ~1 nor 0."""
+    index = loaded.index
+    if loaded.kind == "ivf":
+        index.make_direct_map()  # IVF lists need a row -> (list, offset) map to reconstruct
+    bad = 0
+    for start in range(0, index.ntotal, batch):
+        vectors = index.reconstruct_n(start, min(batch, index.ntotal - start))  # (B, D)
+        with np.errstate(invalid="ignore", over="ignore"):
+            norms = np.linalg.norm(vectors.astype(np.float64), axis=1)  # (B,)
+        bad += int((~((np.abs(norms - 1.0) <= 1e-3) | (norms <= 1e-6))).sum())
+    return bad
+
+
+def _load(store: Store, name: str, use_cache: bool, gpu: bool = True) -> LoadedIndex:
     import faiss
     import pyarrow.parquet as pq
 
-    check_index_name(name)
     manifest = read_manifest(store, name)
     paths = index_paths(name)
     if manifest is None:
@@ -96,6 +150,11 @@ def load_index(store: Store, name: str, *, use_cache: bool = True) -> LoadedInde
     if raw is None:
         raise IndexCorruptError(
             f"index file {store.path(paths['faiss'])} is missing: rebuild with `{rebuild_hint}`")
+    problem = checksum_problem(manifest, "faiss", raw)
+    if problem:
+        raise IndexCorruptError(
+            f"index file {store.path(paths['faiss'])} is corrupt ({problem}): "
+            f"rebuild with `{rebuild_hint}`")
     try:
         index = faiss.deserialize_index(np.frombuffer(raw, dtype=np.uint8))
     except RuntimeError as exc:
@@ -103,6 +162,11 @@ def load_index(store: Store, name: str, *, use_cache: bool = True) -> LoadedInde
             f"index file {store.path(paths['faiss'])} is corrupt ({str(exc).splitlines()[0][:80]}): "
             f"rebuild with `{rebuild_hint}`") from exc
     raw_ids = read_bytes(store, paths["ids"])
+    problem = None if raw_ids is None else checksum_problem(manifest, "ids", raw_ids)
+    if problem:
+        raise IndexCorruptError(
+            f"index id map {store.path(paths['ids'])} is corrupt ({problem}): "
+            f"rebuild with `{rebuild_hint}`")
     try:
         ids = pq.read_table(io.BytesIO(raw_ids)).column("clip_id").to_pylist()
     except Exception as exc:  # noqa: BLE001 - any parquet failure means a bad file
@@ -118,7 +182,7 @@ def load_index(store: Store, name: str, *, use_cache: bool = True) -> LoadedInde
     param = search_param_name(kind)
     if param and param in manifest.get("params", {}):
         set_search_param(index, kind, manifest["params"][param])
-    loaded = LoadedIndex(name, index, ids, manifest, to_gpu(index, kind))
+    loaded = LoadedIndex(name, index, ids, manifest, to_gpu(index, kind) if gpu else None)
     if use_cache:
         cache_index(store, name, stamp, loaded)
     return loaded

@@ -4,6 +4,10 @@ A ``where`` filter over clip columns becomes a FAISS id selector; when the appro
 search returns fewer than ``k`` allowed rows, the search widens (nprobe / efSearch) and
 finally falls back to an exact scan of the allowed rows, so ``k`` results come back
 whenever ``k`` exist. Small filtered subsets are scanned exactly from the start.
+
+Every score is a cosine of unit vectors: one outside [-1, 1] (beyond float error) means
+the index's bytes are damaged, and the search raises :class:`IndexCorruptError` (naming
+the rebuild) instead of ranking garbage.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import math
 
 import numpy as np
 
+from ..errors import IndexCorruptError
+from .catalog import build_command
 from .load import LoadedIndex
 
-__all__ = ["search_index", "EXACT_SUBSET_MAX"]
+__all__ = ["search_index", "check_scores", "EXACT_SUBSET_MAX", "SCORE_TOLERANCE"]
 
 #: Filters selecting at most this many vector elements (rows x dim, e.g. 16k rows at
 #: d=1024) are scanned exactly: a few ms, and exact even when the filter is correlated with
@@ -23,6 +29,8 @@ EXACT_SUBSET_MAX = 16 * 1024 * 1024
 _MAX_EF = 4096
 _MAX_FILTER_BOOST = 64.0
 _RECONSTRUCT_BATCH = 8192
+#: How far past [-1, 1] a cosine may stray by float error before the index is called corrupt.
+SCORE_TOLERANCE = 1e-3
 
 
 def search_index(
@@ -47,7 +55,35 @@ def search_index(
 
     Returns:
         ``(row, score)`` pairs, best first.
+
+    Raises:
+        IndexCorruptError: a score is not a cosine (the index bytes are damaged).
     """
+    return check_scores(loaded, _search(loaded, vector, k, allowed, exclude))
+
+
+def check_scores(loaded: LoadedIndex, hits: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """``hits`` unchanged when every score is a cosine, else :class:`IndexCorruptError`.
+
+    Args:
+        loaded: the index searched.
+        hits: its ``(row, score)`` results.
+
+    Raises:
+        IndexCorruptError: a score is NaN or outside ``[-1, 1]`` by more than
+            :data:`SCORE_TOLERANCE` (names the rebuild command).
+    """
+    limit = 1.0 + SCORE_TOLERANCE
+    bad = [s for _, s in hits if not -limit <= s <= limit]  # NaN fails both comparisons
+    if bad:
+        raise IndexCorruptError(
+            f"index {loaded.name!r} returned a score of {bad[0]:.3g}, not a cosine (its "
+            f"vectors are damaged): rebuild with `{build_command(loaded.manifest)} --rebuild`")
+    return hits
+
+
+def _search(loaded: LoadedIndex, vector: np.ndarray, k: int, allowed: np.ndarray | None,
+            exclude) -> list[tuple[int, float]]:
     index = loaded.index
     query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)  # (1, D)
     n_pool = index.ntotal if allowed is None else len(allowed)
@@ -136,7 +172,8 @@ def _exact_subset(loaded: LoadedIndex, query: np.ndarray, rows: np.ndarray, targ
     scores = np.empty(len(rows), dtype=np.float32)
     for start in range(0, len(rows), _RECONSTRUCT_BATCH):
         vectors = index.reconstruct_batch(rows[start : start + _RECONSTRUCT_BATCH])  # (B, D)
-        scores[start : start + len(vectors)] = vectors @ query[0]  # (B,)
+        with np.errstate(invalid="ignore", over="ignore"):  # damaged bytes: check_scores says so
+            scores[start : start + len(vectors)] = vectors @ query[0]  # (B,)
     take = min(target, len(rows))
     top = np.argpartition(-scores, take - 1)[:take] if take < len(rows) else np.arange(len(rows))
     top = top[np.argsort(-scores[top], kind="stable")]

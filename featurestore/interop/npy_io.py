@@ -159,13 +159,19 @@ def _read(path, *, first_read: int, whole: bool) -> tuple[NpyHeader, np.ndarray 
     """One open: header from the first read; the payload too when ``whole`` or it fits."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
+        size = os.fstat(fd).st_size
         raw = os.read(fd, first_read)
         try:
             header = _header(raw)
         except _NeedMore as more:
+            if more.size > size:  # never allocate what a corrupt length field claims
+                raise NpyError(f"truncated .npy header (it claims {more.size} bytes, the file "
+                               f"holds {size}): re-export the file") from None
             raw += _read_exactly(fd, more.size - len(raw))
             header = _header(raw)
         end = header.offset + header.nbytes
+        if end > size:
+            raise NpyError(_size_mismatch(header, size))
         if len(raw) < end:
             if not whole and len(raw) == first_read:
                 return header, None  # a large payload: the caller reads it when needed
@@ -173,6 +179,22 @@ def _read(path, *, first_read: int, whole: bool) -> tuple[NpyHeader, np.ndarray 
     finally:
         os.close(fd)
     return header, _array(raw, header)
+
+
+def _size_mismatch(header: NpyHeader, size: int) -> str:
+    """The reason for a file whose header promises more bytes than it holds."""
+    held = max(size - header.offset, 0)
+    shape = "(" + ", ".join(str(n) for n in header.shape) + ("," if len(header.shape) == 1 else "") + ")"
+    return (f"header claims shape {shape} {header.dtype} ({_human(header.nbytes)}) but the file "
+            f"holds {_human(held)} of data: it is truncated or its header is corrupt; re-export it")
+
+
+def _human(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"
 
 
 def _read_exactly(fd: int, size: int) -> bytes:

@@ -1,0 +1,180 @@
+"""Several emofs processes writing one store at once: no row duplicated, lost or overwritten.
+
+Each test starts real processes (``python -c``) that import first and then wait for a
+common start time, so their writes interleave; small batches make many commits.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from featurestore import Store, StoreError
+
+REPO = Path(__file__).resolve().parents[1]
+
+_UPSERTER = r"""
+import sys, time
+import pyarrow as pa
+from featurestore import Store
+root, who, rounds, start_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+shared = [f"shared{i:03d}" for i in range(30)]
+own = [f"own{who}_{i:03d}" for i in range(15)]
+store = Store(root)
+while time.time() < start_at:
+    time.sleep(0.002)
+for r in range(1, rounds + 1):
+    ids = shared + own
+    for b in range(0, len(ids), 5):
+        chunk = ids[b : b + 5]
+        store.upsert_clips(pa.table({"clip_id": chunk, "label": [f"{who}:{r}"] * len(chunk),
+                                     f"n_w{who}": pa.array([r] * len(chunk), pa.int64())}))
+"""
+
+_INGESTER = r"""
+import sys, time
+from extractors import ingest
+from featurestore import Store
+folder, root, start_at = sys.argv[1], sys.argv[2], float(sys.argv[3])
+store = Store(root)
+while time.time() < start_at:
+    time.sleep(0.002)
+ingest([folder], store, batch_size=3, workers=1, progress=False)
+"""
+
+
+def _run_at_once(code: str, argv_per_process: list[list[str]], timeout: float = 60) -> None:
+    """Start one ``python -c code`` per argv list, all released at the same instant."""
+    start_at = f"{time.time() + 2.0:.3f}"  # imports (lance, pyarrow, av) finish before it
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, *argv, start_at], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for argv in argv_per_process]
+    failures = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=timeout)
+        if proc.returncode:
+            failures.append(err[-2000:])
+    assert not failures, "\n".join(failures)
+
+
+def _write_wav(path: Path, pitch: float, seconds: float = 0.1, rate: int = 16_000) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = b"".join(struct.pack("<h", int(3000 * math.sin(2 * math.pi * pitch * t / rate)))
+                      for t in range(int(seconds * rate)))
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(frames)
+
+
+@pytest.fixture()
+def two_copies(tmp_path) -> tuple[Path, Path]:
+    """copy1/ and copy2/: the same 24 tiny wav files under the same relative paths."""
+    first = tmp_path / "copy1"
+    for i in range(24):
+        _write_wav(first / f"actor{i % 3}" / f"clip{i:02d}.wav", pitch=200 + 15 * i)
+    second = tmp_path / "copy2"
+    shutil.copytree(first, second)
+    return first, second
+
+
+def test_concurrent_upserts_keep_every_row_once_with_the_latest_values(tmp_path):
+    root, rounds = str(tmp_path / "store"), 3
+    _run_at_once(_UPSERTER, [[root, str(who), str(rounds)] for who in range(3)])
+
+    clips = Store(root).clips()
+    ids = clips["clip_id"].to_list()
+    assert len(ids) == len(set(ids)) == 30 + 3 * 15  # overlapping ids once, each own id once
+    rows = {r["clip_id"]: r for r in clips.to_dicts()}
+    for clip_id, row in rows.items():
+        if clip_id.startswith("shared"):
+            # Every process's own column ends at its last round: no update was lost.
+            assert [row[f"n_w{w}"] for w in range(3)] == [rounds] * 3, row
+            # The last write of a shared id is some process's last round.
+            assert row["label"] in {f"{w}:{rounds}" for w in range(3)}, row
+        else:
+            who = int(clip_id[3])
+            assert row["label"] == f"{who}:{rounds}" and row[f"n_w{who}"] == rounds, row
+
+
+def test_concurrent_ingests_of_two_copies_keep_both(tmp_path, two_copies):
+    root = str(tmp_path / "store")
+    _run_at_once(_INGESTER, [[str(folder), root] for folder in two_copies])
+
+    clips = Store(root).clips(columns=["clip_id", "uri", "root", "rel_path"])
+    files = sorted(str(p.resolve()) for folder in two_copies for p in folder.rglob("*.wav"))
+    assert clips.height == 48
+    assert clips["clip_id"].n_unique() == 48  # no id duplicated
+    assert sorted(clips["uri"].to_list()) == files  # every file present, once
+    for row in clips.to_dicts():  # each id is its file's own (rel path, or root-prefixed)
+        assert row["clip_id"] in (row["rel_path"], f"{Path(row['root']).name}/{row['rel_path']}")
+    # A later sequential ingest of both finds nothing to do.
+    from extractors import ingest
+
+    report = ingest(list(two_copies), Store(root), progress=False)
+    assert report.unchanged == 48 and report.new == report.updated == 0
+
+
+def test_read_only_store_fails_before_any_probing(tmp_path, two_copies, monkeypatch):
+    import importlib
+
+    from extractors import ingest
+
+    ingest_module = importlib.import_module("extractors.ingest")  # the module, not the function
+    root = tmp_path / "store"
+    ingest([two_copies[0]], Store(root), progress=False)
+    probed = []
+    monkeypatch.setattr(ingest_module, "probe", lambda path: probed.append(path))
+    root.chmod(0o555)
+    try:
+        if os.access(root, os.W_OK):
+            pytest.skip("running as root: chmod does not make a directory read-only")
+        with pytest.raises(StoreError, match=r"cannot write to the store .*writable") as err:
+            ingest([two_copies[1]], Store(root), progress=False)
+        assert "\n" not in str(err.value) and probed == []
+    finally:
+        root.chmod(0o755)
+
+
+def test_unwritable_store_path_fails_in_one_line_everywhere(tmp_path, two_copies):
+    """A store under a file (unwritable even for root): every write command refuses first."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from featurestore.index import IndexConfig, build_index
+    from featurestore.maintenance import vacuum
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    store = Store(blocker / "store")
+    with pytest.raises(StoreError, match="cannot write to the store"):
+        store.check_writable()
+    with pytest.raises(StoreError, match="cannot write to the store"):
+        build_index(store, IndexConfig(["egemaps"]))
+    with pytest.raises(StoreError, match="cannot write to the store"):
+        vacuum(store)
+    result = CliRunner().invoke(app, ["ingest", str(two_copies[0]), "--store", str(blocker / "store")])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: cannot write to the store")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_store_objects_of_one_uri_share_one_reentrant_lock(tmp_path):
+    first, second = Store(tmp_path / "s"), Store(tmp_path / "s")
+    with first.writing():
+        with second.writing():  # same process, same store: nests instead of deadlocking
+            second.upsert_clips(pa.table({"clip_id": ["a"], "extra": [1]}))
+    assert first.clips()["extra"].to_list() == [1]  # extra columns survive the first write
+    assert (tmp_path / "s" / ".emofs-write.lock").exists()
