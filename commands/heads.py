@@ -36,24 +36,34 @@ _HEAD_FLAGS: tuple[tuple[str, Any, Any], ...] = (
     ("where", WhereOpt, None),
     ("split_by", Annotated[Optional[str], typer.Option(
         "--split-by", help="Group column for a group split, e.g. speaker (speaker-independent).")], None),
-    ("folds", Annotated[int, typer.Option(
-        "--folds", help="Group k-fold with K folds (needs --split-by); 0: one split.")], 0),
-    ("fold", Annotated[int, typer.Option("--fold", help="Test fold of --folds (the next fold validates).")], 0),
+    ("folds", Annotated[str, typer.Option(
+        "--folds", help="Group k-fold: K folds or loo (needs --split-by); without --fold trains every fold.")], "0"),
+    ("fold", Annotated[Optional[int], typer.Option(
+        "--fold", help="Train only this test fold of --folds (validation: a held-out training group).")], None),
+    ("head", Annotated[str, typer.Option(
+        "--head", help="mlp (projectors + fusion) or linear (logistic regression baseline).")], "mlp"),
     ("fusion", Annotated[str, typer.Option("--fusion", help="concat or attention (softmax over modalities).")],
      "concat"),
     ("hidden", Annotated[int, typer.Option("--hidden", help="Projector width (Emotion-LLaMA: 4096).")], 256),
     ("dropout", Annotated[float, typer.Option("--dropout", help="Dropout on projected features.")], 0.2),
-    ("epochs", Annotated[int, typer.Option("--epochs", help="Maximum epochs (early stopping may end sooner).")], 30),
+    ("epochs", Annotated[Optional[int], typer.Option(
+        "--epochs", help="Maximum epochs. [default: from the training-set size, >= 500 steps]")], None),
     ("lr", Annotated[float, typer.Option("--lr", help="AdamW learning rate.")], 1e-3),
-    ("batch_size", Annotated[int, typer.Option("--batch-size", help="Clips per step.")], 256),
+    ("weight_decay", Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")], 1e-2),
+    ("batch_size", Annotated[Optional[int], typer.Option(
+        "--batch-size", help="Clips per step. [default: n_train/8 within 16..256]")], None),
     ("seed", Annotated[int, typer.Option("--seed", help="Seed of split, weights and shuffling.")], 0),
-    ("patience", Annotated[int, typer.Option("--patience", help="Epochs without improvement before stopping.")], 5),
+    ("patience", Annotated[Optional[int], typer.Option(
+        "--patience", help="Epochs without improvement before stopping. [default: ~250 steps, >= 5]")], None),
     ("monitor", Annotated[str, typer.Option(
         "--monitor", help="Validation figure: weighted_f1, macro_f1, uar, accuracy.")], "weighted_f1"),
     ("class_weights", Annotated[bool, typer.Option(
         "--class-weights/--no-class-weights", help="Inverse-frequency class weights in the loss.")], True),
     ("standardize", Annotated[bool, typer.Option(
         "--standardize/--no-standardize", help="Z-score inputs with train-set statistics.")], True),
+    ("normalize", Annotated[Optional[str], typer.Option(
+        "--normalize", help="Z-score each group of this column (e.g. speaker) with its own mean/std; none: off.")],
+     None),
     ("drop_missing", _DropMissingOpt, False),
     ("preload", Annotated[str, typer.Option(
         "--preload", help="auto (if it fits in memory), always or never (stream).")], "auto"),
@@ -103,20 +113,48 @@ def train_head_command(out: _OutOpt = None, store: StoreOpt = None, as_json: Jso
 
     The run directory gets config.json, labels.json, features.json, splits.csv,
     metrics.csv, checkpoints/best.ckpt, metrics.json, confusion.png and curves.png.
+    With --split-by and --folds K (or loo) but no --fold, every fold is trained into
+    fold-0/, fold-1/, ... and cv.json, cv.csv and a pooled confusion.png summarise them.
 
     Examples:
       emofs train head --encoders hubert,mae,videomae,eva --split-by speaker
       emofs train head -e egemaps --fusion attention --hidden 128 --epochs 50 --out runs/egemaps
+      emofs train head -e egemaps --split-by speaker --folds 5 --normalize speaker
     """
     from heads.train import prefetch_lightning, train_head
 
     prefetch_lightning()  # import Lightning while the flags are checked and data loads
-    result = train_head(open_store(store), _head_config(flags), out=out)
+    cfg = _head_config(flags)
+    if cfg.folds and cfg.fold is None:
+        from heads.cv import cross_validate
+
+        cv = cross_validate(open_store(store), cfg, out=out)
+        if as_json:
+            echo_json(cv.as_dict())
+        else:
+            _print_cv(cv)
+        return
+    result = train_head(open_store(store), cfg, out=out)
     if as_json:
         echo_json(result.as_dict())
         return
     _print_figures(result.test, title=f"{result.run_dir} test (best epoch {result.best_epoch})")
     typer.echo(f"run: {result.run_dir}")
+
+
+def _print_cv(cv) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    keys = ("uar", "war", "weighted_f1", "macro_f1")
+    table = Table("fold", "test groups", "clips", "UAR", "WAR", "weighted F1", "macro F1",
+                  title=f"{cv.run_dir}: {len(cv.rows)}-fold cross-validation (test folds)")
+    for row in cv.rows:
+        table.add_row(str(row["fold"]), row["test_groups"], str(row["n_test"]), *(f"{row[k]:.3f}" for k in keys))
+    table.add_row("mean ± std", "", str(sum(r["n_test"] for r in cv.rows)),
+                  *(f"{cv.mean[k]:.3f} ± {cv.std[k]:.3f}" for k in keys))
+    Console(width=120).print(table)
+    typer.echo(f"run: {cv.run_dir}")
 
 
 def _print_figures(figures: dict[str, Any], *, title: str) -> None:

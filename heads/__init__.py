@@ -27,6 +27,7 @@ __all__ = [
     "predict_clips",
     "evaluate_run",
     "predict_to_store",
+    "cross_validate",
 ]
 
 _LAZY = {
@@ -37,6 +38,7 @@ _LAZY = {
     "predict_clips": "predict",
     "evaluate_run": "predict",
     "predict_to_store": "predict",
+    "cross_validate": "cv",
 }
 
 

@@ -14,9 +14,12 @@ from typing import Any
 
 from featurestore.errors import InputError
 
-__all__ = ["HeadConfig", "FUSIONS", "MONITORS", "PRELOAD_MODES"]
+__all__ = ["HeadConfig", "FUSIONS", "HEADS", "MONITORS", "PRELOAD_MODES"]
 
 FUSIONS = ("concat", "attention")
+#: ``mlp``: projectors + fusion + classifier (Lightning); ``linear``: multinomial logistic
+#: regression on the standardised inputs (full-batch L-BFGS), a strong small-data baseline.
+HEADS = ("mlp", "linear")
 #: Validation figures early stopping / checkpointing may follow (all: higher is better).
 MONITORS = ("weighted_f1", "macro_f1", "uar", "accuracy")
 PRELOAD_MODES = ("auto", "always", "never")
@@ -33,19 +36,23 @@ class HeadConfig:
         split_by: group column for a group split (``--split-by speaker``); None uses the
             ``split`` column when it has values, else a stratified random split.
         folds: group k-fold with this many folds (``--folds``; needs ``--split-by``);
-            0 is a single group split.
-        fold: which fold is the test fold (``--fold``); the next one is validation.
+            ``"loo"`` is one fold per group (leave one group out); 0 is a single group split.
+        fold: which fold is the test fold (``--fold``); validation is a held-out group of
+            the training folds. None (no ``--fold``): ``emofs train head`` trains every
+            fold (:func:`heads.cv.cross_validate`); a single run takes fold 0.
         val_frac: validation share of a random or group split (``--val-frac``).
         test_frac: test share of a random or group split (``--test-frac``).
         fusion: ``concat`` or ``attention`` (softmax weights over modalities).
         hidden: projector width (``--hidden``; Emotion-LLaMA projects to 4096).
         dropout: dropout on projected features (``--dropout``).
-        epochs: maximum epochs (``--epochs``).
+        epochs: maximum epochs (``--epochs``); None: derived from the training-set size
+            (at least ``heads.schedule.MIN_STEPS`` steps).
         max_steps: stop after this many optimiser steps (-1: no limit; smoke tests).
         lr: AdamW learning rate (``--lr``). weight_decay: AdamW weight decay.
-        batch_size: clips per step (``--batch-size``).
+        batch_size: clips per step (``--batch-size``); None: ``clamp(n_train / 8, 16, 256)``.
         seed: seed of splits, weights and shuffling (``--seed``).
-        patience: epochs without improvement before early stopping (``--patience``).
+        patience: validation checks (epochs) without improvement before early stopping
+            (``--patience``); None: about ``heads.schedule.PATIENCE_STEPS`` steps, at least 5.
         monitor: validation figure for early stopping and the best checkpoint.
         standardize: z-score each input dimension with train-set statistics, kept in the
             checkpoint (``--no-standardize``); needed for raw features like eGeMAPS.
@@ -57,26 +64,29 @@ class HeadConfig:
         accelerator: Lightning accelerator (``cpu``, ``gpu``, ``auto``).
         threads: torch CPU threads (``--threads``; 0 keeps torch's default). On a shared
             or small CPU, 1 thread is often faster than several fighting for cores.
+        head: ``mlp`` (projectors + fusion) or ``linear`` (logistic regression) (``--head``).
+        normalize: group column whose groups are z-scored with their own mean / std before
+            the global standardisation (``--normalize speaker``; None or ``none``: off).
     """
 
     encoders: list[str]
     label: str = "label"
     where: str | None = None
     split_by: str | None = None
-    folds: int = 0
-    fold: int = 0
+    folds: int | str = 0
+    fold: int | None = None
     val_frac: float = 0.15
     test_frac: float = 0.2
     fusion: str = "concat"
     hidden: int = 256
     dropout: float = 0.2
-    epochs: int = 30
+    epochs: int | None = None
     max_steps: int = -1
     lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 256
+    weight_decay: float = 1e-2
+    batch_size: int | None = None
     seed: int = 0
-    patience: int = 5
+    patience: int | None = None
     monitor: str = "weighted_f1"
     standardize: bool = True
     class_weights: bool = True
@@ -85,8 +95,12 @@ class HeadConfig:
     workers: int = 0
     accelerator: str = "auto"
     threads: int = 0
+    normalize: str | None = None
+    head: str = "mlp"
 
     def __post_init__(self) -> None:
+        if self.normalize is not None and self.normalize.strip().lower() in ("", "none"):
+            self.normalize = None
         if isinstance(self.encoders, str):
             self.encoders = [e.strip() for e in self.encoders.split(",")]
         self.encoders = [e.strip() for e in self.encoders if e and e.strip()]
@@ -98,6 +112,8 @@ class HeadConfig:
             raise InputError("--label must name a clip column, e.g. --label label")
         if self.fusion not in FUSIONS:
             raise InputError(f"--fusion must be one of {', '.join(FUSIONS)} (got {self.fusion!r})")
+        if self.head not in HEADS:
+            raise InputError(f"--head must be one of {', '.join(HEADS)} (got {self.head!r})")
         if self.monitor not in MONITORS:
             raise InputError(f"--monitor must be one of {', '.join(MONITORS)} (got {self.monitor!r})")
         if self.preload not in PRELOAD_MODES:
@@ -105,15 +121,16 @@ class HeadConfig:
                 f"--preload must be one of {', '.join(PRELOAD_MODES)} (got {self.preload!r})"
             )
         _positive("--hidden", self.hidden)
-        _positive("--epochs", self.epochs)
-        _positive("--batch-size", self.batch_size)
+        for flag, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
+            if value is not None:
+                _positive(flag, value)
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if not self.lr > 0:
             raise InputError(f"--lr must be > 0 (got {self.lr})")
         if self.weight_decay < 0:
             raise InputError(f"--weight-decay must be >= 0 (got {self.weight_decay})")
-        if self.patience < 1:
+        if self.patience is not None and self.patience < 1:
             raise InputError(f"--patience must be >= 1 (got {self.patience})")
         if self.max_steps == 0 or self.max_steps < -1:
             raise InputError(f"--max-steps must be -1 (no limit) or >= 1 (got {self.max_steps})")
@@ -126,15 +143,24 @@ class HeadConfig:
                 raise InputError(f"{flag} must be between 0 and 1 (got {value})")
         if self.val_frac + self.test_frac >= 0.9:
             raise InputError("--val-frac + --test-frac must leave at least 10% for training")
+        if isinstance(self.folds, str):
+            text = self.folds.strip().lower()
+            if text != "loo" and not text.isdigit():
+                raise InputError(f"--folds must be a number of folds or loo (leave one group out; got {self.folds!r})")
+            self.folds = "loo" if text == "loo" else int(text)
         if self.folds:
             if self.split_by is None:
                 raise InputError("--folds needs --split-by COLUMN (a group k-fold), e.g. --split-by speaker")
-            if self.folds < 3:
-                raise InputError(f"--folds must be >= 3 (test, validation and train folds; got {self.folds})")
-            if not 0 <= self.fold < self.folds:
-                raise InputError(f"--fold must be in 0..{self.folds - 1} (got {self.fold})")
+            if self.folds != "loo" and self.folds < 2:
+                raise InputError(f"--folds must be >= 2 or loo (got {self.folds})")
+            if self.fold is not None and (self.fold < 0 or (self.folds != "loo" and self.fold >= self.folds)):
+                raise InputError(f"--fold must be in 0..{self.n_folds_hint()} (got {self.fold})")
         elif self.fold:
             raise InputError("--fold needs --folds K")
+
+    def n_folds_hint(self) -> str:
+        """The largest valid ``--fold`` as text (``groups - 1`` for ``loo``)."""
+        return "groups - 1" if self.folds == "loo" else str(int(self.folds) - 1)
 
     # ----------------------------------------------------------------- io
     def to_dict(self) -> dict[str, Any]:

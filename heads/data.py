@@ -83,6 +83,9 @@ class PreparedData:
     dropped_missing: int = 0
     dropped_unlabelled: int = 0
     feature_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    normalizer: Any = None  # heads.normalize.GroupNormalizer with --normalize
+    normalize_report: dict[str, Any] | None = None
+    groups: np.ndarray | None = None  # (N,) --split-by values (str), when splitting by group
 
     def indices(self, split: str) -> np.ndarray:
         """Row positions of one split."""
@@ -103,6 +106,7 @@ class PreparedData:
             store_uri=self.store_uri, dropped_missing=self.dropped_missing,
             dropped_unlabelled=self.dropped_unlabelled,
             feature_info={e: self.feature_info[e] for e in enc},
+            normalizer=self.normalizer, normalize_report=self.normalize_report, groups=self.groups,
         )
 
 
@@ -152,12 +156,16 @@ def _labelled_clips(store: Store, cfg: HeadConfig):
         raise InputError(
             f"--split-by {cfg.split_by}: clips have no such column (columns: {', '.join(frame.columns)})"
         )
+    if cfg.normalize and cfg.normalize not in frame.columns:
+        raise InputError(
+            f"--normalize {cfg.normalize}: clips have no such column (columns: {', '.join(frame.columns)})"
+        )
     if frame.height == 0:
         raise InputError(
             "no clips selected" + (f" by --where {cfg.where!r}" if cfg.where else "")
             + ": ingest clips first or loosen --where"
         )
-    keep = ["clip_id", cfg.label] + [c for c in ("split", cfg.split_by) if c and c in frame.columns]
+    keep = ["clip_id", cfg.label] + [c for c in ("split", cfg.split_by, cfg.normalize) if c and c in frame.columns]
     frame = frame.select(list(dict.fromkeys(keep))).with_columns(
         pl.col(cfg.label).cast(pl.Utf8).alias("_label")
     )
@@ -189,6 +197,9 @@ def prepare_data(
     itemsize = {n_: 2 if info[n_]["dtype"] == "float16" else 4 for n_ in cfg.encoders}
     nbytes = sum(n * info[e]["dim"] * itemsize[e] for e in cfg.encoders)
     preload = _decide_preload(cfg.preload, nbytes)
+    if cfg.normalize and not preload:
+        raise InputError(f"--normalize {cfg.normalize} needs the features in memory: drop --preload never "
+                         "(or pass --preload always)")
     present = np.ones(n, dtype=bool)
     arrays: dict[str, np.ndarray] = {}
     for name in cfg.encoders:
@@ -229,13 +240,25 @@ def prepare_data(
     missing_train = [vocabulary[c] for c in range(len(vocabulary)) if not (labels[split == "train"] == c).any()]
     if missing_train and not quiet:
         log.warning(f"classes with no training clip (the head cannot learn them): {', '.join(missing_train)}")
+    normalizer = report = None
+    if cfg.normalize:
+        from .normalize import GroupNormalizer, group_values
+
+        normalizer = GroupNormalizer.fit(cfg.normalize, arrays, np.flatnonzero(split == "train"))
+        arrays, report = normalizer.apply(arrays, group_values(frame[cfg.normalize].to_list()))
     return PreparedData(
         clip_ids=clip_ids, labels=labels, vocabulary=vocabulary, split=split,
         features=arrays if preload else None,
         dims={e: int(info[e]["dim"]) for e in cfg.encoders}, split_note=note,
         store_uri=store.uri, dropped_missing=dropped, dropped_unlabelled=unlabelled,
-        feature_info=info,
+        feature_info=info, normalizer=normalizer, normalize_report=report,
+        groups=_group_array(frame[cfg.split_by].to_list()) if cfg.split_by else None,
     )
+
+
+def _group_array(values: list) -> np.ndarray:
+    """Group column values as strings (None: ``<none>``), as the group splits see them."""
+    return np.array(["<none>" if g is None else str(g) for g in values])
 
 
 def _pl_mask(mask: np.ndarray):
@@ -272,7 +295,7 @@ def assign_splits(frame, labels: np.ndarray, cfg: HeadConfig) -> tuple[np.ndarra
     rng = np.random.default_rng(cfg.seed)
     n = len(labels)
     if cfg.split_by:
-        groups = np.array(["<none>" if g is None else str(g) for g in frame[cfg.split_by].to_list()])
+        groups = _group_array(frame[cfg.split_by].to_list())
         if cfg.folds:
             return _group_kfold(groups, cfg, rng)
         return _group_split(groups, cfg, rng)
@@ -363,25 +386,37 @@ def _group_split(groups: np.ndarray, cfg: HeadConfig, rng) -> tuple[np.ndarray, 
 
 def _group_kfold(groups: np.ndarray, cfg: HeadConfig, rng) -> tuple[np.ndarray, str]:
     order, size = _group_sizes(groups, rng)
-    if len(order) < cfg.folds:
+    k_folds = len(order) if cfg.folds == "loo" else int(cfg.folds)
+    fold = cfg.fold or 0
+    if len(order) < max(3, k_folds):
         raise InputError(
             f"--folds {cfg.folds}: --split-by {cfg.split_by} has only {len(order)} groups; "
-            f"use --folds {max(3, len(order))} or fewer"
+            f"use --folds {max(2, len(order) - 1)} or fewer (at least 3 groups: test, val, train)"
         )
+    if fold >= k_folds:
+        raise InputError(f"--fold must be in 0..{k_folds - 1} (got {fold})")
     # Largest groups first, each into the currently smallest fold (balanced folds).
-    folds: list[list[str]] = [[] for _ in range(cfg.folds)]
-    load = [0] * cfg.folds
+    folds: list[list[str]] = [[] for _ in range(k_folds)]
+    load = [0] * k_folds
     for g in sorted(order, key=lambda g: -size[g]):
         k = int(np.argmin(load))
         folds[k].append(g)
         load[k] += size[g]
-    test, val = folds[cfg.fold], folds[(cfg.fold + 1) % cfg.folds]
+    test = folds[fold]
+    # Validation: held-out groups of the training folds (about --val-frac of their clips).
+    rest = [g for g in order if g not in test]
+    target = cfg.val_frac * sum(size[g] for g in rest)
+    val: list[str] = []
+    for g in np.random.default_rng(cfg.seed + 1000 * (fold + 1)).permutation(rest).tolist():
+        if val and (sum(size[v] for v in val) >= target or len(val) >= len(rest) - 1):
+            break
+        val.append(g)
     split = np.full(len(groups), "train", dtype=object)
     split[np.isin(groups, test)] = "test"
     split[np.isin(groups, val)] = "val"
     note = (
-        f"group {cfg.folds}-fold by {cfg.split_by} (seed {cfg.seed}), fold {cfg.fold}: "
-        f"test {', '.join(sorted(test))}; val {', '.join(sorted(val))}"
+        f"group {k_folds}-fold by {cfg.split_by} (seed {cfg.seed}), fold {fold}: "
+        f"test {', '.join(sorted(test))}; val {', '.join(sorted(val))} (from the training folds)"
     )
     return split.astype(str), note
 

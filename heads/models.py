@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["FusionHead", "build_head"]
+__all__ = ["FusionHead", "LinearHead", "build_head"]
 
 
 class FusionHead(nn.Module):
@@ -76,6 +76,36 @@ class FusionHead(nn.Module):
         return self.classifier(self.dropout(fused))  # (B, C)
 
 
-def build_head(dims: Sequence[int], n_classes: int, cfg) -> FusionHead:
-    """A :class:`FusionHead` from a :class:`heads.config.HeadConfig`."""
+class LinearHead(nn.Module):
+    """Multinomial logistic regression over the standardised, concatenated inputs.
+
+    Same interface as :class:`FusionHead` (``fuse``, ``classifier``, standardisation
+    buffers), so runs load and predict alike; trained full-batch by :mod:`heads.linear`.
+    """
+
+    def __init__(self, dims: Sequence[int], n_classes: int):
+        super().__init__()
+        self.n_modalities = len(dims)
+        for m, d in enumerate(dims):
+            self.register_buffer(f"mean_{m}", torch.zeros(d))
+            self.register_buffer(f"std_{m}", torch.ones(d))
+        self.classifier = nn.Linear(sum(dims), n_classes)
+
+    set_standardization = FusionHead.set_standardization
+
+    def fuse(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, None]:
+        """Standardised inputs side by side: ``(B, sum D_m)`` (no modality weights)."""
+        return torch.cat([(x.float() - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
+                          for m, x in enumerate(inputs)], dim=-1), None  # (B, sum D_m)
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Class logits ``(B, C)``."""
+        return self.classifier(self.fuse(inputs)[0])  # (B, C)
+
+
+def build_head(dims: Sequence[int], n_classes: int, cfg) -> nn.Module:
+    """A :class:`FusionHead` (or :class:`LinearHead` for ``head="linear"``) from a
+    :class:`heads.config.HeadConfig`."""
+    if getattr(cfg, "head", "mlp") == "linear":
+        return LinearHead(dims, n_classes)
     return FusionHead(dims, n_classes, hidden=cfg.hidden, fusion=cfg.fusion, dropout=cfg.dropout)

@@ -22,7 +22,7 @@ from .config import HeadConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoadedRun", "load_run", "predict_proba", "predict_clips", "evaluate_run", "predict_to_store"]
+__all__ = ["LoadedRun", "load_run", "read_checkpoint", "predict_proba", "predict_clips", "evaluate_run", "predict_to_store"]
 
 _CHECKPOINT = "checkpoints/best.ckpt"
 
@@ -47,16 +47,16 @@ class LoadedRun:
     features: dict[str, dict[str, Any]]
     head: Any
     model_fingerprint: str
+    normalizer: Any = None  # heads.normalize.GroupNormalizer of a --normalize run
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Load a run directory written by ``emofs train head``.
 
     Raises:
-        InputError: the directory is not a finished run (names the missing file).
+        InputError: the directory is not a finished run (names the missing file), or one of
+            its files is damaged (a truncated checkpoint: names the file and the way out).
     """
-    import torch
-
     from .models import build_head
 
     run_dir = Path(run_dir)
@@ -66,20 +66,66 @@ def load_run(run_dir: str | Path) -> LoadedRun:
                 f"{run_dir} is not a finished head run (no {name}): pass a directory written by "
                 "`emofs train head`"
             )
-    config = HeadConfig.load(run_dir / "config.json")
-    vocabulary = json.loads((run_dir / "labels.json").read_text())
-    features = json.loads((run_dir / "features.json").read_text())
+    try:
+        config = HeadConfig.load(run_dir / "config.json")
+        vocabulary = json.loads((run_dir / "labels.json").read_text())
+        features = json.loads((run_dir / "features.json").read_text())
+        dims = [int(features[e]["dim"]) for e in config.encoders]
+    except (ValueError, KeyError, TypeError, OSError) as exc:  # JSONDecodeError is a ValueError
+        raise InputError(_damaged(run_dir, "config.json / labels.json / features.json", exc)) from exc
     ckpt_bytes = (run_dir / _CHECKPOINT).read_bytes()
     fingerprint = hashlib.sha256(
         ckpt_bytes + json.dumps(config.to_dict(), sort_keys=True).encode()
     ).hexdigest()[:16]
-    state = torch.load(run_dir / _CHECKPOINT, map_location="cpu", weights_only=True)["state_dict"]
+    state = read_checkpoint(run_dir / _CHECKPOINT)["state_dict"]
     weights = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
-    head = build_head([int(features[e]["dim"]) for e in config.encoders], len(vocabulary), config)
-    head.load_state_dict(weights)
+    head = build_head(dims, len(vocabulary), config)
+    try:
+        head.load_state_dict(weights)
+    except RuntimeError as exc:  # missing / unexpected keys, wrong shapes
+        raise InputError(_damaged(run_dir, run_dir / _CHECKPOINT, exc)) from exc
     head.eval()
+    normalizer = _load_normalizer(run_dir, config)
     return LoadedRun(run_dir=run_dir, run_id=run_dir.name, config=config, vocabulary=vocabulary,
-                     features=features, head=head, model_fingerprint=fingerprint)
+                     features=features, head=head, model_fingerprint=fingerprint, normalizer=normalizer)
+
+
+def _load_normalizer(run_dir: Path, config: HeadConfig):
+    if not config.normalize:
+        return None
+    from .normalize import GroupNormalizer
+
+    return GroupNormalizer.load(run_dir)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a head run's ``checkpoints/best.ckpt`` (tensors only, never arbitrary pickles).
+
+    Raises:
+        InputError: the file is truncated or not a checkpoint (names the file and the fix).
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise InputError(_damaged(run_dir, path, exc)) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("state_dict"), dict):
+        raise InputError(_damaged(run_dir, path, ValueError("it holds no state_dict")))
+    return data
+
+
+def _damaged(run_dir: Path, file: Path | str, exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    reason = (lines[0] if lines else type(exc).__name__).split(". ")[0][:200]
+    return (f"run {run_dir} is damaged: {file} cannot be read ({reason}): restore the run directory "
+            f"from a backup, or retrain it (`emofs train head` with the flags in its config.json) "
+            "and pass the new run")
 
 
 def predict_proba(head, dataset, encoders: Sequence[str], *, batch_size: int = 1024,
@@ -125,7 +171,7 @@ def _check_features(store: Store, run: LoadedRun) -> None:
                  f"-> {now['fingerprint']}): predictions may be off")
 
 
-def _features_for(store: Store, run: LoadedRun, clip_ids: list[str], drop_missing: bool):
+def _features_for(store: Store, run: LoadedRun, clip_ids: list[str], drop_missing: bool, groups=None):
     from heads.data import TensorBatches, read_aligned
 
     arrays, present = {}, np.ones(len(clip_ids), dtype=bool)
@@ -140,7 +186,27 @@ def _features_for(store: Store, run: LoadedRun, clip_ids: list[str], drop_missin
     if not present.all():
         log.warning(f"--drop-missing: skipped {int((~present).sum())} clips lacking a feature set")
     kept = [c for c, ok in zip(clip_ids, present) if ok]
-    return kept, present, TensorBatches({k: v[present] for k, v in arrays.items()}, None)
+    arrays = {k: v[present] for k, v in arrays.items()}  # {set: (N, D)}
+    if run.normalizer is not None:  # per-group z-scores over the clips being predicted
+        from .normalize import group_values
+
+        values = group_values([None] * len(kept) if groups is None else np.asarray(groups, dtype=object)[present])
+        arrays, _ = run.normalizer.apply(arrays, values)
+    return kept, present, TensorBatches(arrays, None)
+
+
+def _group_column(store: Store, run: LoadedRun, ids: list[str]):
+    """The ``--normalize`` column of ``ids`` (None: not a normalised run, or no such column)."""
+    column = run.config.normalize
+    if not column:
+        return None
+    if column not in store.clips(limit=1).columns:
+        log.warning(f"clips have no {column!r} column (the run's --normalize): every clip uses the "
+                    "training statistics")
+        return None
+    frame = store.clips(columns=["clip_id", column])
+    lookup = dict(zip(frame["clip_id"].to_list(), frame[column].to_list()))
+    return [lookup.get(c) for c in ids]
 
 
 def _select(store: Store, where: str | None, clip_ids: Sequence[str] | None, columns=None):
@@ -185,7 +251,7 @@ def predict_clips(
     run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
     _check_features(store, run)
     ids = _select(store, where, clip_ids, columns=["clip_id"])["clip_id"].to_list()
-    kept, _, dataset = _features_for(store, run, ids, drop_missing)
+    kept, _, dataset = _features_for(store, run, ids, drop_missing, _group_column(store, run, ids))
     probs = predict_proba(run.head, dataset, run.config.encoders)  # (N, C)
     best = probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
     data: dict[str, Any] = {

@@ -66,11 +66,13 @@ def plot_curves(metrics_csv: str | Path, path: str | Path, *, monitor: str = "we
                            linewidth=2.5 if col == f"val_{monitor}" else 1.2)
     left.set_xlabel("epoch")
     left.set_title("loss")
-    left.legend(loc="best")
+    if left.get_legend_handles_labels()[0]:
+        left.legend(loc="best")
     right.set_xlabel("epoch")
     right.set_ylim(0, 1)
     right.set_title("validation")
-    right.legend(loc="best")
+    if right.get_legend_handles_labels()[0]:
+        right.legend(loc="best")
     return _save(plt, fig, path)
 
 

@@ -65,6 +65,8 @@ class RunResult:
     split_note: str
     timings: dict[str, float] = field(default_factory=dict)
     attention: dict[str, float] | None = None
+    normalize: dict[str, Any] | None = None
+    schedule: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary (what ``metrics.json`` holds)."""
@@ -79,6 +81,8 @@ class RunResult:
             "split": self.split_note,
             "timings": self.timings,
             "attention_weights": self.attention,
+            "normalize": self.normalize,
+            "schedule": self.schedule,
         }
 
 
@@ -251,11 +255,34 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def _check_out(out: str | Path | None) -> None:
+    """Refuse an --out that can never be a directory (a file, or under one) before any work."""
+    if out is None:
+        return
+    out = Path(out)
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            where = "is a file" if path == out else f"is under {path}, which is a file"
+            raise InputError(f"--out {out} {where}, not a directory: pass a new or existing "
+                             "directory for the run")
+        if path.exists():
+            return
+
+
+def _make_dir(path: Path) -> None:
+    _check_out(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create --out {path} ({exc.strerror or exc}): pass a directory "
+                         "you can write to") from exc
+
+
 def _prepare_run_dir(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if (run_dir / "config.json").exists():
         raise InputError(f"{run_dir} already holds a run: pass another --out (nothing was overwritten)")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _make_dir(run_dir)
     return run_dir
 
 
@@ -284,11 +311,15 @@ def train_head(
     """
     started = time.time()
     process_start = _process_start()
+    _check_out(out)  # before minutes of data preparation
     prefetch_lightning()
     if prepared is None:
         prepared = prepare_data(store, cfg, quiet=quiet)
     data_s = time.time() - started
     _check_splits(prepared)
+    from .schedule import resolve_schedule
+
+    cfg, schedule = resolve_schedule(cfg, prepared.counts()["train"])
     run_dir = _prepare_run_dir(Path(out) if out else default_run_dir(cfg))
     if not quiet:
         counts = prepared.counts()
@@ -300,7 +331,56 @@ def train_head(
     _write_json(run_dir / "labels.json", prepared.vocabulary)
     _write_json(run_dir / "features.json", {e: prepared.feature_info[e] for e in cfg.encoders})
     _write_splits(run_dir / "splits.csv", prepared)
+    if prepared.normalizer is not None:
+        prepared.normalizer.save(run_dir)
 
+    if cfg.head == "linear":
+        from .linear import fit_linear
+
+        fit = fit_linear(prepared, cfg, run_dir,
+                         _train_stats(prepared, cfg) if cfg.standardize else None,
+                         inverse_frequency_weights(prepared) if cfg.class_weights else None)
+    else:
+        fit = _fit_lightning(prepared, cfg, run_dir, schedule, quiet)
+    schedule = {"steps": fit["steps"], **(schedule if cfg.head == "mlp" else {"solver": "lbfgs"})}
+
+    from .predict import load_run, predict_proba
+    from .report import plot_confusion, plot_curves
+
+    run = load_run(run_dir)
+    figures = {}
+    attention = None
+    for part in ("val", "test"):
+        dataset = split_dataset(prepared, part, encoders=cfg.encoders)
+        probs, weights = predict_proba(run.head, dataset, cfg.encoders, batch_size=cfg.batch_size,
+                                       with_weights=True)
+        figures[part] = classification_metrics(prepared.labels[prepared.indices(part)],
+                                               probs.argmax(1), prepared.vocabulary)
+        if part == "test" and weights is not None:
+            attention = dict(zip(cfg.encoders, weights.mean(0).round(4).tolist()))
+    first_step = fit["first_step_at"]
+    timings = {
+        "data_s": round(data_s, 3),
+        "fit_s": round(fit["fit_s"], 3),
+        "first_step_s": round(first_step - process_start, 3) if first_step else None,
+        "first_step_in_job_s": round(first_step - started, 3) if first_step else None,
+        "total_s": round(time.time() - started, 3),
+    }
+    result = RunResult(run_dir=run_dir, test=figures["test"], val=figures["val"],
+                       best_epoch=fit["best_epoch"], epochs=fit["epochs"],
+                       counts=prepared.counts(), split_note=prepared.split_note,
+                       timings=timings, attention=attention, normalize=prepared.normalize_report,
+                       schedule=schedule)
+    _write_json(run_dir / "metrics.json", result.as_dict())
+    plot_confusion(np.array(figures["test"]["confusion"]), prepared.vocabulary,
+                   run_dir / "confusion.png", title=f"{run_dir.name}: test")
+    plot_curves(run_dir / "metrics.csv", run_dir / "curves.png", monitor=cfg.monitor)
+    return result
+
+
+def _fit_lightning(prepared: PreparedData, cfg: HeadConfig, run_dir: Path, schedule: dict[str, Any],
+                   quiet: bool) -> dict[str, Any]:
+    """Fit the MLP head with Lightning; writes the best checkpoint and ``metrics.csv``."""
     import lightning.pytorch as pl
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -333,6 +413,7 @@ def train_head(
     logger = CSVLogger(save_dir=str(run_dir), name="", version="lightning")
     trainer = pl.Trainer(
         accelerator=cfg.accelerator, devices=1, max_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        min_steps=schedule["min_steps"] if cfg.max_steps == -1 else None,
         logger=logger, callbacks=[checkpoint, stopping], enable_checkpointing=True,
         enable_model_summary=False, enable_progress_bar=sys.stderr.isatty() and not quiet,
         num_sanity_val_steps=0, deterministic=True, log_every_n_steps=1,
@@ -349,38 +430,9 @@ def train_head(
         best_path = Path(checkpoint.best_model_path)
         best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=True)["epoch"])
 
-    from .predict import load_run, predict_proba
-    from .report import plot_confusion, plot_curves
-
     _write_metrics_csv(Path(logger.log_dir) / "metrics.csv", run_dir / "metrics.csv")
-    run = load_run(run_dir)
-    figures = {}
-    attention = None
-    for part in ("val", "test"):
-        dataset = split_dataset(prepared, part, encoders=cfg.encoders)
-        probs, weights = predict_proba(run.head, dataset, cfg.encoders, batch_size=cfg.batch_size,
-                                       with_weights=True)
-        figures[part] = classification_metrics(prepared.labels[prepared.indices(part)],
-                                               probs.argmax(1), prepared.vocabulary)
-        if part == "test" and weights is not None:
-            attention = dict(zip(cfg.encoders, weights.mean(0).round(4).tolist()))
-    first_step = module.first_step_at
-    timings = {
-        "data_s": round(data_s, 3),
-        "fit_s": round(fit_s, 3),
-        "first_step_s": round(first_step - process_start, 3) if first_step else None,
-        "first_step_in_job_s": round(first_step - started, 3) if first_step else None,
-        "total_s": round(time.time() - started, 3),
-    }
-    result = RunResult(run_dir=run_dir, test=figures["test"], val=figures["val"],
-                       best_epoch=best_epoch, epochs=trainer.current_epoch,
-                       counts=prepared.counts(), split_note=prepared.split_note,
-                       timings=timings, attention=attention)
-    _write_json(run_dir / "metrics.json", result.as_dict())
-    plot_confusion(np.array(figures["test"]["confusion"]), prepared.vocabulary,
-                   run_dir / "confusion.png", title=f"{run_dir.name}: test")
-    plot_curves(run_dir / "metrics.csv", run_dir / "curves.png", monitor=cfg.monitor)
-    return result
+    return {"best_epoch": best_epoch, "epochs": trainer.current_epoch, "steps": int(trainer.global_step),
+            "fit_s": fit_s, "first_step_at": module.first_step_at}
 
 
 def _write_splits(path: Path, prepared: PreparedData) -> None:
@@ -416,7 +468,8 @@ def ablate(
 ):
     """Train one head per non-empty subset of ``cfg.encoders`` with the same clips and split.
 
-    Every subset sees the same clips (those having *all* the feature sets), the same split
+    With the default ``mlp`` head, a ``linear`` (logistic regression) run on every feature
+    set is added as a reference row, ``<all sets> (linear)``. Every subset sees the same clips (those having *all* the feature sets), the same split
     and the same seed, so the table compares modalities only (as the paper's encoder
     ablation). Writes ``<out>/<subset>/`` runs, ``ablation.csv`` and ``ablation.png``.
 
@@ -435,19 +488,22 @@ def ablate(
         "ablation-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
     if (out / "ablation.csv").exists():
         raise InputError(f"{out} already holds an ablation: pass another --out (nothing was overwritten)")
-    out.mkdir(parents=True, exist_ok=True)
+    _make_dir(out)
     prepared = prepare_data(store, cfg, quiet=quiet)
     _check_splits(prepared)
     subsets = [s for k in range(1, len(cfg.encoders) + 1)
                for s in itertools.combinations(cfg.encoders, k)]
+    # Reference row: the linear baseline on every feature set (same clips and split).
+    runs = [(s, cfg.head) for s in subsets] + ([(tuple(cfg.encoders), "linear")] if cfg.head == "mlp" else [])
     rows = []
-    for i, subset in enumerate(subsets, 1):
-        name = "+".join(subset)
+    for i, (subset, head) in enumerate(runs, 1):
+        name = "+".join(subset) + (" (linear)" if head != cfg.head else "")
         if not quiet:
-            log.info(f"[{i}/{len(subsets)}] {name}")
-        result = train_head(store, cfg.replace(encoders=list(subset)), out=out / name,
+            log.info(f"[{i}/{len(runs)}] {name}")
+        result = train_head(store, cfg.replace(encoders=list(subset), head=head),
+                            out=out / name.replace(" (linear)", ".linear"),
                             prepared=prepared.subset(subset), quiet=True)
-        row = {"encoders": name, "n_encoders": len(subset)}
+        row = {"encoders": name, "head": head, "n_encoders": len(subset)}
         row.update({k: round(result.test[k], 4) for k in HEADLINE})
         row[f"val_{cfg.monitor}"] = round(result.val[cfg.monitor], 4)
         row["best_epoch"] = result.best_epoch

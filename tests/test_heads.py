@@ -212,12 +212,15 @@ def test_ablation_trains_every_subset(store, tmp_path):
     ])
     assert result.exit_code == 0, result.output
     table = pl.read_csv(out / "ablation.csv")
-    assert table["encoders"].to_list() == ["aud", "vis", "aud+vis"]  # 2^2 - 1 subsets
+    # 2^2 - 1 subsets, then the linear baseline on every set as a reference row.
+    assert table["encoders"].to_list() == ["aud", "vis", "aud+vis", "aud+vis (linear)"]
+    assert table["head"].to_list() == ["mlp", "mlp", "mlp", "linear"]
     assert (out / "ablation.png").stat().st_size > 0
-    for name in table["encoders"]:
+    dirs = [n.replace(" (linear)", ".linear") for n in table["encoders"]]
+    for name in dirs:
         assert (out / name / "metrics.json").is_file()
     # Same clips and split for every subset.
-    splits = [pl.read_csv(out / n / "splits.csv") for n in table["encoders"]]
+    splits = [pl.read_csv(out / n / "splits.csv") for n in dirs]
     assert all(s.equals(splits[0]) for s in splits)
     assert "weighted_f1" in result.stdout
 
