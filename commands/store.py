@@ -202,8 +202,8 @@ def vacuum_command(
     """Compact every dataset and delete the files only old versions still use.
 
     Batch commits and compaction leave replaced files behind for Lance's version history;
-    this reclaims them. The current data is never touched. Run it while no other emofs
-    command writes to the store.
+    this reclaims them. The current data is never touched; other writers wait for the
+    dataset being vacuumed (the store's write lock).
 
     Examples:
       emofs vacuum                 # versions older than an hour

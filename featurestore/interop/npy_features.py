@@ -379,9 +379,10 @@ def _check_target(store: Store, set_name: str, spec: dict, replace: bool) -> Non
             f"dtype {existing.get('dtype')}): pass --as NEW_NAME to keep both, or --replace "
             "to replace it (older versions stay readable in Lance's history)"
         )
-    ds = store.dataset(features_name(set_name))
-    if ds is not None and ds.count_rows():
-        ds.delete("true")
+    with store.writing():
+        ds = store.dataset(features_name(set_name))
+        if ds is not None and ds.count_rows():
+            ds.delete("true")
 
 
 def _record_skipped(store: Store, report: FeatureImportReport, set_name: str) -> None:
