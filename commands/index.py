@@ -54,6 +54,11 @@ def index_build_command(
         typer.Option("--standardize/--no-standardize",
                      help="Z-score each dimension (indexed rows' mean/std) before the cosine."),
     ] = True,
+    normalize: Annotated[
+        Optional[str],
+        typer.Option("--normalize", help="Z-score each group of this clip column (e.g. speaker) "
+                                          "with its own mean/std instead; none: off."),
+    ] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -64,11 +69,13 @@ def index_build_command(
     Examples:
       emofs index build --encoder egemaps
       emofs index build --fused hubert,eva --weights 1,0.5 --kind hnsw
+      emofs index build --encoder egemaps --normalize speaker --name egemaps-spk
     """
     from featurestore.index import IndexConfig, build_index
 
     config = IndexConfig.from_flags(encoder=encoder, fused=fused, weights=weights, kind=kind, name=name,
-                                    recall=recall, nlist=nlist, rebuild=rebuild, standardize=standardize)
+                                    recall=recall, nlist=nlist, rebuild=rebuild, standardize=standardize,
+                                    normalize=normalize)
     report = build_index(open_store(store), config)
     if as_json:
         echo_json(report.as_dict())
@@ -80,6 +87,11 @@ def index_build_command(
         f"(+{report.added}), dim {report.dim}" + (f", {tuned}" if tuned else "")
         + f" in {report.seconds:.1f}s"
     )
+    if report.normalize:
+        n = report.normalize
+        typer.echo(f"normalised by {n['column']}: {n['groups']} groups on their own statistics"
+                   + (f", {len(n['fallback_groups'])} small/unknown on the indexed rows'"
+                      if n["fallback_groups"] else ""))
 
 
 @index_app.command("list")
@@ -126,6 +138,9 @@ def similar_command(
     where: WhereOpt = None,
     include_self: Annotated[bool, typer.Option("--include-self", help="Keep the query clip.")] = False,
     add: Annotated[bool, typer.Option("--add", help="Store a new media file and its features.")] = False,
+    group: Annotated[
+        Optional[str], typer.Option("--group", help="The query's group (e.g. speaker) for a --normalize index.")
+    ] = None,
     fmt: FormatOpt = "table",
     store: StoreOpt = None,
 ) -> None:
@@ -135,13 +150,14 @@ def similar_command(
       emofs similar crema_d/mp4/1001_DFA_SAD_XX.mp4 -k 5
       emofs similar 03-01-04-01-01-01-05.mp4 --where "label = 'sad' AND split = 'train'"
       emofs similar new.mp4 --index hubert+eva --add --format json
+      emofs similar new.wav --index egemaps-spk --group 1001
     """
     from workflows.similar import check_query, find_similar
 
     check_format(fmt)
     check_query(query)  # before the store is opened: "" is no folder to search for
     result = find_similar(open_store(store), query, k=k, index=index, where=where,
-                          include_self=include_self, add=add)
+                          include_self=include_self, add=add, group=group)
     for note in result.notes:
         if note.startswith("using index"):
             typer.echo(note, err=True)

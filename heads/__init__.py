@@ -28,6 +28,9 @@ __all__ = [
     "evaluate_run",
     "predict_to_store",
     "cross_validate",
+    "embed_run",
+    "retrieval_eval",
+    "precision_at_k",
 ]
 
 _LAZY = {
@@ -38,6 +41,9 @@ _LAZY = {
     "predict_clips": "predict",
     "evaluate_run": "predict",
     "predict_to_store": "predict",
+    "embed_run": "embed",
+    "retrieval_eval": "retrieval",
+    "precision_at_k": "retrieval",
     "cross_validate": "cv",
 }
 

@@ -450,3 +450,90 @@ def test_check_repair_rebuilds_a_damaged_index(store, tmp_path):
     summary = json.loads(result.stdout)
     assert summary["ok"] and summary["repaired"]["indexes_rebuilt"] == ["enc_a"]
     assert read_manifest(store, "enc_a")["kind"] == "hnsw" and len(store.similar("clip00001.wav")) == 10
+
+
+# ------------------------------------------------------------------ --normalize GROUP
+def _speaker_clips(store: Store, n_speakers: int = 8, per: int = 24, seed: int = 3,
+                   small: int = 0) -> np.ndarray:
+    """3 classes; each speaker adds an offset far larger than the class signal.
+
+    ``small`` extra clips go to a speaker too small for its own statistics.
+    """
+    rng = np.random.default_rng(seed)
+    n = n_speakers * per + small
+    cls = np.arange(n) % 3
+    speaker = [f"spk{i // per}" for i in range(n_speakers * per)] + ["tiny"] * small
+    ids = [f"s{i:04d}" for i in range(n)]
+    store.upsert_clips(pa.table({"clip_id": ids, "uri": [f"/d/{c}.wav" for c in ids], "rel_path": ids,
+                                 "label": [LABELS[c] for c in cls], "speaker": speaker}))
+    means = rng.normal(0, 1.0, (3, 10))
+    offsets = rng.normal(0, 8.0, (n_speakers + 1, 10))
+    which = np.array([int(s[3:]) if s != "tiny" else n_speakers for s in speaker])
+    x = means[cls] + offsets[which] + rng.normal(0, 0.4, (n, 10))  # (N, 10)
+    write_features(store, "feat", ids, x, {"weights": "speakers"}, dtype="float32")
+    return x
+
+
+def _label_agreement(store: Store, index: str, ids: list[str], k: int = 5) -> float:
+    """Label agreement of the ``k`` nearest clips of OTHER speakers (P@k across speakers)."""
+    clips = store.clips(columns=["clip_id", "label", "speaker"])
+    labels = dict(zip(clips["clip_id"].to_list(), clips["label"].to_list()))
+    speakers = dict(zip(clips["clip_id"].to_list(), clips["speaker"].to_list()))
+    hits = [np.mean([lab == labels[q] for lab in find_similar(
+        store, q, k=k, index=index, warn_stale=False, where=f"speaker != '{speakers[q]}'").frame["label"].to_list()])
+        for q in ids]
+    return float(np.mean(hits))
+
+
+def test_normalize_speaker_index_removes_speaker_offsets(tmp_path):
+    store = Store(tmp_path / "s")
+    _speaker_clips(store, small=4)
+    build_index(store, IndexConfig(["feat"], name="raw", kind="flat"), progress=False)
+    report = build_index(store, IndexConfig(["feat"], name="spk", kind="flat", normalize="speaker"),
+                         progress=False)
+    assert report.normalize == {"column": "speaker", "groups": 8, "fallback_groups": {"tiny": 4}}
+    manifest = read_manifest(store, "spk")
+    assert manifest["normalize"]["column"] == "speaker" and set(manifest["normalize"]["groups"]) == {
+        f"spk{i}" for i in range(8)}
+    queries = [f"s{i:04d}" for i in range(0, 192, 7)]
+    raw, normed = _label_agreement(store, "raw", queries), _label_agreement(store, "spk", queries)
+    assert raw < 0.6 and normed > 0.95, (raw, normed)
+    # A stored clip is normalised with its speaker's statistics: it finds itself at cosine 1.
+    top = find_similar(store, "s0005", k=1, index="spk", include_self=True).frame
+    assert top["clip_id"][0] == "s0005" and top["score"][0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_normalize_index_queries_a_new_file_with_its_group(tmp_path):
+    store = Store(tmp_path / "s")
+    x = _speaker_clips(store)
+    build_index(store, IndexConfig(["feat"], name="spk", kind="flat", normalize="speaker"), progress=False)
+    media = tmp_path / "new.wav"
+    media.write_bytes(b"not decoded: the callback gives the vector")
+    same = lambda path, encoders, add: {"feat": x[30]}  # noqa: E731 - clip s0030 (spk1)
+    hit = find_similar(store, str(media), k=1, index="spk", file_vectors=same, group="spk1")
+    assert hit.frame["clip_id"][0] == "s0030" and hit.frame["score"][0] == pytest.approx(1.0, abs=1e-4)
+    unknown = find_similar(store, str(media), k=1, index="spk", file_vectors=same)
+    assert any("unknown (pass --group)" in n for n in unknown.notes)
+    assert unknown.frame["score"][0] < 0.99  # global statistics: not the same vector any more
+
+
+def test_normalize_index_rebuilds_when_groups_change_and_cli(tmp_path):
+    store = Store(tmp_path / "s")
+    _speaker_clips(store)
+    result = runner.invoke(app, ["index", "build", "-e", "feat", "--normalize", "speaker", "--name", "spk",
+                                 "--store", store.uri])
+    assert result.exit_code == 0 and "normalised by speaker: 8 groups" in result.output, result.output
+    assert build_index(store, IndexConfig(["feat"], name="spk", normalize="speaker"),
+                       progress=False).mode == "unchanged"
+    store.upsert_clips(pa.table({"clip_id": ["s0000"], "speaker": ["spk7"]}))
+    report = build_index(store, IndexConfig(["feat"], name="spk", normalize="speaker"), progress=False)
+    assert report.mode == "rebuilt" and report.reason == "the clips' speaker values changed"
+    write_features(store, "feat", ["s9999"], np.zeros((1, 10)), {"weights": "speakers"}, dtype="float32")
+    report = build_index(store, IndexConfig(["feat"], name="spk", normalize="speaker"), progress=False)
+    assert report.mode == "rebuilt" and "new clips change their groups' statistics" in report.reason
+    report = build_index(store, IndexConfig(["feat"], name="spk"), progress=False)
+    assert report.mode == "rebuilt" and "--normalize speaker -> none" in report.reason
+    result = runner.invoke(app, ["index", "build", "-e", "feat", "--normalize", "accent", "--store", store.uri])
+    assert result.exit_code == 1 and "--normalize accent: clips have no 'accent' column" in result.output
+    with pytest.raises(InputError, match="drop --no-standardize"):
+        IndexConfig(["feat"], normalize="speaker", standardize=False)

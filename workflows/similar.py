@@ -53,7 +53,8 @@ def find_similar(store: Store, query: str | Path, **kwargs: Any) -> SimilarResul
         store: the store.
         query: a ``clip_id``, the path of a clip in the store, or a media file that is
             not in the store (extracted with the index's encoders; stored with ``add``).
-        **kwargs: ``k``, ``index``, ``where``, ``include_self``, ``add``, ``warn_stale``
+        **kwargs: ``k``, ``index``, ``where``, ``include_self``, ``add``, ``warn_stale``,
+            ``group`` (the query's group for a ``--normalize`` index)
             as in :func:`featurestore.index.find_similar`.
 
     Returns:

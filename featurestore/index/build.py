@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -16,7 +17,17 @@ from .config import IndexBuildReport, IndexConfig
 from .files import checksum, forget_index, index_paths, read_manifest, write_bytes
 from .kinds import add_vectors, auto_kind, new_index, train_index, tune_search
 from .load import LoadedIndex, load_index
-from .vectors import common_clip_ids, current_clip_ids, feature_state, fused_matrix
+from .vectors import (
+    aligned_parts,
+    clip_groups,
+    common_clip_ids,
+    current_clip_ids,
+    feature_state,
+    feature_stats,
+    fuse_by_group,
+    fused_matrix,
+    group_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +48,10 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
     An index whose files do not match their manifest (checksums, row counts) or cannot be
     read is rebuilt, never added to.
 
+    With ``config.normalize`` (a clip column such as ``speaker``) each group's vectors
+    are z-scored with that group's own statistics (kept in the manifest for queries); new
+    clips, or changed group values, change those statistics, so they rebuild the index.
+
     Raises:
         MissingFeatureSetError: a feature set is missing (names the extract command).
         InputError: bad config, or no clip has all the encoders' features.
@@ -48,6 +63,8 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
     dims = {enc: s["dim"] for enc, s in states.items()}
     fingerprints = {enc: s["fingerprint"] for enc, s in states.items()}
     skipped = _stale_rows(store, states)
+    if config.normalize:
+        clip_groups(store, config.normalize, [])  # the column exists, before any vector is read
 
     existing = None
     reason = ""
@@ -66,6 +83,12 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
         removed = indexed - current
         if removed:
             reason = f"{len(removed)} indexed clips no longer have current features"
+        elif config.normalize and current - indexed:
+            reason = (f"{len(current - indexed)} new clips change their groups' statistics "
+                      f"(--normalize {config.normalize})")
+        elif config.normalize and _digest(loaded.clip_ids, clip_groups(
+                store, config.normalize, loaded.clip_ids)) != loaded.manifest["normalize"].get("digest"):
+            reason = f"the clips' {config.normalize} values changed"
         else:
             new_ids = sorted(current - indexed)
             params = dict(loaded.manifest["params"])
@@ -78,16 +101,22 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
                 got_ids = []
             ids = loaded.clip_ids + got_ids
             manifest = _manifest(config, loaded.kind, params, states, ids, loaded.dim, store,
-                                 loaded.manifest.get("built_at"), loaded.manifest.get("standardize"))
+                                 loaded.manifest.get("built_at"), loaded.manifest.get("standardize"),
+                                 loaded.manifest.get("normalize"))
             if got_ids or manifest["feature_sets"] != loaded.manifest.get("feature_sets"):
                 _save(store, config.name, loaded.index, ids, manifest)
             return IndexBuildReport(
                 config.name, loaded.kind, "added" if got_ids else "unchanged", len(ids),
-                len(got_ids), loaded.dim, time.perf_counter() - start, params, "", skipped)
+                len(got_ids), loaded.dim, time.perf_counter() - start, params, "", skipped,
+                _summary(loaded.manifest.get("normalize")))
 
-    ids, vectors, stats = fused_matrix(store, config.encoders, config.weights,
-                                       fingerprints=fingerprints,
-                                       stats="compute" if config.standardize else None)
+    normalize = None
+    if config.normalize:
+        ids, vectors, stats, normalize = _group_normalised(store, config, fingerprints)
+    else:
+        ids, vectors, stats = fused_matrix(store, config.encoders, config.weights,
+                                           fingerprints=fingerprints,
+                                           stats="compute" if config.standardize else None)
     if not ids:
         raise InputError(
             f"no clip has current features for all of {', '.join(config.encoders)}: run "
@@ -101,16 +130,47 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
     train_index(index, kind, vectors, f"index {config.name}")
     add_vectors(index, vectors, f"index {config.name}: {kind}", progress)
     tune_search(index, kind, vectors, config.recall, params)
-    manifest = _manifest(config, kind, params, states, ids, dim, store, None, stats)
+    manifest = _manifest(config, kind, params, states, ids, dim, store, None, stats, normalize)
     _save(store, config.name, index, ids, manifest)
     mode = "rebuilt" if reason else "created"
     return IndexBuildReport(config.name, kind, mode, len(ids), len(ids), dim,
-                            time.perf_counter() - start, params, reason, skipped)
+                            time.perf_counter() - start, params, reason, skipped, _summary(normalize))
+
+
+def _group_normalised(store: Store, config: IndexConfig, fingerprints: dict[str, Any]):
+    """``(ids, vectors (N, sum D_i), stats, normalize)`` with each group z-scored on its own."""
+    ids, parts = aligned_parts(store, config.encoders, fingerprints=fingerprints)
+    if not ids:
+        return ids, None, None, None
+    groups = clip_groups(store, config.normalize, ids)
+    stats = feature_stats(parts)  # all indexed rows: the fallback of small / unknown groups
+    normalize = group_spec(parts, groups, config.normalize, config.min_group_clips)
+    normalize["digest"] = _digest(ids, groups)
+    fell_back = normalize["fallback_groups"]
+    if fell_back:
+        log.warning(f"--normalize {config.normalize}: {len(fell_back)} group(s) with fewer than "
+                    f"{config.min_group_clips} clips (or no {config.normalize}) use the indexed rows' "
+                    "statistics: " + ", ".join(f"{g} ({c})" for g, c in list(fell_back.items())[:10]))
+    return ids, fuse_by_group(parts, config.weights, groups, stats, normalize), stats, normalize
+
+
+def _digest(ids: list[str], groups: list[Any]) -> str:
+    """A hash of which clip is in which group (a change rebuilds a normalised index)."""
+    pairs = json.dumps([[c, None if g is None else str(g)] for c, g in zip(ids, groups)])
+    return hashlib.sha256(pairs.encode()).hexdigest()[:16]
+
+
+def _summary(normalize: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not normalize:
+        return None
+    return {"column": normalize["column"], "groups": len(normalize["groups"]),
+            "fallback_groups": normalize["fallback_groups"]}
 
 
 def _manifest(config: IndexConfig, kind: str, params: dict[str, Any], states: dict[str, Any],
               ids: list[str], dim: int, store: Store, built_at: str | None,
-              stats: list[dict[str, list[float]]] | None) -> dict[str, Any]:
+              stats: list[dict[str, list[float]]] | None,
+              normalize: dict[str, Any] | None = None) -> dict[str, Any]:
     import faiss
 
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -134,6 +194,9 @@ def _manifest(config: IndexConfig, kind: str, params: dict[str, Any], states: di
         "files": {k: v.split("/", 1)[1] for k, v in index_paths(config.name).items()},
         # Per-encoder z-score applied to indexed rows and queries (None: plain cosine).
         "standardize": stats,
+        # Per-group z-scores (--normalize COLUMN): each group's per-encoder mean / std;
+        # small / unknown groups use "standardize". None: off.
+        "normalize": normalize,
     }
 
 
@@ -194,6 +257,9 @@ def _incremental_candidate(store: Store, config: IndexConfig,
         return None, "index format changed"
     if not manifest.get("checksums"):  # its bytes cannot be vouched for: never bless them
         return None, "it has no checksums yet (built by an older emofs)"
+    before = (manifest.get("normalize") or {}).get("column")
+    if before != config.normalize:
+        return None, f"group normalisation changed (--normalize {before or 'none'} -> {config.normalize or 'none'})"
     if (manifest.get("standardize") is not None) != config.standardize:
         return None, "standardisation " + ("switched on" if config.standardize else "switched off")
     for enc, state in states.items():

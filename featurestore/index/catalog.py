@@ -45,6 +45,9 @@ def build_command(manifest: dict[str, Any]) -> str:
         cmd = f"emofs index build --fused {','.join(encoders)} --weights {weights}"
     if name and name != "+".join(encoders):
         cmd += f" --name {name}"
+    group_column = (manifest.get("normalize") or {}).get("column")
+    if group_column:
+        cmd += f" --normalize {group_column}"
     return cmd
 
 

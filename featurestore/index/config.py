@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
+from ..groupnorm import MIN_GROUP_CLIPS
 from ..parsing import csv_list
 from .files import check_index_name
 from .kinds import KINDS
@@ -33,6 +34,10 @@ class IndexConfig:
             the cosine (the stats are kept in the manifest and applied to queries), so
             dimensions with large raw ranges (eGeMAPS' Hz and dB functionals) do not
             dominate and scores spread over [-1, 1].
+        normalize: clip column (e.g. ``speaker``) whose groups are z-scored with their
+            own mean / std instead (groups under ``min_group_clips`` rows, and clips
+            without a value, use the indexed rows' statistics); None: off.
+        min_group_clips: smallest group given its own statistics.
     """
 
     encoders: list[str]
@@ -45,6 +50,8 @@ class IndexConfig:
     ef_construction: int = 40
     rebuild: bool = False
     standardize: bool = True
+    normalize: str | None = None
+    min_group_clips: int = MIN_GROUP_CLIPS
 
     def __post_init__(self) -> None:
         self.encoders = [e.strip() for e in self.encoders if e and e.strip()]
@@ -73,6 +80,15 @@ class IndexConfig:
             raise InputError(f"--nlist must be >= 1 (got {self.nlist})")
         if self.hnsw_m < 4 or self.ef_construction < 8:
             raise InputError("--hnsw-m must be >= 4 and --ef-construction >= 8")
+        if self.normalize is not None and self.normalize.strip().lower() in ("", "none"):
+            self.normalize = None
+        if self.normalize is not None:
+            self.normalize = self.normalize.strip()
+            if not self.standardize:
+                raise InputError("--normalize z-scores each group (a per-group --standardize): "
+                                 "drop --no-standardize")
+        if self.min_group_clips < 2:
+            raise InputError(f"--min-group-clips must be >= 2 (got {self.min_group_clips})")
 
     @classmethod
     def from_flags(
@@ -89,7 +105,7 @@ class IndexConfig:
             fused: ``--fused A,B`` (comma-separated feature sets fused into one index).
             weights: ``--weights 1,0.5`` (one number per ``--fused`` encoder).
             **rest: the other fields (``kind``, ``name``, ``recall``, ``nlist``,
-                ``rebuild``, ``standardize``, ...), passed through.
+                ``rebuild``, ``standardize``, ``normalize``, ...), passed through.
 
         Returns:
             The validated config.
@@ -126,6 +142,8 @@ class IndexBuildReport:
         params: build and tuned search parameters.
         reason: why it was rebuilt (empty otherwise).
         skipped: rows per encoder left out because they have an older spec.
+        normalize: with ``--normalize``: the column, groups with their own statistics and
+            the groups (with rows) that use the indexed rows' statistics.
     """
 
     name: str
@@ -138,6 +156,7 @@ class IndexBuildReport:
     params: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
     skipped: dict[str, int] = field(default_factory=dict)
+    normalize: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly summary."""
@@ -145,4 +164,5 @@ class IndexBuildReport:
             "name": self.name, "kind": self.kind, "mode": self.mode, "rows": self.rows,
             "added": self.added, "dim": self.dim, "seconds": round(self.seconds, 3),
             "params": self.params, "reason": self.reason, "skipped": self.skipped,
+            "normalize": self.normalize,
         }

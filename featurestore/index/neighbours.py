@@ -1,7 +1,9 @@
 """Nearest clips to a query: a clip id, a path in the store, or (with a callback) a file.
 
 The query is resolved to a fused unit vector with the index's encoders, weights and
-standardisation, then searched in the index (cosine, :func:`search_index`). featurestore
+standardisation (for a ``--normalize`` index: the statistics of the query's group, from
+its clip column or ``group=``; the indexed rows' statistics when the group has none),
+then searched in the index (cosine, :func:`search_index`). featurestore
 runs no encoders: a media file that is not in the store is turned into vectors by the
 caller's ``file_vectors`` callback (``workflows.similar`` passes one built on
 ``extractors.extract_file``; the CLI's ``emofs similar FILE`` uses it).
@@ -24,7 +26,7 @@ from ..store import Store, sql_in, sql_quote
 from .catalog import build_command, index_staleness, resolve_index_name
 from .load import LoadedIndex, load_index
 from .search import search_index
-from .vectors import fuse_vectors
+from .vectors import fuse_vectors, group_query_stats
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ def find_similar(
     add: bool = False,
     warn_stale: bool = True,
     file_vectors: FileVectors | None = None,
+    group: str | None = None,
 ) -> SimilarResult:
     """Find the ``k`` clips most similar to ``query``.
 
@@ -91,6 +94,9 @@ def find_similar(
         file_vectors: turns a media file that is not in the store into per-encoder
             ``(D_i,)`` vectors (see :data:`FileVectors`); without it such a query is an
             :class:`InputError`.
+        group: for an index built with ``--normalize COLUMN``: the query's group (e.g.
+            its speaker), whose statistics normalise it. Default: a stored clip's own
+            ``COLUMN`` value; a new file without one uses the indexed rows' statistics.
 
     Returns:
         A :class:`SimilarResult` (``.frame`` has ``rank, clip_id, path, label, score``).
@@ -111,8 +117,12 @@ def find_similar(
                     f"`{build_command(manifest)}` to update it")
             log.warning(line)
             notes.append(line)
-    resolved = _resolve_query(store, loaded, str(query), add=add, file_vectors=file_vectors)
+    resolved = _resolve_query(store, loaded, str(query), add=add, file_vectors=file_vectors,
+                              group=group)
     vector = resolved.pop("vector")  # (D,)
+    group_note = resolved.pop("group_note", "")
+    if group_note:
+        notes.append(group_note)
     if vector.shape != (loaded.dim,):
         raise DimensionMismatchError(
             f"query vector has dim {vector.shape[-1]} but index {name!r} has dim {loaded.dim}: "
@@ -137,7 +147,7 @@ def find_similar(
 
 # --------------------------------------------------------------------------- query
 def _resolve_query(store: Store, loaded: LoadedIndex, query: str, *, add: bool,
-                   file_vectors: FileVectors | None) -> dict[str, Any]:
+                   file_vectors: FileVectors | None, group: str | None = None) -> dict[str, Any]:
     """Turn a clip id, stored path or new file into ``{clip_id, uri, source, vector}``."""
     clip_id = None
     if query in loaded.row_of():
@@ -154,20 +164,42 @@ def _resolve_query(store: Store, loaded: LoadedIndex, query: str, *, add: bool,
                 clip_id = rows["clip_id"][0]
             elif candidate.is_file():
                 return _file_query(store, loaded, candidate.resolve(), add=add,
-                                   file_vectors=file_vectors)
+                                   file_vectors=file_vectors, group=group)
             elif candidate.exists():
                 raise InputError(f"{query} is a folder: pass one media file or a clip_id")
             else:
                 raise InputError(
                     f"unknown clip {query!r}: not a clip_id in {store.uri} and not a file "
                     "(list clip ids with `emofs clips`)")
-    vector = _stored_vector(store, loaded, clip_id)
+    normalize = loaded.manifest.get("normalize")
+    if group is None and normalize:
+        column = normalize["column"]
+        row = store.clips(where=f"clip_id = {sql_quote(clip_id)}")
+        group = row[column][0] if row.height and column in row.columns else None
+    stats, note = _query_stats(loaded, group)
+    vector = _stored_vector(store, loaded, clip_id, stats)
     uri = store.clips(where=f"clip_id = {sql_quote(clip_id)}", columns=["uri"])
     return {"clip_id": clip_id, "uri": uri["uri"][0] if uri.height else None,
-            "source": "store", "vector": vector}
+            "source": "store", "vector": vector, "group": group, "group_note": note}
 
 
-def _stored_vector(store: Store, loaded: LoadedIndex, clip_id: str) -> np.ndarray:
+def _query_stats(loaded: LoadedIndex, group: Any) -> tuple[Any, str]:
+    """Per-encoder statistics for a query of ``group``, and a note when it falls back."""
+    manifest = loaded.manifest
+    normalize = manifest.get("normalize")
+    stats = group_query_stats(manifest.get("standardize"), normalize, group)
+    note = ""
+    if normalize and stats is manifest.get("standardize"):
+        column = normalize["column"]
+        note = (f"index {loaded.name!r} z-scores each {column}; the query's {column} "
+                + (f"{group!r} has fewer than {normalize['min_clips']} indexed clips"
+                   if group is not None else "is unknown (pass --group)")
+                + ", so it uses the indexed rows' statistics")
+        log.warning(note)
+    return stats, note
+
+
+def _stored_vector(store: Store, loaded: LoadedIndex, clip_id: str, stats) -> np.ndarray:
     manifest = loaded.manifest
     parts = []
     for enc in manifest["encoders"]:
@@ -177,7 +209,7 @@ def _stored_vector(store: Store, loaded: LoadedIndex, clip_id: str) -> np.ndarra
                 f"clip {clip_id!r} has no {enc!r} features: run `emofs extract --encoders {enc} "
                 f"--where \"clip_id = {sql_quote(clip_id)}\"` first")
         parts.append(_check_dim(matrix.vectors[:1], enc, manifest, loaded.name))  # (1, D_i)
-    return fuse_vectors(parts, manifest["weights"], manifest.get("standardize"))[0]  # (D,)
+    return fuse_vectors(parts, manifest["weights"], stats)[0]  # (D,)
 
 
 def _check_dim(vectors: np.ndarray, enc: str, manifest: dict[str, Any], name: str) -> np.ndarray:
@@ -190,7 +222,7 @@ def _check_dim(vectors: np.ndarray, enc: str, manifest: dict[str, Any], name: st
 
 
 def _file_query(store: Store, loaded: LoadedIndex, path: Path, *, add: bool,
-                file_vectors: FileVectors | None) -> dict[str, Any]:
+                file_vectors: FileVectors | None, group: str | None = None) -> dict[str, Any]:
     """The fused vector of a media file that is not in the store, from ``file_vectors``."""
     if file_vectors is None:
         raise InputError(
@@ -212,8 +244,9 @@ def _file_query(store: Store, loaded: LoadedIndex, path: Path, *, add: bool,
     if add:
         rows = store.clips(where=f"uri = {sql_quote(str(path))}", columns=["clip_id"])
         clip_id = rows["clip_id"][0] if rows.height else None
-    return {"clip_id": clip_id, "uri": str(path), "source": "file",
-            "vector": fuse_vectors(parts, manifest["weights"], manifest.get("standardize"))[0]}
+    stats, note = _query_stats(loaded, group)
+    return {"clip_id": clip_id, "uri": str(path), "source": "file", "group": group,
+            "group_note": note, "vector": fuse_vectors(parts, manifest["weights"], stats)[0]}
 
 
 # --------------------------------------------------------------------------- output

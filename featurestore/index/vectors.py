@@ -1,8 +1,12 @@
-"""Vector preparation: feature-set state, standardisation and weighted fusion.
+"""Vector preparation: feature-set state, standardisation, group normalisation, fusion.
 
 Similarity is cosine: every encoder's vector is L2-normalised; a fused index concatenates
 the normalised vectors scaled by ``sqrt(w_i / sum(w))`` so the inner product of two fused
 vectors is the weighted mean of the per-encoder cosines (a score in ``[-1, 1]``).
+
+Before that, each dimension is z-scored (``standardize``) with the indexed rows' mean /
+std, or (``--normalize speaker``) with the mean / std of the row's own group
+(:mod:`featurestore.groupnorm`); small or unknown groups use the indexed rows' statistics.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import MissingFeatureSetError
+from ..errors import InputError, MissingFeatureSetError
 from ..features import read_features
+from ..groupnorm import MIN_GROUP_CLIPS, group_keys, group_statistics, mean_std, stats_to_json
 from ..inventory import feature_set_info
 from ..schema import features_name
 from ..store import Store, sql_quote
@@ -23,6 +28,11 @@ __all__ = [
     "feature_stats",
     "fuse_vectors",
     "fused_matrix",
+    "aligned_parts",
+    "clip_groups",
+    "group_spec",
+    "group_query_stats",
+    "fuse_by_group",
     "feature_state",
     "current_clip_ids",
     "common_clip_ids",
@@ -45,13 +55,7 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 
 def feature_stats(parts: Sequence[np.ndarray]) -> list[dict[str, list[float]]]:
     """Per-encoder, per-dimension mean and std (constant dims get std 1)."""
-    stats = []
-    for part in parts:
-        part = np.asarray(part, dtype=np.float64)  # (N, D_i)
-        std = part.std(axis=0)
-        std[std < 1e-8] = 1.0
-        stats.append({"mean": part.mean(axis=0).tolist(), "std": std.tolist()})
-    return stats
+    return [stats_to_json(mean_std(part)) for part in parts]  # one per (N, D_i) part
 
 
 def fuse_vectors(
@@ -117,6 +121,44 @@ def common_clip_ids(store: Store, encoders: Sequence[str],
     return sorted(common or ())
 
 
+def aligned_parts(
+    store: Store,
+    encoders: Sequence[str],
+    *,
+    clip_ids: Sequence[str] | None = None,
+    fingerprints: dict[str, str | None] | None = None,
+) -> tuple[list[str], list[np.ndarray]]:
+    """The raw vectors of ``encoders`` for the clips present in all of them.
+
+    Only rows written with the feature set's current spec (``fingerprints``) are used.
+
+    Returns:
+        ``(clip_ids, parts)``: ids in a stable (sorted) order and one ``(N, D_i)`` array
+        per encoder, rows in that order.
+    """
+    fingerprints = fingerprints or {}
+    wanted = None if clip_ids is None else list(clip_ids)
+    per_encoder = []
+    for enc in encoders:
+        fp = fingerprints.get(enc)
+        where = f"fingerprint = {sql_quote(fp)}" if fp else None
+        per_encoder.append(read_features(store, enc, clip_ids=wanted, where=where))
+    common = set(per_encoder[0].clip_ids)
+    for matrix in per_encoder[1:]:
+        common &= set(matrix.clip_ids)
+    ordered = sorted(common)
+    parts = []
+    for matrix in per_encoder:
+        if not ordered:
+            dim = matrix.vectors.shape[1] if matrix.vectors.ndim == 2 else 0
+            parts.append(np.zeros((0, dim), dtype=np.float32))
+            continue
+        pos = {c: i for i, c in enumerate(matrix.clip_ids)}
+        rows = np.fromiter((pos[c] for c in ordered), dtype=np.int64, count=len(ordered))
+        parts.append(matrix.vectors[rows])  # (N, D_i)
+    return ordered, parts
+
+
 def fused_matrix(
     store: Store,
     encoders: Sequence[str],
@@ -136,26 +178,85 @@ def fused_matrix(
         ``(clip_ids, vectors, stats)``: ids in a stable (sorted) order, ``(N, sum D_i)``
         float32 fused unit vectors, and the standardisation used.
     """
-    fingerprints = fingerprints or {}
-    wanted = None if clip_ids is None else list(clip_ids)
-    per_encoder = []
-    for enc in encoders:
-        fp = fingerprints.get(enc)
-        where = f"fingerprint = {sql_quote(fp)}" if fp else None
-        matrix = read_features(store, enc, clip_ids=wanted, where=where)
-        per_encoder.append(matrix)
-    common = set(per_encoder[0].clip_ids)
-    for matrix in per_encoder[1:]:
-        common &= set(matrix.clip_ids)
-    ordered = sorted(common)
-    parts = []
-    for matrix in per_encoder:
-        pos = {c: i for i, c in enumerate(matrix.clip_ids)}
-        rows = np.fromiter((pos[c] for c in ordered), dtype=np.int64, count=len(ordered))
-        parts.append(matrix.vectors[rows])  # (N, D_i)
+    ordered, parts = aligned_parts(store, encoders, clip_ids=clip_ids, fingerprints=fingerprints)
     if not ordered:
-        dim = sum(m.vectors.shape[1] if m.vectors.ndim == 2 else 0 for m in per_encoder)
+        dim = sum(p.shape[1] for p in parts)
         return [], np.zeros((0, dim), dtype=np.float32), None
     if stats == "compute":
         stats = feature_stats(parts)
     return ordered, fuse_vectors(parts, weights, stats), stats
+
+
+# ------------------------------------------------------------------ group normalisation
+def clip_groups(store: Store, column: str, clip_ids: Sequence[str]) -> list[Any]:
+    """The ``column`` value of each of ``clip_ids`` (None where a clip has none).
+
+    Raises:
+        InputError: the clips table has no such column (names the flag and the fix).
+    """
+    columns = store.clips(limit=1).columns
+    if column not in columns:
+        raise InputError(
+            f"--normalize {column}: clips have no {column!r} column (columns: {', '.join(columns)}): "
+            f"ingest with --labels a CSV that has one, or pick another column")
+    frame = store.clips(columns=["clip_id", column])
+    lookup = dict(zip(frame["clip_id"].to_list(), frame[column].to_list()))
+    return [lookup.get(c) for c in clip_ids]
+
+
+def group_spec(parts: Sequence[np.ndarray], groups: Sequence[Any], column: str,
+               min_clips: int = MIN_GROUP_CLIPS) -> dict[str, Any]:
+    """An index's group normalisation (kept in its manifest as ``normalize``).
+
+    Args:
+        parts: one ``(N, D_i)`` array of raw vectors per encoder.
+        groups: ``(N,)`` group values of the rows (None: no group).
+        column: the clip column the groups come from.
+        min_clips: smallest group given its own statistics.
+
+    Returns:
+        ``{"column", "min_clips", "groups": {group: [{"mean", "std"} per encoder]},
+        "fallback_groups": {group: rows}}``.
+    """
+    per_group: dict[str, list[dict[str, list[float]]]] = {}
+    fell_back: dict[str, int] = {}
+    for part in parts:
+        own, fell_back = group_statistics(part, groups, min_clips)
+        for g, stats in own.items():
+            per_group.setdefault(g, []).append(stats_to_json(stats))
+    return {"column": column, "min_clips": int(min_clips), "groups": per_group,
+            "fallback_groups": fell_back}
+
+
+def group_query_stats(standardize: Sequence[dict[str, list[float]]] | None,
+                      normalize: dict[str, Any] | None,
+                      group: Any) -> Sequence[dict[str, list[float]]] | None:
+    """Per-encoder statistics for a vector of ``group``: its group's own, or the fallback.
+
+    Args:
+        standardize: the index's per-encoder statistics over all indexed rows.
+        normalize: the index's :func:`group_spec` (None: no group normalisation).
+        group: the vector's group value (None: unknown).
+    """
+    if not normalize or group is None:
+        return standardize
+    return normalize["groups"].get(str(group), standardize)
+
+
+def fuse_by_group(parts: Sequence[np.ndarray], weights: Sequence[float], groups: Sequence[Any],
+                  standardize: Sequence[dict[str, list[float]]] | None,
+                  normalize: dict[str, Any] | None) -> np.ndarray:
+    """:func:`fuse_vectors` with each row z-scored by its group's statistics.
+
+    Returns:
+        ``(N, sum D_i)`` float32 unit vectors, rows in the order of ``parts``.
+    """
+    n = len(parts[0])
+    out = np.zeros((n, sum(p.shape[1] for p in parts)), dtype=np.float32)  # (N, sum D_i)
+    keys = group_keys(groups)
+    for key in np.unique(keys):
+        rows = np.flatnonzero(keys == key)
+        group = None if groups[rows[0]] is None else str(key)
+        stats = group_query_stats(standardize, normalize, group)
+        out[rows] = fuse_vectors([np.asarray(p)[rows] for p in parts], weights, stats)
+    return out
