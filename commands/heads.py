@@ -1,4 +1,4 @@
-"""Head commands: ``train head``, ``eval``, ``ablate``, ``predict``.
+"""Head commands: ``train head``, ``eval``, ``ablate``, ``predict``, ``embed``.
 
 ``train head`` and ``ablate`` take the same ~20 flags of a head run; they are listed once,
 in :data:`_HEAD_FLAGS`, and :func:`_head_options` puts them in front of each command's
@@ -17,12 +17,13 @@ import typer
 
 from .common import FormatOpt, JsonOpt, StoreOpt, WhereOpt, check_format, echo_json, open_store, print_frame, sub_app
 
-__all__ = ["train_app", "train_head_command", "eval_command", "ablate_command", "predict_command"]
+__all__ = ["train_app", "train_head_command", "eval_command", "ablate_command", "predict_command", "embed_command"]
 
 train_app = sub_app("Train models from cached features (no encoder runs).")
 
 _DropMissingOpt = Annotated[
-    bool, typer.Option("--drop-missing", help="Drop clips lacking a feature set (reported) instead of failing.")
+    bool, typer.Option("--drop-missing", help="Drop clips lacking the feature sets they need (reported) instead "
+                       "of failing: clips with none of them (every one with a --require-all run).")
 ]
 _OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Run directory. [default: runs/<time>-<encoders>]")]
 _RunArg = Annotated[Path, typer.Argument(help="A run directory written by `emofs train head`.")]
@@ -65,6 +66,12 @@ _HEAD_FLAGS: tuple[tuple[str, Any, Any], ...] = (
         "--normalize", help="Z-score each group of this column (e.g. speaker) with its own mean/std; none: off.")],
      None),
     ("drop_missing", _DropMissingOpt, False),
+    ("require_all", Annotated[bool, typer.Option(
+        "--require-all", help="Train only clips having every feature set (the old strict behaviour); "
+        "default: clips having at least one.")], False),
+    ("modality_dropout", Annotated[Optional[float], typer.Option(
+        "--modality-dropout", help="Chance of hiding each modality of a training clip (one always stays). "
+        "[default: 0.3 with several feature sets, else 0]")], None),
     ("preload", Annotated[str, typer.Option(
         "--preload", help="auto (if it fits in memory), always or never (stream).")], "auto"),
     ("workers", Annotated[int, typer.Option("--workers", help="Loader processes when streaming (spawn).")], 0),
@@ -108,6 +115,9 @@ def _head_config(flags: dict[str, Any]):
 @train_app.command("head")
 @_head_options()
 def train_head_command(out: _OutOpt = None, store: StoreOpt = None, as_json: JsonOpt = False,
+                       trainer: Annotated[str, typer.Option(
+                           "--trainer", help="auto (plain torch loop when preloaded: starts in seconds), "
+                           "plain, or lightning (its loggers and callbacks).")] = "auto",
                        **flags: Any) -> None:
     """Train projector + fusion + classifier heads on cached features (Lightning).
 
@@ -121,24 +131,27 @@ def train_head_command(out: _OutOpt = None, store: StoreOpt = None, as_json: Jso
       emofs train head -e egemaps --fusion attention --hidden 128 --epochs 50 --out runs/egemaps
       emofs train head -e egemaps --split-by speaker --folds 5 --normalize speaker
     """
-    from heads.train import prefetch_lightning, train_head
+    from heads.train import prefetch_lightning, train_head, use_trainer
 
-    prefetch_lightning()  # import Lightning while the flags are checked and data loads
+    if trainer == "lightning":
+        prefetch_lightning()  # import Lightning while the flags are checked and data loads
     cfg = _head_config(flags)
     if cfg.folds and cfg.fold is None:
         from heads.cv import cross_validate
 
-        cv = cross_validate(open_store(store), cfg, out=out)
+        with use_trainer(trainer):
+            cv = cross_validate(open_store(store), cfg, out=out)
         if as_json:
             echo_json(cv.as_dict())
         else:
             _print_cv(cv)
         return
-    result = train_head(open_store(store), cfg, out=out)
+    result = train_head(open_store(store), cfg, out=out, trainer=trainer)
     if as_json:
         echo_json(result.as_dict())
         return
-    _print_figures(result.test, title=f"{result.run_dir} test (best epoch {result.best_epoch})")
+    _print_figures({**result.test, "by_modalities": result.by_modalities},
+                   title=f"{result.run_dir} test (best epoch {result.best_epoch})")
     typer.echo(f"run: {result.run_dir}")
 
 
@@ -169,6 +182,13 @@ def _print_figures(figures: dict[str, Any], *, title: str) -> None:
     console = Console()
     console.print(head)
     console.print(per)
+    if figures.get("by_modalities"):
+        patterns = Table("modalities", "clips", "accuracy (WAR)", "weighted F1", "macro F1", "UAR",
+                         title="by presence pattern")
+        for name, row in figures["by_modalities"].items():
+            patterns.add_row(name, str(row["n"]),
+                             *(f"{row[k]:.3f}" for k in ("accuracy", "weighted_f1", "macro_f1", "uar")))
+        console.print(patterns)
 
 
 def eval_command(
@@ -204,10 +224,9 @@ def ablate_command(out: _OutOpt = None, fmt: FormatOpt = "table", store: StoreOp
       emofs ablate --encoders hubert,mae,videomae,eva --split-by speaker
       emofs ablate -e egemaps,text --epochs 20 --out runs/ablation-1 --format csv
     """
-    from heads.train import ablate, prefetch_lightning
+    from heads.train import ablate
 
     check_format(fmt)
-    prefetch_lightning()
     cfg = _head_config(flags)
     frame = ablate(open_store(store), cfg, out=out)
     print_frame(frame, fmt, default_columns=["encoders", "accuracy", "weighted_f1", "macro_f1", "uar",
@@ -240,4 +259,34 @@ def predict_command(
         echo_json(report)
         return
     counts = ", ".join(f"{k} {v}" for k, v in report["labels"].items())
-    typer.echo(f"{report['rows']} clips -> {report['dataset']} (version {report['version']}): {counts}")
+    used = ", ".join(f"{k} {v}" for k, v in report["modalities"].items())
+    typer.echo(f"{report['rows']} clips -> {report['dataset']} (version {report['version']}): {counts}; "
+               f"modalities: {used}")
+
+
+def embed_command(
+    run: _RunArg,
+    where: WhereOpt = None,
+    name: Annotated[
+        Optional[str], typer.Option("--name", help="Feature set features/<name>.lance. [default: <run id>-emb]")
+    ] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a trained head's fused projection (the classifier's input) as a feature set.
+
+    The learned emotion space: index it and search by emotion as the run learned it.
+
+    Examples:
+      emofs embed runs/egemaps-spk --name emo
+      emofs index build --encoder emo && emofs similar crema_d/mp4/1001_DFA_SAD_XX.mp4 --index emo
+    """
+    from heads.embed import embed_run
+
+    report = embed_run(open_store(store), run, where=where, name=name)
+    if as_json:
+        echo_json(report)
+        return
+    skipped = f" ({report['skipped']} clips lacking features skipped)" if report["skipped"] else ""
+    typer.echo(f"{report['rows']} clips -> features/{report['feature_set']} (dim {report['dim']}, "
+               f"version {report['version']}) from run {report['run_id']}{skipped}")

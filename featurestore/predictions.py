@@ -10,6 +10,8 @@ Row schema::
     prob_<label>       float32         one column per class (for SQL filters)
     model_fingerprint  string          hash of the checkpoint + config
     predicted_at       timestamp[us, UTC]
+    modalities         string          feature sets the clip was predicted from
+                                       (``egemaps+mae``); null in rows written before
 
 The vocabulary (JSON list) and run id are in the schema metadata.
 """
@@ -65,6 +67,7 @@ def prediction_schema(vocabulary: Sequence[str], run_id: str) -> pa.Schema:
         *[pa.field(c, pa.float32()) for c in prob_columns(vocabulary)],
         pa.field("model_fingerprint", pa.string()),
         pa.field("predicted_at", pa.timestamp("us", tz="UTC")),
+        pa.field("modalities", pa.string()),
     ]
     return pa.schema(fields, metadata={VOCABULARY_KEY: json.dumps(list(vocabulary)), RUN_KEY: run_id})
 
@@ -78,6 +81,7 @@ def write_predictions(
     *,
     model_fingerprint: str,
     predicted_at: datetime | None = None,
+    modalities: Sequence[str] | None = None,
 ) -> int:
     """Upsert one batch of predictions into ``predictions/<run_id>.lance``.
 
@@ -89,6 +93,8 @@ def write_predictions(
         vocabulary: the C labels.
         model_fingerprint: hash of the model that made them.
         predicted_at: timestamp for every row (default: now).
+        modalities: N ``+``-joined feature-set names each clip was predicted from (None:
+            the column is left null).
 
     Returns:
         The dataset version after the write.
@@ -127,6 +133,9 @@ def write_predictions(
         columns[col] = pa.array(probs[:, j], pa.float32())
     columns["model_fingerprint"] = pa.array([model_fingerprint] * n, pa.string())
     columns["predicted_at"] = pa.array([when] * n, pa.timestamp("us", tz="UTC"))
+    if modalities is not None and len(modalities) != n:
+        raise InputError(f"modalities must name one entry per clip ({n}; got {len(modalities)})")
+    columns["modalities"] = pa.array(list(modalities) if modalities is not None else [None] * n, pa.string())
     table = pa.table(columns, schema=schema)
     return store.upsert(name, table, key="clip_id", schema=schema)
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from featurestore.errors import InputError
 
-__all__ = ["HeadConfig", "FUSIONS", "HEADS", "MONITORS", "PRELOAD_MODES"]
+__all__ = ["HeadConfig", "FUSIONS", "HEADS", "MONITORS", "PRELOAD_MODES", "DEFAULT_MODALITY_DROPOUT",
+           "PRESENCE_KEYS"]
 
 FUSIONS = ("concat", "attention")
 #: ``mlp``: projectors + fusion + classifier (Lightning); ``linear``: multinomial logistic
@@ -23,6 +24,11 @@ HEADS = ("mlp", "linear")
 #: Validation figures early stopping / checkpointing may follow (all: higher is better).
 MONITORS = ("weighted_f1", "macro_f1", "uar", "accuracy")
 PRELOAD_MODES = ("auto", "always", "never")
+#: ``--modality-dropout`` of a run over more than one feature set when the flag is not given.
+DEFAULT_MODALITY_DROPOUT = 0.3
+#: Keys of runs trained with presence masks; a ``config.json`` without them is an older run,
+#: loaded with ``require_all=True`` (it predicts, and refuses clips, exactly as before).
+PRESENCE_KEYS = ("require_all", "modality_dropout")
 
 
 @dataclass
@@ -57,7 +63,14 @@ class HeadConfig:
         standardize: z-score each input dimension with train-set statistics, kept in the
             checkpoint (``--no-standardize``); needed for raw features like eGeMAPS.
         class_weights: inverse-frequency class weights in the loss (``--no-class-weights``).
-        drop_missing: drop clips lacking a feature set instead of failing (``--drop-missing``).
+        drop_missing: drop clips lacking the feature sets they need instead of failing
+            (``--drop-missing``): by default a clip needs at least one of ``encoders``; with
+            ``require_all``, every one.
+        require_all: the strict behaviour of runs before missing-modality fusion: a clip
+            must have every feature set, at training and at prediction (``--require-all``).
+        modality_dropout: chance of hiding each present modality of a training clip (at
+            least one stays), so the head learns to answer from any subset
+            (``--modality-dropout``); None: 0.3 with more than one feature set, else 0.
         preload: ``auto`` (preload when it fits in memory), ``always`` or ``never`` (stream
             from Lance with the torch reader) (``--preload``).
         workers: DataLoader worker processes when streaming (``--workers``; spawn).
@@ -91,6 +104,8 @@ class HeadConfig:
     standardize: bool = True
     class_weights: bool = True
     drop_missing: bool = False
+    require_all: bool = False
+    modality_dropout: float | None = None
     preload: str = "auto"
     workers: int = 0
     accelerator: str = "auto"
@@ -108,6 +123,10 @@ class HeadConfig:
             raise InputError("--encoders needs at least one feature set, e.g. --encoders hubert,mae")
         if len(set(self.encoders)) != len(self.encoders):
             raise InputError(f"--encoders lists a feature set twice: {','.join(self.encoders)}")
+        if self.modality_dropout is None:
+            self.modality_dropout = DEFAULT_MODALITY_DROPOUT if len(self.encoders) > 1 else 0.0
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise InputError(f"--modality-dropout must be in [0, 1) (got {self.modality_dropout})")
         if not self.label:
             raise InputError("--label must name a clip column, e.g. --label label")
         if self.fusion not in FUSIONS:
@@ -182,8 +201,16 @@ class HeadConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "HeadConfig":
-        """Read a ``config.json`` written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a ``config.json`` written by :meth:`save`.
+
+        A file without the presence keys (:data:`PRESENCE_KEYS`) is a run trained before
+        missing-modality fusion: it loads with ``require_all=True`` and no modality dropout,
+        so it needs every feature set per clip, as it always did.
+        """
+        data = json.loads(Path(path).read_text())
+        if isinstance(data, dict) and not any(k in data for k in PRESENCE_KEYS):
+            data = {**data, "require_all": True, "modality_dropout": 0.0}
+        return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> "HeadConfig":
         """A copy with some fields changed (re-checked)."""

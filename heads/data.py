@@ -1,8 +1,10 @@
 """Training data for heads: clips + labels + splits joined with cached feature sets.
 
-:func:`prepare_data` selects the labelled clips, decides the split, checks every requested
-feature set covers them and (by default) preloads the vectors as one ``(N, D)`` array per
-set. :class:`HeadDataModule` (Lightning) serves batches from those arrays, or streams them
+:func:`prepare_data` selects the labelled clips, decides the split, checks the requested
+feature sets cover them and (by default) preloads the vectors as one ``(N, D)`` array per
+set. A clip needs at least one of the sets (``--require-all``: every one); which sets each
+clip has is its presence mask (``PreparedData.present``), served with every batch as
+``batch["present"] = {set: (B,) bool}`` so the head fuses only what a clip has. :class:`HeadDataModule` (Lightning) serves batches from those arrays, or streams them
 from Lance with :class:`featurestore.reader.FeatureReader` when they do not fit in memory.
 
 Splits, in order of precedence:
@@ -30,6 +32,8 @@ from featurestore.inventory import feature_set_info
 from featurestore.store import Store
 
 from .config import HeadConfig
+from .presence import (PartialReader, batch_presence, normalize_present, pattern_names, presence_matrix,
+                       presence_names)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,10 @@ __all__ = [
     "TensorBatches",
     "HeadDataModule",
     "SPLITS",
+    "presence_matrix",
+    "presence_names",
+    "pattern_names",
+    "batch_presence",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -70,6 +78,8 @@ class PreparedData:
         dropped_missing: clips dropped for lacking a feature set.
         dropped_unlabelled: selected clips without a label.
         store_uri: where the features live (for streaming).
+        present: ``{set: (N,) bool}``, which clips have each set (None: every clip has
+            every set); rows of absent clips in ``features`` are zeros.
     """
 
     clip_ids: list[str]
@@ -86,6 +96,7 @@ class PreparedData:
     normalizer: Any = None  # heads.normalize.GroupNormalizer with --normalize
     normalize_report: dict[str, Any] | None = None
     groups: np.ndarray | None = None  # (N,) --split-by values (str), when splitting by group
+    present: dict[str, np.ndarray] | None = None  # {set: (N,) bool}; None: all present
 
     def indices(self, split: str) -> np.ndarray:
         """Row positions of one split."""
@@ -107,7 +118,14 @@ class PreparedData:
             dropped_unlabelled=self.dropped_unlabelled,
             feature_info={e: self.feature_info[e] for e in enc},
             normalizer=self.normalizer, normalize_report=self.normalize_report, groups=self.groups,
+            present=None if self.present is None else {e: self.present[e] for e in enc},
         )
+
+    def presence(self, encoders: Sequence[str] | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """``(n, M)`` bool presence of ``encoders`` (default: every set) for ``rows``."""
+        enc = list(encoders or self.dims)
+        rows = np.arange(len(self.clip_ids)) if rows is None else rows
+        return presence_matrix(self.present, enc, len(self.clip_ids))[rows]
 
 
 def feature_fingerprints(store: Store, encoders: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -200,8 +218,8 @@ def prepare_data(
     if cfg.normalize and not preload:
         raise InputError(f"--normalize {cfg.normalize} needs the features in memory: drop --preload never "
                          "(or pass --preload always)")
-    present = np.ones(n, dtype=bool)
     arrays: dict[str, np.ndarray] = {}
+    has_set: dict[str, np.ndarray] = {}
     for name in cfg.encoders:
         if preload:
             arrays[name], has = read_aligned(store, name, clip_ids)
@@ -211,22 +229,39 @@ def prepare_data(
 
             has = pc.is_in(pa.array(clip_ids, pa.string()), value_set=table.column("clip_id"))
             has = has.to_numpy(zero_copy_only=False)
-        lacking = int((~has).sum())
-        if lacking and not cfg.drop_missing:
+        has_set[name] = has
+        if cfg.require_all and not has.all() and not cfg.drop_missing:
             raise InputError(
-                f"{lacking} of {n} labelled clips have no {name!r} features: run "
-                f"`emofs extract --encoders {name}` or pass --drop-missing to train without them"
+                f"{int((~has).sum())} of {n} labelled clips have no {name!r} features: run "
+                f"`emofs extract --encoders {name}`, pass --drop-missing to train without them, "
+                "or drop --require-all to train them on the feature sets they have"
             )
-        present &= has
+    matrix = presence_matrix(has_set, cfg.encoders, n)  # (N, M)
+    present = matrix.all(1) if cfg.require_all else matrix.any(1)  # (N,) clips kept
+    if not present.all() and not cfg.require_all and not cfg.drop_missing:
+        lacking = int((~present).sum())
+        what = (f"no {cfg.encoders[0]!r} features" if len(cfg.encoders) == 1
+                else f"none of the feature sets {', '.join(cfg.encoders)}")
+        raise InputError(
+            f"{lacking} of {n} labelled clips have {what}: run `emofs extract --encoders "
+            f"{','.join(cfg.encoders)}` or pass --drop-missing to train without them"
+        )
     dropped = int((~present).sum())
     if dropped:
         if not quiet:
-            log.warning(f"--drop-missing: dropped {dropped} of {n} clips lacking a feature set")
+            need = "every requested feature set" if cfg.require_all else "any requested feature set"
+            log.warning(f"--drop-missing: dropped {dropped} of {n} clips lacking {need}")
         frame = frame.filter(_pl_mask(present))
         clip_ids = frame["clip_id"].to_list()
         arrays = {k: v[present] for k, v in arrays.items()}
+        has_set = {k: v[present] for k, v in has_set.items()}
     if not clip_ids:
-        raise InputError("no clip has every requested feature set: run `emofs extract` first")
+        raise InputError("no clip has the requested feature sets: run `emofs extract` first")
+    partial = {k: v for k, v in has_set.items() if not v.all()}
+    if partial and not quiet:
+        patterns = pattern_names(cfg.encoders, presence_matrix(has_set, cfg.encoders, len(clip_ids)))
+        shares = ", ".join(f"{p} {patterns.count(p)}" for p in dict.fromkeys(sorted(patterns)))
+        log.info(f"clips by modalities: {shares}")
 
     raw_labels = frame["_label"].to_list()
     vocabulary = sorted(set(raw_labels))
@@ -244,8 +279,9 @@ def prepare_data(
     if cfg.normalize:
         from .normalize import GroupNormalizer, group_values
 
-        normalizer = GroupNormalizer.fit(cfg.normalize, arrays, np.flatnonzero(split == "train"))
-        arrays, report = normalizer.apply(arrays, group_values(frame[cfg.normalize].to_list()))
+        normalizer, arrays, report = normalize_present(
+            GroupNormalizer, cfg.normalize, arrays, has_set, split == "train",
+            group_values(frame[cfg.normalize].to_list()))
     return PreparedData(
         clip_ids=clip_ids, labels=labels, vocabulary=vocabulary, split=split,
         features=arrays if preload else None,
@@ -253,6 +289,7 @@ def prepare_data(
         store_uri=store.uri, dropped_missing=dropped, dropped_unlabelled=unlabelled,
         feature_info=info, normalizer=normalizer, normalize_report=report,
         groups=_group_array(frame[cfg.split_by].to_list()) if cfg.split_by else None,
+        present=None if not partial else has_set,
     )
 
 
@@ -428,12 +465,16 @@ class TensorBatches:
     Args:
         features: ``{set: (N, D) array}`` (float16 stays float16; the model casts).
         labels: ``(N,)`` class indices, or None.
+        present: ``{set: (N,) bool}`` presence per set, or None (all present; no mask).
     """
 
-    def __init__(self, features: dict[str, np.ndarray], labels: np.ndarray | None):
+    def __init__(self, features: dict[str, np.ndarray], labels: np.ndarray | None,
+                 present: dict[str, np.ndarray] | None = None):
         import torch
 
         self.features = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in features.items()}
+        self.present = None if present is None else {
+            k: torch.from_numpy(np.ascontiguousarray(v, dtype=bool)) for k, v in present.items()}
         self.labels = None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.n = len(next(iter(self.features.values())))
 
@@ -447,6 +488,8 @@ class TensorBatches:
         batch = {"index": idx}
         for name, x in self.features.items():
             batch[name] = x.index_select(0, idx)  # (B, D)
+        if self.present is not None:
+            batch["present"] = {k: v.index_select(0, idx) for k, v in self.present.items()}  # (B,) each
         if self.labels is not None:
             batch["label"] = self.labels.index_select(0, idx)  # (B,)
         return batch
@@ -456,13 +499,16 @@ def split_dataset(prepared: PreparedData, part: str | None, *, encoders: Sequenc
     """A batch dataset over one split (``None``: every clip), preloaded or streaming."""
     encoders = list(encoders or prepared.dims)
     rows = np.arange(len(prepared.clip_ids)) if part is None else prepared.indices(part)
+    present = None if prepared.present is None else {e: prepared.present[e][rows] for e in encoders}
     if prepared.features is not None:
-        return TensorBatches({e: prepared.features[e][rows] for e in encoders}, prepared.labels[rows])
+        return TensorBatches({e: prepared.features[e][rows] for e in encoders}, prepared.labels[rows], present)
     from featurestore.reader import FeatureReader
 
-    reader = FeatureReader(
-        prepared.store_uri, encoders, clip_ids=[prepared.clip_ids[i] for i in rows],
-    )
+    ids = [prepared.clip_ids[i] for i in rows]
+    if present is not None and not all(p.all() for p in present.values()):
+        return PartialReader(prepared.store_uri, encoders, ids, present, prepared.labels[rows],
+                             dims=prepared.dims)
+    reader = FeatureReader(prepared.store_uri, encoders, clip_ids=ids)
     reader.labels = prepared.labels[rows]
     return reader
 

@@ -3,6 +3,11 @@
 The objective is scikit-learn's ``LogisticRegression(C=1)`` (lbfgs): mean cross-entropy
 (class-weighted with ``--class-weights``) plus ``||W||^2 / (2 C n)``, on inputs z-scored
 with the training statistics (after ``--normalize``). No Lightning, no epochs: one solve.
+
+A missing modality's block is zero (its training mean). With ``--modality-dropout`` over
+more than one feature set, the solve also sees :data:`DROPOUT_COPIES` copies of the
+training clips with modalities hidden at that rate (at least one kept, fixed seed): the
+full-batch analogue of modality dropout.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from featurestore.errors import InputError
 
 from .config import HeadConfig
 
-__all__ = ["fit_linear", "C", "MAX_ITER"]
+__all__ = ["fit_linear", "C", "MAX_ITER", "DROPOUT_COPIES"]
 
 #: Inverse L2 strength (scikit-learn's default).
 C = 1.0
 MAX_ITER = 500
+#: Copies of the training clips with modalities hidden, added under ``--modality-dropout``.
+DROPOUT_COPIES = 2
 _CHECKPOINT = "checkpoints/best.ckpt"
 
 
@@ -45,7 +52,7 @@ def fit_linear(prepared, cfg: HeadConfig, run_dir: Path,
     import torch
     import torch.nn.functional as F
 
-    from .models import LinearHead
+    from .models import LinearHead, drop_modalities
 
     if prepared.features is None:
         raise InputError("--head linear fits on every training clip at once: drop --preload never")
@@ -59,11 +66,17 @@ def fit_linear(prepared, cfg: HeadConfig, run_dir: Path,
     if stats is not None:
         head.set_standardization(stats)
     inputs = [torch.from_numpy(np.asarray(prepared.features[e][rows], dtype=np.float32)) for e in cfg.encoders]
-    with torch.no_grad():
-        x = head.fuse(inputs)[0]  # (N, F)
+    present = torch.from_numpy(prepared.presence(cfg.encoders, rows))  # (N, M)
     y = torch.from_numpy(prepared.labels[rows])  # (N,)
+    masks = [present]
+    if cfg.modality_dropout and len(cfg.encoders) > 1:
+        generator = torch.Generator().manual_seed(cfg.seed)
+        masks += [drop_modalities(present, cfg.modality_dropout, generator) for _ in range(DROPOUT_COPIES)]
+    with torch.no_grad():
+        x = torch.cat([head.fuse(inputs, mask)[0] for mask in masks])  # (K*N, F)
+    y = y.repeat(len(masks))  # (K*N,)
     weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-    l2 = 1.0 / (2.0 * C * max(1, len(rows)))
+    l2 = 1.0 / (2.0 * C * max(1, len(y)))
     optimizer = torch.optim.LBFGS(head.classifier.parameters(), lr=1.0, max_iter=MAX_ITER, history_size=20,
                                   tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
 

@@ -2,6 +2,10 @@
 
 Loading a run needs torch only (not Lightning): the head is rebuilt from ``config.json``,
 ``labels.json`` and ``features.json`` and takes the weights of ``checkpoints/best.ckpt``.
+
+A clip is predicted from the run's feature sets it has (at least one; a run with
+``require_all``, and every run trained before presence masks, needs all of them), and the
+sets used are reported per clip (``modalities``: ``egemaps+mae``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 from featurestore.errors import InputError
 from featurestore.store import Store
 
-from .config import HeadConfig
+from .config import PRESENCE_KEYS, HeadConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
                 "`emofs train head`"
             )
     try:
+        raw = json.loads((run_dir / "config.json").read_text())
         config = HeadConfig.load(run_dir / "config.json")
         vocabulary = json.loads((run_dir / "labels.json").read_text())
         features = json.loads((run_dir / "features.json").read_text())
@@ -74,8 +79,11 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     except (ValueError, KeyError, TypeError, OSError) as exc:  # JSONDecodeError is a ValueError
         raise InputError(_damaged(run_dir, "config.json / labels.json / features.json", exc)) from exc
     ckpt_bytes = (run_dir / _CHECKPOINT).read_bytes()
+    described = config.to_dict()
+    if isinstance(raw, dict) and not any(k in raw for k in PRESENCE_KEYS):  # an older run: same fingerprint
+        described = {k: v for k, v in described.items() if k not in PRESENCE_KEYS}
     fingerprint = hashlib.sha256(
-        ckpt_bytes + json.dumps(config.to_dict(), sort_keys=True).encode()
+        ckpt_bytes + json.dumps(described, sort_keys=True).encode()
     ).hexdigest()[:16]
     state = read_checkpoint(run_dir / _CHECKPOINT)["state_dict"]
     weights = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
@@ -133,18 +141,20 @@ def predict_proba(head, dataset, encoders: Sequence[str], *, batch_size: int = 1
     """Class probabilities ``(N, C)`` of every clip of a batch dataset, in its order.
 
     With ``with_weights``, also the attention fusion's modality weights ``(N, M)`` (None
-    for concat fusion).
+    for concat fusion). A batch's presence mask (``batch["present"]``) is passed to the head.
     """
     import torch
 
     from featurestore.reader import batch_loader
+
+    from .data import batch_presence
 
     head.eval()
     probs, weights = [], []
     with torch.inference_mode():
         for batch in batch_loader(dataset, batch_size):
             inputs = [batch[e] for e in encoders]  # M x (B, D_m)
-            fused, w = head.fuse(inputs)
+            fused, w = head.fuse(inputs, batch_presence(batch, encoders))
             probs.append(torch.softmax(head.classifier(fused), dim=-1).numpy())  # (B, C)
             if w is not None:
                 weights.append(w.numpy())  # (B, M)
@@ -172,27 +182,43 @@ def _check_features(store: Store, run: LoadedRun) -> None:
 
 
 def _features_for(store: Store, run: LoadedRun, clip_ids: list[str], drop_missing: bool, groups=None):
+    """Vectors and presence of ``clip_ids``; returns ``(kept ids, kept (N,) bool, presence
+    (n, M) bool, dataset)``."""
     from heads.data import TensorBatches, read_aligned
 
-    arrays, present = {}, np.ones(len(clip_ids), dtype=bool)
-    for name in run.config.encoders:
-        arrays[name], has = read_aligned(store, name, clip_ids)
-        if not has.all() and not drop_missing:
+    from .presence import apply_present, presence_matrix
+
+    encoders = run.config.encoders
+    arrays, has_set = {}, {}
+    for name in encoders:
+        arrays[name], has_set[name] = read_aligned(store, name, clip_ids)
+        has = has_set[name]
+        if run.config.require_all and not has.all() and not drop_missing:
             raise InputError(
                 f"{int((~has).sum())} of {len(clip_ids)} clips have no {name!r} features: run "
                 f"`emofs extract --encoders {name}` or pass --drop-missing"
             )
-        present &= has
+    matrix = presence_matrix(has_set, encoders, len(clip_ids))  # (N, M)
+    present = matrix.all(1) if run.config.require_all else matrix.any(1)  # (N,)
+    if not present.all() and not run.config.require_all and not drop_missing:
+        what = f"no {encoders[0]!r} features" if len(encoders) == 1 else f"none of the run's feature sets ({', '.join(encoders)})"
+        raise InputError(
+            f"{int((~present).sum())} of {len(clip_ids)} clips have {what}: run "
+            f"`emofs extract --encoders {','.join(encoders)}` or pass --drop-missing"
+        )
     if not present.all():
-        log.warning(f"--drop-missing: skipped {int((~present).sum())} clips lacking a feature set")
+        log.warning(f"--drop-missing: skipped {int((~present).sum())} clips lacking "
+                    f"{'a' if run.config.require_all else 'every'} feature set")
     kept = [c for c, ok in zip(clip_ids, present) if ok]
     arrays = {k: v[present] for k, v in arrays.items()}  # {set: (N, D)}
+    has_set = {k: v[present] for k, v in has_set.items()}
+    partial = None if all(h.all() for h in has_set.values()) else has_set
     if run.normalizer is not None:  # per-group z-scores over the clips being predicted
         from .normalize import group_values
 
         values = group_values([None] * len(kept) if groups is None else np.asarray(groups, dtype=object)[present])
-        arrays, _ = run.normalizer.apply(arrays, values)
-    return kept, present, TensorBatches(arrays, None)
+        arrays, _ = apply_present(run.normalizer, arrays, partial, values)
+    return kept, present, matrix[present], TensorBatches(arrays, None, partial)
 
 
 def _group_column(store: Store, run: LoadedRun, ids: list[str]):
@@ -242,16 +268,19 @@ def predict_clips(
 
     Returns:
         polars DataFrame: clip_id, label (predicted), confidence, probs (list, vocabulary
-        order) and one ``prob_<label>`` column per class.
+        order), one ``prob_<label>`` column per class and modalities (the run's feature
+        sets the clip was predicted from, ``+``-joined).
     """
     import polars as pl
 
     from featurestore.predictions import prob_columns
 
+    from .presence import presence_names
+
     run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
     _check_features(store, run)
     ids = _select(store, where, clip_ids, columns=["clip_id"])["clip_id"].to_list()
-    kept, _, dataset = _features_for(store, run, ids, drop_missing, _group_column(store, run, ids))
+    kept, _, presence, dataset = _features_for(store, run, ids, drop_missing, _group_column(store, run, ids))
     probs = predict_proba(run.head, dataset, run.config.encoders)  # (N, C)
     best = probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
     data: dict[str, Any] = {
@@ -262,6 +291,7 @@ def predict_clips(
     }
     for j, col in enumerate(prob_columns(run.vocabulary)):
         data[col] = probs[:, j].astype(np.float32)
+    data["modalities"] = pl.Series("modalities", presence_names(run.config.encoders, presence), dtype=pl.Utf8)
     return pl.DataFrame(data)
 
 
@@ -275,7 +305,9 @@ def evaluate_run(
     """Score a run on any labelled clips (``emofs eval RUN --where ...``).
 
     Returns:
-        :func:`heads.metrics.classification_metrics` figures plus ``run_id`` and ``where``.
+        :func:`heads.metrics.classification_metrics` figures plus ``run_id``, ``where`` and,
+        for a run over more than one feature set, ``by_modalities``: headline figures per
+        presence pattern (``both``, ``<set> only``, ...).
 
     Raises:
         InputError: the label column is absent, clips carry a label the run never saw,
@@ -308,6 +340,13 @@ def evaluate_run(
     y_pred = np.array([index[v] for v in predictions["label"].to_list()], dtype=np.int64)
     figures = classification_metrics(y_true, y_pred, run.vocabulary)
     figures.update({"run_id": run.run_id, "where": where})
+    encoders = run.config.encoders
+    if len(encoders) > 1:
+        from .presence import figures_by_pattern, pattern_names
+
+        sets = [set(m.split("+")) for m in predictions["modalities"].to_list()]
+        matrix = np.array([[e in have for e in encoders] for have in sets], dtype=bool).reshape(len(sets), len(encoders))
+        figures["by_modalities"] = figures_by_pattern(y_true, y_pred, pattern_names(encoders, matrix), run.vocabulary)
     return figures
 
 
@@ -323,7 +362,8 @@ def predict_to_store(
     """Predict clips and upsert them into ``predictions/<name or run id>.lance``.
 
     Returns:
-        ``{"dataset", "rows", "version", "labels": {label: count}}``.
+        ``{"dataset", "rows", "version", "labels": {label: count}, "modalities": {sets:
+        count}}``.
     """
     from featurestore.predictions import predictions_name, write_predictions
 
@@ -333,7 +373,9 @@ def predict_to_store(
     frame = predict_clips(store, run, where=where, clip_ids=clip_ids, drop_missing=drop_missing)
     probs = np.array(frame["probs"].to_list(), dtype=np.float32).reshape(frame.height, len(run.vocabulary))
     version = write_predictions(store, run_id, frame["clip_id"].to_list(), probs, run.vocabulary,
-                                model_fingerprint=run.model_fingerprint)
+                                model_fingerprint=run.model_fingerprint,
+                                modalities=frame["modalities"].to_list())
     counts = frame.group_by("label").len().sort("len", descending=True)
+    used = frame.group_by("modalities").len().sort("len", descending=True)
     return {"dataset": dataset, "rows": frame.height, "version": version,
-            "labels": dict(counts.iter_rows())}
+            "labels": dict(counts.iter_rows()), "modalities": dict(used.iter_rows())}

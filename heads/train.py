@@ -1,4 +1,8 @@
-"""Lightning jobs: train one head (``emofs train head``) or every encoder subset (``emofs ablate``).
+"""Head jobs: train one head (``emofs train head``) or every encoder subset (``emofs ablate``).
+
+The MLP head trains with a plain-torch loop (:mod:`heads.loop`, no Lightning import) when
+its features are preloaded, and with Lightning when they stream or ``trainer="lightning"``
+(``--trainer lightning``: its loggers and callbacks); both write the same files.
 
 A run directory holds::
 
@@ -6,14 +10,18 @@ A run directory holds::
     labels.json     label vocabulary (class index order)
     features.json   fingerprint, spec, dim, dtype, version of each feature set used
     splits.csv      clip_id, split (the exact split, to reproduce or audit it)
-    metrics.csv     one row per epoch (train/val loss, val figures; from CSVLogger)
-    checkpoints/best.ckpt   best validation checkpoint (ModelCheckpoint + EarlyStopping)
-    metrics.json    test (and val) figures of the best checkpoint, split, timings
+    metrics.csv     one row per epoch (train/val loss, val figures)
+    checkpoints/best.ckpt   best validation checkpoint (early stopping on --monitor)
+    metrics.json    test (and val) figures of the best checkpoint, split, timings; with
+                    more than one feature set, test figures per presence pattern
+                    (``by_modalities``: both, <set> only, ...)
     confusion.png   test confusion matrix;  curves.png   loss and val figure per epoch
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import json
 import logging
@@ -32,15 +40,46 @@ from featurestore.store import Store
 
 from .config import HeadConfig
 from .data import PreparedData, prepare_data, split_dataset
+from .presence import figures_by_pattern, pattern_names
 from .metrics import HEADLINE, classification_metrics
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RunResult", "train_head", "ablate", "default_run_dir", "prefetch_lightning", "CHECKPOINT",
-           "quiet_lightning", "lightning_module_class", "inverse_frequency_weights"]
+           "quiet_lightning", "lightning_module_class", "inverse_frequency_weights", "TRAINERS",
+           "use_trainer", "resolve_trainer"]
 
 CHECKPOINT = "checkpoints/best.ckpt"
 _RUNS_ROOT = "runs"
+#: ``auto``: the plain-torch loop for preloaded features, Lightning when streaming.
+TRAINERS = ("auto", "plain", "lightning")
+_trainer = contextvars.ContextVar("emofs_trainer", default="auto")
+
+
+@contextlib.contextmanager
+def use_trainer(name: str):
+    """Train every head started in the block with ``name`` (``auto``, ``plain``, ``lightning``);
+    reaches runs a job starts for you (cross-validation folds, ablation subsets)."""
+    token = _trainer.set(_check_trainer(name))
+    try:
+        yield
+    finally:
+        _trainer.reset(token)
+
+
+def _check_trainer(name: str) -> str:
+    if name not in TRAINERS:
+        raise InputError(f"--trainer {name!r} is not one of {', '.join(TRAINERS)}: pass auto (plain loop "
+                         "when preloaded), plain, or lightning")
+    return name
+
+
+def resolve_trainer(name: str | None, preloaded: bool) -> str:
+    """``plain`` or ``lightning`` for a run (``name`` None: the :func:`use_trainer` choice)."""
+    name = _check_trainer(name or _trainer.get())
+    if name == "auto":
+        return "plain" if preloaded else "lightning"
+    return name
 
 
 @dataclass
@@ -67,6 +106,7 @@ class RunResult:
     attention: dict[str, float] | None = None
     normalize: dict[str, Any] | None = None
     schedule: dict[str, Any] = field(default_factory=dict)
+    by_modalities: dict[str, dict[str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary (what ``metrics.json`` holds)."""
@@ -83,6 +123,7 @@ class RunResult:
             "attention_weights": self.attention,
             "normalize": self.normalize,
             "schedule": self.schedule,
+            "by_modalities": self.by_modalities,
         }
 
 
@@ -149,14 +190,16 @@ def lightning_module_class():
     import torch
     import torch.nn.functional as F
 
+    from .loop import VAL_FIGURES, head_logits, training_loss
     from .models import FusionHead
 
     class HeadModule(pl.LightningModule):
-        """Lightning wrapper: cross-entropy (class-weighted), AdamW, val figures per epoch."""
+        """Lightning wrapper: cross-entropy (class-weighted), AdamW, val figures per epoch;
+        training batches hide modalities at random (``modality_dropout``)."""
 
         def __init__(self, encoders: list[str], dims: list[int], vocabulary: list[str],
                      hidden: int, fusion: str, dropout: float, lr: float, weight_decay: float,
-                     class_weights: list[float] | None, monitor: str):
+                     class_weights: list[float] | None, monitor: str, modality_dropout: float = 0.0):
             super().__init__()
             self.save_hyperparameters()
             self.head = FusionHead(dims, len(vocabulary), hidden=hidden, fusion=fusion, dropout=dropout)
@@ -166,12 +209,12 @@ def lightning_module_class():
             self._val_pred: list[torch.Tensor] = []
             self._val_true: list[torch.Tensor] = []
 
-        def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            return self.head([batch[e] for e in self.hparams.encoders])  # (B, C)
+        def forward(self, batch: dict[str, torch.Tensor], present: torch.Tensor | None = None) -> torch.Tensor:
+            return head_logits(self.head, batch, self.hparams.encoders, present)  # (B, C)
 
         def training_step(self, batch, batch_idx):
-            logits = self(batch)  # (B, C)
-            loss = F.cross_entropy(logits, batch["label"], weight=self.class_weight)
+            loss, logits = training_loss(self.head, batch, self.hparams.encoders, self.class_weight,
+                                         self.hparams.modality_dropout)  # (), (B, C)
             self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(logits))
             return loss
 
@@ -194,7 +237,7 @@ def lightning_module_class():
             self._val_pred.clear()
             self._val_true.clear()
             figures = classification_metrics(true, pred, self.hparams.vocabulary)
-            for key in ("accuracy", "weighted_f1", "macro_f1", "uar"):
+            for key in VAL_FIGURES:
                 self.log(f"val_{key}", float(figures[key]), prog_bar=key == self.hparams.monitor)
 
         def configure_optimizers(self):
@@ -215,26 +258,27 @@ def inverse_frequency_weights(prepared: PreparedData) -> list[float]:
 
 
 def _train_stats(prepared: PreparedData, cfg: HeadConfig) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per feature set ``(mean (D,), std (D,))`` over the training clips (float64 sums)."""
+    """Per feature set ``(mean (D,), std (D,))`` over the training clips having it (float64 sums)."""
     train = prepared.indices("train")
+    has = prepared.presence(cfg.encoders, train)  # (n, M)
     sums = {e: np.zeros(prepared.dims[e]) for e in cfg.encoders}
     squares = {e: np.zeros(prepared.dims[e]) for e in cfg.encoders}
     if prepared.features is not None:
-        chunks = ({e: prepared.features[e][rows] for e in cfg.encoders}
-                  for rows in np.array_split(train, max(1, len(train) // 8192)))
+        chunks = (({e: prepared.features[e][train[rows]] for e in cfg.encoders}, has[rows])
+                  for rows in np.array_split(np.arange(len(train)), max(1, len(train) // 8192)))
     else:
         from featurestore.reader import batch_loader
 
-        chunks = ({e: b[e].numpy() for e in cfg.encoders}
+        chunks = (({e: b[e].numpy() for e in cfg.encoders}, has[b["index"].numpy()])
                   for b in batch_loader(split_dataset(prepared, "train", encoders=cfg.encoders), 8192))
-    for chunk in chunks:
-        for e in cfg.encoders:
-            x = chunk[e].astype(np.float64)  # (b, D)
+    for chunk, mask in chunks:
+        for m, e in enumerate(cfg.encoders):
+            x = chunk[e][mask[:, m]].astype(np.float64)  # (b, D), present rows only
             sums[e] += x.sum(0)
             squares[e] += (x * x).sum(0)
-    n = max(1, len(train))
     stats = []
-    for e in cfg.encoders:
+    for m, e in enumerate(cfg.encoders):
+        n = max(1, int(has[:, m].sum()))
         mean = sums[e] / n
         std = np.sqrt(np.maximum(squares[e] / n - mean * mean, 0.0))
         stats.append((mean, np.where(std > 1e-6, std, 1.0)))
@@ -293,6 +337,7 @@ def train_head(
     out: str | Path | None = None,
     prepared: PreparedData | None = None,
     quiet: bool = False,
+    trainer: str | None = None,
 ) -> RunResult:
     """Train a projector + fusion + classifier head and write a complete run directory.
 
@@ -302,6 +347,8 @@ def train_head(
         out: run directory (default ``runs/<timestamp>-<encoders>``); must not hold a run.
         prepared: data from :func:`heads.data.prepare_data` (ablations share one split).
         quiet: no status lines on stderr.
+        trainer: ``auto`` (plain loop when preloaded, else Lightning), ``plain`` or
+            ``lightning``; None: the :func:`use_trainer` choice (default ``auto``).
 
     Returns:
         The :class:`RunResult` (also written to ``metrics.json``).
@@ -312,7 +359,8 @@ def train_head(
     started = time.time()
     process_start = _process_start()
     _check_out(out)  # before minutes of data preparation
-    prefetch_lightning()
+    if _check_trainer(trainer or _trainer.get()) == "lightning":
+        prefetch_lightning()
     if prepared is None:
         prepared = prepare_data(store, cfg, quiet=quiet)
     data_s = time.time() - started
@@ -340,24 +388,32 @@ def train_head(
         fit = fit_linear(prepared, cfg, run_dir,
                          _train_stats(prepared, cfg) if cfg.standardize else None,
                          inverse_frequency_weights(prepared) if cfg.class_weights else None)
+    elif resolve_trainer(trainer, prepared.features is not None) == "plain":
+        fit = _fit_plain(prepared, cfg, run_dir, schedule, quiet)
     else:
         fit = _fit_lightning(prepared, cfg, run_dir, schedule, quiet)
     schedule = {"steps": fit["steps"], **(schedule if cfg.head == "mlp" else {"solver": "lbfgs"})}
+    if cfg.head == "mlp":
+        schedule["trainer"] = fit["trainer"]
 
     from .predict import load_run, predict_proba
     from .report import plot_confusion, plot_curves
 
     run = load_run(run_dir)
     figures = {}
-    attention = None
+    attention = by_modalities = None
     for part in ("val", "test"):
+        rows = prepared.indices(part)
         dataset = split_dataset(prepared, part, encoders=cfg.encoders)
         probs, weights = predict_proba(run.head, dataset, cfg.encoders, batch_size=cfg.batch_size,
                                        with_weights=True)
-        figures[part] = classification_metrics(prepared.labels[prepared.indices(part)],
-                                               probs.argmax(1), prepared.vocabulary)
+        figures[part] = classification_metrics(prepared.labels[rows], probs.argmax(1), prepared.vocabulary)
         if part == "test" and weights is not None:
             attention = dict(zip(cfg.encoders, weights.mean(0).round(4).tolist()))
+        if part == "test" and len(cfg.encoders) > 1:
+            by_modalities = figures_by_pattern(
+                prepared.labels[rows], probs.argmax(1),
+                pattern_names(cfg.encoders, prepared.presence(cfg.encoders, rows)), prepared.vocabulary)
     first_step = fit["first_step_at"]
     timings = {
         "data_s": round(data_s, 3),
@@ -370,7 +426,7 @@ def train_head(
                        best_epoch=fit["best_epoch"], epochs=fit["epochs"],
                        counts=prepared.counts(), split_note=prepared.split_note,
                        timings=timings, attention=attention, normalize=prepared.normalize_report,
-                       schedule=schedule)
+                       schedule=schedule, by_modalities=by_modalities)
     _write_json(run_dir / "metrics.json", result.as_dict())
     plot_confusion(np.array(figures["test"]["confusion"]), prepared.vocabulary,
                    run_dir / "confusion.png", title=f"{run_dir.name}: test")
@@ -398,7 +454,7 @@ def _fit_lightning(prepared: PreparedData, cfg: HeadConfig, run_dir: Path, sched
         vocabulary=prepared.vocabulary, hidden=cfg.hidden, fusion=cfg.fusion,
         dropout=cfg.dropout, lr=cfg.lr, weight_decay=cfg.weight_decay,
         class_weights=inverse_frequency_weights(prepared) if cfg.class_weights else None,
-        monitor=cfg.monitor,
+        monitor=cfg.monitor, modality_dropout=float(cfg.modality_dropout or 0.0),
     )
     if cfg.standardize:
         module.head.set_standardization(_train_stats(prepared, cfg))
@@ -432,7 +488,18 @@ def _fit_lightning(prepared: PreparedData, cfg: HeadConfig, run_dir: Path, sched
 
     _write_metrics_csv(Path(logger.log_dir) / "metrics.csv", run_dir / "metrics.csv")
     return {"best_epoch": best_epoch, "epochs": trainer.current_epoch, "steps": int(trainer.global_step),
-            "fit_s": fit_s, "first_step_at": module.first_step_at}
+            "fit_s": fit_s, "first_step_at": module.first_step_at, "trainer": "lightning"}
+
+
+def _fit_plain(prepared: PreparedData, cfg: HeadConfig, run_dir: Path, schedule: dict[str, Any],
+               quiet: bool) -> dict[str, Any]:
+    """Fit the MLP head with the plain-torch loop (same files as :func:`_fit_lightning`)."""
+    from .loop import fit_prepared
+
+    return fit_prepared(prepared, cfg, run_dir, min_steps=schedule["min_steps"] if cfg.max_steps == -1 else None,
+                        class_weights=inverse_frequency_weights(prepared) if cfg.class_weights else None,
+                        stats=_train_stats(prepared, cfg) if cfg.standardize else None,
+                        checkpoint=CHECKPOINT, progress=sys.stderr.isatty() and not quiet)
 
 
 def _write_splits(path: Path, prepared: PreparedData) -> None:
@@ -489,6 +556,7 @@ def ablate(
     if (out / "ablation.csv").exists():
         raise InputError(f"{out} already holds an ablation: pass another --out (nothing was overwritten)")
     _make_dir(out)
+    cfg = cfg.replace(require_all=True)  # every subset on the same clips: those having every set
     prepared = prepare_data(store, cfg, quiet=quiet)
     _check_splits(prepared)
     subsets = [s for k in range(1, len(cfg.encoders) + 1)

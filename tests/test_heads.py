@@ -50,7 +50,7 @@ def store(tmp_path_factory) -> Store:
 def run_dir(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run1"
     result = runner.invoke(app, [
-        "train", "head", "--encoders", "aud,vis", "--split-by", "speaker", "--epochs", "6",
+        "train", "head", "--encoders", "aud,vis", "--split-by", "speaker", "--epochs", "10",
         "--batch-size", "32", "--hidden", "32", "--threads", "1", "--out", str(out), "--store", store.uri,
         "--json",
     ])
@@ -156,14 +156,23 @@ def test_predict_where_subset(run_dir, store):
 def test_missing_features_error_and_drop(store, tmp_path):
     from heads import HeadConfig, prepare_data
 
-    result = runner.invoke(app, ["train", "head", "--encoders", "aud,part", "--store", store.uri,
-                                 "--out", str(tmp_path / "r")])
+    # --require-all: the strict behaviour (every clip needs every set, or --drop-missing).
+    result = runner.invoke(app, ["train", "head", "--encoders", "aud,part", "--require-all",
+                                 "--store", store.uri, "--out", str(tmp_path / "r")])
     assert result.exit_code == 1
     assert "40 of 240 labelled clips have no 'part' features" in result.output
     assert "--drop-missing" in result.output
     assert not (tmp_path / "r").exists()
-    prepared = prepare_data(store, HeadConfig(encoders=["aud", "part"], drop_missing=True), quiet=True)
+    strict = HeadConfig(encoders=["aud", "part"], drop_missing=True, require_all=True)
+    prepared = prepare_data(store, strict, quiet=True)
     assert len(prepared.clip_ids) == 200 and prepared.dropped_missing == 40
+    # Default: a clip needs one of the sets; the 40 without 'part' are kept, masked.
+    prepared = prepare_data(store, HeadConfig(encoders=["aud", "part"]), quiet=True)
+    assert len(prepared.clip_ids) == 240 and prepared.dropped_missing == 0
+    assert int(prepared.present["part"].sum()) == 200 and prepared.present["aud"].all()
+    # A single set still refuses clips lacking it unless --drop-missing.
+    with pytest.raises(InputError, match="40 of 240 labelled clips have no 'part' features.*--drop-missing"):
+        prepare_data(store, HeadConfig(encoders=["part"]), quiet=True)
 
 
 def test_unknown_feature_set_and_label_column(store, tmp_path):

@@ -172,14 +172,15 @@ def _feature_plan(run) -> list[dict[str, Any]]:
     return plan
 
 
-def _ready(store: Store, plan: list[dict[str, Any]], clip_ids: set[str]) -> set[str]:
-    """Clips having every feature set of the plan with the run's fingerprint."""
+def _ready(store: Store, plan: list[dict[str, Any]], clip_ids: set[str], *, require_all: bool = True) -> set[str]:
+    """Clips having every feature set of the plan (``require_all``), else at least one,
+    with the run's fingerprint."""
     from featurestore.features import up_to_date_clip_ids
 
-    ready = set(clip_ids)
-    for entry in plan:
-        ready &= up_to_date_clip_ids(store, entry["name"], entry["fingerprint"])
-    return ready
+    done = [up_to_date_clip_ids(store, entry["name"], entry["fingerprint"]) for entry in plan]
+    if require_all:
+        return set(clip_ids).intersection(*done)
+    return set(clip_ids) & set().union(*done)
 
 
 # ------------------------------------------------------------------------ extract
@@ -213,6 +214,35 @@ def _check_fingerprints(plan, fingerprints: dict[str, str], run_dir) -> None:
 
 
 # ------------------------------------------------------------------------ predict
+def _pin_group_stats(store: Store, run, clip_ids: list[str]):
+    """The run with its ``--normalize`` group statistics fixed over ``clip_ids``.
+
+    Prediction runs in chunks of :data:`_PREDICT_CHUNK`; without this a speaker whose
+    clips straddle two chunks would be z-scored with two different means. ``clip_ids``
+    are every clip of the archives that has the run's features (labelled before or not),
+    so a resumed run normalises with the statistics the first run would have used.
+    """
+    import dataclasses
+
+    from heads.data import read_aligned
+
+    if run.normalizer is None or not clip_ids:
+        return run
+    column = run.normalizer.column
+    if column not in store.clips(limit=1).columns:
+        return run  # predict_clips warns: every clip uses the training statistics
+    frame = store.clips(columns=["clip_id", column])
+    lookup = dict(zip(frame["clip_id"].to_list(), frame[column].to_list()))
+    present = np.ones(len(clip_ids), dtype=bool)
+    arrays = {}
+    for name in run.config.encoders:
+        arrays[name], has = read_aligned(store, name, clip_ids)  # (N, D), (N,)
+        present &= has
+    groups = np.array([lookup.get(c) for c in clip_ids], dtype=object)[present]
+    batch = ({k: v[present] for k, v in arrays.items()}, groups)
+    return dataclasses.replace(run, normalizer=run.normalizer.pin([batch]))
+
+
 def _predict(store: Store, run, dataset_id: str, ready: list[str], shas: dict[str, str],
              uris: dict[str, str], progress: bool) -> dict[str, int]:
     """Predict ``ready`` clips in committed chunks; returns label counts of this run."""
@@ -228,7 +258,7 @@ def _predict(store: Store, run, dataset_id: str, ready: list[str], shas: dict[st
             ids = frame["clip_id"].to_list()
             probs = np.array(frame["probs"].to_list(), dtype=np.float32).reshape(len(ids), len(run.vocabulary))  # (N, C)
             write_predictions(store, dataset_id, ids, probs, run.vocabulary,
-                              model_fingerprint=run.model_fingerprint)
+                              model_fingerprint=run.model_fingerprint, modalities=frame["modalities"].to_list())
             # path + media hash: a changed file (new hash) is relabelled by the next run;
             # a kill between the two commits leaves a null hash, which is relabelled too.
             store.upsert(name, pa.table({
@@ -425,8 +455,13 @@ def label(
     report.timings["extract_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ready = [c for c in todo if c in _ready(store, plan, set(todo))]
+    # A run over several feature sets labels a clip from the sets it has (audio-only and
+    # video-only clips too); a --require-all (or older) run needs every one.
+    ready_set = _ready(store, plan, set(todo), require_all=loaded.config.require_all)
+    ready = [c for c in todo if c in ready_set]
     if ready:
+        # --normalize runs: each group's statistics over the whole archive, not per chunk
+        loaded = _pin_group_stats(store, loaded, sorted(_ready(store, plan, set(ids))))
         counts = _predict(store, loaded, dataset_id, ready, shas, uris, progress)
         report.labelled = sum(counts.values())
     report.timings["predict_s"] = time.perf_counter() - t0
@@ -438,7 +473,7 @@ def label(
 
     frame = archive_frame(store, files, dataset_id)
     unlabelled = set(todo) - set(ready)
-    _record_unlabelled(store, plan, clips, unlabelled, frame)
+    _record_unlabelled(store, plan, clips, unlabelled, frame, require_all=loaded.config.require_all)
     frame = archive_frame(store, files, dataset_id) if unlabelled else frame
     if "label" in frame.columns:
         counts = frame.filter(frame["label"].is_not_null()).group_by("label").len().sort("len", descending=True)
@@ -452,7 +487,7 @@ def label(
     return report
 
 
-def _record_unlabelled(store: Store, plan, clips, unlabelled: set[str], frame) -> None:
+def _record_unlabelled(store: Store, plan, clips, unlabelled: set[str], frame, *, require_all: bool = True) -> None:
     """An errors row for clips that got no prediction and have no error explaining why."""
     if not unlabelled:
         return
@@ -462,13 +497,17 @@ def _record_unlabelled(store: Store, plan, clips, unlabelled: set[str], frame) -
     for row in clips.filter(clips["clip_id"].is_in(sorted(unlabelled))).iter_rows(named=True):
         if row["clip_id"] in have_error:
             continue
-        kinds = {e["spec"].get("modality") for e in plan}
-        reason = ("the clip has no audio" if "audio" in kinds and not row.get("has_audio") else
-                  "the clip has no video" if "video" in kinds and not row.get("has_video") else
-                  "a feature set is missing")
+        kinds = [k for k in dict.fromkeys(e["spec"].get("modality") for e in plan) if k in ("audio", "video")]
+        lacking = [k for k in kinds if not row.get(f"has_{k}")]
+        if require_all:
+            reason = f"the clip has no {lacking[0]}" if lacking else "a feature set is missing"
+            needs = f"the run needs {', '.join(e['name'] for e in plan)}"
+        else:
+            reason = (f"the clip has no {' and no '.join(lacking)}" if lacking and len(lacking) == len(kinds)
+                      else "no feature set could be extracted")
+            needs = f"the run needs one of {', '.join(e['name'] for e in plan)}"
         rows.append({"clip_id": row["clip_id"], "uri": row["uri"], "stage": "label", "encoder": None,
-                     "message": f"not labelled: {reason} (the run needs "
-                                f"{', '.join(e['name'] for e in plan)})", "at": now})
+                     "message": f"not labelled: {reason} ({needs})", "at": now})
     if rows:
         store.record_errors(rows)
         log.warning(f"{len(rows)} clips could not be labelled: see `emofs errors --where \"stage = 'label'\"`")
