@@ -1,11 +1,13 @@
-"""Face crops: OpenCV's bundled Haar cascade (opencv-python-headless 4.x), crop with margin.
+"""Face crops: a face detector (:mod:`extractors.detectors`: YuNet, or the Haar cascade),
+crop with margin.
 
 The detector runs on a few frames spread over the clip. The first searches the whole
 frame; each later one first searches only around the last face found, at scales near its
 size (a fraction of the windows, so a few times cheaper), and falls back to the whole frame
 when the face is not there. Frames where no face is found borrow the box of the nearest
 frame where one was; a clip with no face at all falls back to a centre crop. Which happened
-is returned (``detected`` per frame, ``fallback``) so the pipeline can record the face ratio.
+is returned (``detected`` per frame, ``fallback``, the mean box ``confidence`` and the
+``detector``) so the pipeline can record them per clip.
 """
 
 from __future__ import annotations
@@ -14,31 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .detectors import CASCADE, TRACKING, detect, resolve_detector
+from .detectors import HAAR_SIDE as DETECT_SIDE
+
 __all__ = ["DETECT_SIDE", "MAX_DETECT", "TRACKING", "FaceTrack", "detect_faces", "track_faces", "crop",
            "centre_square", "CASCADE"]
 
-#: The cascade file inside ``cv2.data.haarcascades``.
-CASCADE = "haarcascade_frontalface_default.xml"
-DETECT_SIDE = 240  # frames are downscaled to this long side for detection
 #: The detector runs on at most this many frames spread over the clip; the others borrow
 #: the box of the nearest frame it ran on (faces move little between sampled frames).
 MAX_DETECT = 8
-#: Search window around the last face: its box grown by this share of its side on each
-#: side, at face sizes within this factor of the last one (recorded in the spec).
-TRACKING = {"window": 0.5, "scale_range": 1.4}
-_detector = None
-
-
-def _get_detector():
-    global _detector
-    if _detector is None:
-        import cv2
-
-        path = cv2.data.haarcascades + CASCADE
-        _detector = cv2.CascadeClassifier(path)
-        if _detector.empty():
-            raise RuntimeError(f"cannot load the OpenCV face cascade {path}")
-    return _detector
 
 
 @dataclass
@@ -50,12 +36,17 @@ class FaceTrack:
         detected: ``(F,)`` bool, True where the detector found a face in that frame.
         fallback: True when no frame had a face and every box is a centre crop.
         probed: how many frames the detector ran on.
+        detector: the detector that ran (``yunet`` | ``haar``).
+        confidence: mean box confidence over the frames with a face (None when the
+            detector gives none, as Haar, or no face was found).
     """
 
     boxes: np.ndarray
     detected: np.ndarray
     fallback: bool
     probed: int = 0
+    detector: str = "haar"
+    confidence: float | None = None
 
     @property
     def face_ratio(self) -> float:
@@ -63,56 +54,15 @@ class FaceTrack:
         return float(self.detected.sum() / self.probed) if self.probed else 0.0
 
 
-def detect_faces(frame: np.ndarray, near: tuple[int, int, int, int] | None = None
-                 ) -> tuple[int, int, int, int] | None:
-    """The largest frontal face in an RGB frame ``(H, W, 3)`` as ``x, y, w, h``, or None.
+def detect_faces(frame: np.ndarray, near: tuple[int, int, int, int] | None = None, *,
+                 detector: str = "auto") -> tuple[int, int, int, int] | None:
+    """The largest face in an RGB frame ``(H, W, 3)`` as ``x, y, w, h``, or None.
 
     With ``near`` (a box found in a nearby frame) only the region around it is searched,
     at sizes close to it; None is returned when the face is not there.
     """
-    h, w = frame.shape[:2]
-    if near is None:  # whole frame, long side at DETECT_SIDE, faces >= 12% of the short side
-        scale = min(1.0, DETECT_SIDE / max(h, w))
-        gray = _gray(frame, scale)
-        min_side = max(_WINDOW, int(0.12 * min(gray.shape)))
-        return _largest(gray, scale, 0, 0, min_side, 0)
-    # Around the last face, rescaled so that the smallest size searched is the cascade's
-    # own window: a few small scales over a small region.
-    side = max(near[2], near[3])
-    grow = int(TRACKING["window"] * side)
-    x0, y0 = max(0, near[0] - grow), max(0, near[1] - grow)
-    x1, y1 = min(w, near[0] + near[2] + grow), min(h, near[1] + near[3] + grow)
-    scale = min(1.0, _WINDOW * TRACKING["scale_range"] / side)
-    gray = _gray(frame[y0:y1, x0:x1], scale)
-    max_side = int(side * scale * TRACKING["scale_range"]) + 1
-    if min(gray.shape) < _WINDOW:
-        return None
-    return _largest(gray, scale, x0, y0, _WINDOW, max_side)
-
-
-_WINDOW = 24  # the default frontal cascade's window (its smallest detectable face), px
-
-
-def _gray(rgb: np.ndarray, scale: float) -> np.ndarray:
-    """Equalised grey image of ``rgb`` resized by ``scale``.  # (h, w) uint8"""
-    import cv2
-
-    if scale < 1.0:
-        h, w = rgb.shape[:2]
-        rgb = cv2.resize(rgb, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
-    return cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY))
-
-
-def _largest(gray: np.ndarray, scale: float, x0: int, y0: int, min_side: int, max_side: int):
-    """The largest detection in ``gray``, mapped back to frame coordinates (or None)."""
-    found = _get_detector().detectMultiScale(
-        gray, scaleFactor=1.15, minNeighbors=5, minSize=(min_side, min_side),
-        maxSize=(max_side, max_side),  # (0, 0): no upper bound
-    )
-    if len(found) == 0:
-        return None
-    x, y, bw, bh = max(found, key=lambda b: b[2] * b[3])
-    return int(x0 + x / scale), int(y0 + y / scale), int(bw / scale), int(bh / scale)
+    found = detect(resolve_detector(detector), frame, near)
+    return None if found is None else found.box
 
 
 def centre_square(height: int, width: int) -> tuple[int, int, int, int]:
@@ -131,31 +81,36 @@ def _with_margin(box, height: int, width: int, margin: float) -> tuple[int, int,
     return x0, y0, side, side
 
 
-def track_faces(frames: np.ndarray, *, margin: float = 0.25, max_detect: int = MAX_DETECT) -> FaceTrack:
+def track_faces(frames: np.ndarray, *, margin: float = 0.25, max_detect: int = MAX_DETECT,
+                detector: str = "auto") -> FaceTrack:
     """Boxes for every frame ``(F, H, W, 3)``: the detector runs on at most ``max_detect``
     evenly spaced frames; every frame takes the box of the nearest frame with a face.
 
     ``detected`` is True for frames where the detector itself found a face (frames it did
     not run on are False), so ``face_ratio`` is computed over the frames it ran on.
+    ``detector`` is ``auto``, ``yunet`` or ``haar`` (see :func:`~extractors.detectors.resolve_detector`).
     """
+    name = resolve_detector(detector)
     n, height, width = frames.shape[:3]
     probe_idx = np.unique(np.linspace(0, n - 1, min(n, max_detect)).round().astype(int))
     raw: list = [None] * n
     last = None
     for i in probe_idx:
-        box = detect_faces(frames[i], near=last) if last is not None else None
-        raw[i] = box if box is not None else detect_faces(frames[i])
-        last = raw[i] or last
+        found = detect(name, frames[i], near=last) if last is not None else None
+        raw[i] = found if found is not None else detect(name, frames[i])
+        last = raw[i].box if raw[i] is not None else last
     detected = np.array([b is not None for b in raw], bool)
     if not detected.any():
         box = centre_square(height, width)
-        return FaceTrack(np.tile(np.array(box), (n, 1)), detected, True, len(probe_idx))
+        return FaceTrack(np.tile(np.array(box), (n, 1)), detected, True, len(probe_idx), name)
     hits = np.flatnonzero(detected)
+    confs = [raw[j].confidence for j in hits if raw[j].confidence is not None]
     boxes = []
     for i in range(n):
         j = hits[np.argmin(np.abs(hits - i))]
-        boxes.append(_with_margin(raw[j], height, width, margin))
-    return FaceTrack(np.array(boxes, np.int64), detected, False, len(probe_idx))
+        boxes.append(_with_margin(raw[j].box, height, width, margin))
+    return FaceTrack(np.array(boxes, np.int64), detected, False, len(probe_idx), name,
+                     float(np.mean(confs)) if confs else None)
 
 
 def crop(frame: np.ndarray, box, size: int) -> np.ndarray:

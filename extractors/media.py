@@ -10,6 +10,7 @@ and at most ``max_frames`` frames (at most ``video_fps`` per second, each at mos
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -31,6 +32,8 @@ class MediaConfig:
         video_fps: at most this many frames per second are kept.
         max_frames: at most this many frames per clip are kept (spread over the clip).
         max_side: kept frames are downscaled so their long side is at most this.
+        face_detector: ``auto`` | ``yunet`` | ``haar`` (see :mod:`extractors.detectors`);
+            ``auto`` is resolved when the config is made, so specs record the real one.
     """
 
     sample_rate: int = 16_000
@@ -38,8 +41,12 @@ class MediaConfig:
     video_fps: float = 8.0
     max_frames: int = 64
     max_side: int = 720
+    face_detector: str = "auto"
 
     def __post_init__(self):
+        from .detectors import resolve_detector
+
+        object.__setattr__(self, "face_detector", resolve_detector(self.face_detector))
         if self.sample_rate < 1000:
             raise ValueError(f"sample_rate must be >= 1000 Hz (got {self.sample_rate})")
         if self.video_fps <= 0 or self.max_frames < 1 or self.max_side < 32 or self.max_audio_s <= 0:
@@ -88,11 +95,17 @@ def decode_clip(
     """
     import av
 
+    from featurestore.remote import open_media
+
+    source = None
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        source = open_media(path)  # a path, or a seekable file over a bucket (ranged reads)
+        container = av.open(source, metadata_errors="ignore")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
+        if source is not None and not isinstance(source, str):
+            source.close()
         raise MediaError(f"cannot open media ({_reason(exc)})") from exc
-    with container:
+    with container, (source if not isinstance(source, str) else nullcontext()):
         astream = next(iter(container.streams.audio), None) if audio else None
         vstream = next(iter(container.streams.video), None) if video else None
         if audio and astream is None:

@@ -329,6 +329,8 @@ class BatchWriter:
                 "clip_id": pa.array([it["clip_id"] for it in clip_rows], pa.string()),
                 "peak_frame": pa.array([it["peak_frame"] for it in clip_rows], pa.int32()),
                 "face_ratio": pa.array([it["face_ratio"] for it in clip_rows], pa.float32()),
+                "face_detector": pa.array([it.get("face_detector") for it in clip_rows], pa.string()),
+                "face_confidence": pa.array([it.get("face_confidence") for it in clip_rows], pa.float32()),
             }))
         decoded_uris = [it["uri"] for it in ok if it["uri"]]
         if decoded_uris:

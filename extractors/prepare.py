@@ -49,8 +49,8 @@ def prepare_clip(job: Job, media: MediaConfig, worker_encoders: Iterable = (),
 
     Returns:
         ``{"clip_id", "uri", "todo", "inputs": {need_key: array|str}, "encoded": {name:
-        Encoded | error message}, "peak_frame", "face_ratio", "error"}``; ``error`` is a
-        message when decoding failed.
+        Encoded | error message}, "peak_frame", "face_ratio", "face_detector",
+        "face_confidence", "error"}``; ``error`` is a message when decoding failed.
     """
     result = empty_result(job)
     decoded = DecodedClip()
@@ -66,9 +66,11 @@ def prepare_clip(job: Job, media: MediaConfig, worker_encoders: Iterable = (),
             return result
     visual = None
     if decoded.frames is not None:
-        visual = _Visual(decoded)
+        visual = _Visual(decoded, media.face_detector)
         result["peak_frame"] = int(decoded.frame_indices[visual.peak])
         result["face_ratio"] = visual.track.face_ratio
+        result["face_detector"] = visual.track.detector
+        result["face_confidence"] = visual.track.confidence
     for need in job.needs:
         key = need_key(need)
         if need.kind == "audio":
@@ -95,7 +97,8 @@ def prepare_clip(job: Job, media: MediaConfig, worker_encoders: Iterable = (),
 def empty_result(job: Job, error: str | None = None) -> dict[str, Any]:
     """A clip's result before (or instead of, with ``error``) its preparation."""
     return {"clip_id": job.clip_id, "uri": job.uri, "todo": job.todo, "inputs": {}, "encoded": {},
-            "peak_frame": None, "face_ratio": None, "error": error}
+            "peak_frame": None, "face_ratio": None, "face_detector": None, "face_confidence": None,
+            "error": error}
 
 
 def encode_isolated(enc, inputs: list) -> list:
@@ -158,12 +161,12 @@ def error_message(exc: BaseException) -> str:
 class _Visual:
     """Faces and the peak frame of one decoded clip (computed once for all encoders)."""
 
-    def __init__(self, decoded: DecodedClip):
+    def __init__(self, decoded: DecodedClip, detector: str = "auto"):
         from .faces import crop, track_faces
         from .peak import peak_index
 
         self.frames = decoded.frames  # (F, H, W, 3)
-        self.track = track_faces(self.frames)
+        self.track = track_faces(self.frames, detector=detector)
         faces = np.stack([crop(f, b, 96) for f, b in zip(self.frames, self.track.boxes)])  # (F, 96, 96, 3)
         self.peak = peak_index(faces)  # every frame competes: its box is a detected face's
 

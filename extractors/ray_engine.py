@@ -87,7 +87,7 @@ def _decode_batch(batch: dict[str, np.ndarray], media: dict | None, needs: dict[
     in_task_encoders = built_in_this_process(tuple(in_task))
     config = MediaConfig(**media) if media else MediaConfig()
     out: dict[str, list] = {k: [] for k in ("clip_id", "uri", "todo", "error", "peak_frame",
-                                            "face_ratio", "inputs")}
+                                            "face_ratio", "face_detector", "face_confidence", "inputs")}
     for clip_id, uri, subtitle, todo in zip(batch["clip_id"], batch["uri"], batch["subtitle"], batch["todo"]):
         names = tuple(json.loads(todo))
         job_needs = tuple(dict.fromkeys(Need(**needs[n]) for n in names))
@@ -99,6 +99,9 @@ def _decode_batch(batch: dict[str, np.ndarray], media: dict | None, needs: dict[
         out["error"].append(item["error"] or "")  # "" = decoded (None would become NaN)
         out["peak_frame"].append(item["peak_frame"])
         out["face_ratio"].append(item["face_ratio"])
+        out["face_detector"].append(item.get("face_detector") or "")  # "": no face search
+        confidence = item.get("face_confidence")
+        out["face_confidence"].append(float("nan") if confidence is None else confidence)
         payload = {"inputs": item["inputs"], "encoded": item["encoded"]}
         out["inputs"].append(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
     return out
@@ -133,10 +136,13 @@ class _EncoderActor:
         from .prepare import encoder_outputs
 
         out: dict[str, list] = {k: [] for k in ("clip_id", "uri", "encoder", "status", "message",
-                                                "fragments", "fragment_keys", "peak_frame", "face_ratio")}
+                                                "fragments", "fragment_keys", "peak_frame", "face_ratio",
+                                                "face_detector", "face_confidence")}
 
-        def emit(clip_id, uri, encoder, status, message, frags="", keys="", peak=None, ratio=None):
-            for key, value in zip(out, (clip_id, uri, encoder, status, message, frags, keys, peak, ratio)):
+        def emit(clip_id, uri, encoder, status, message, frags="", keys="", peak=None, ratio=None,
+                 detector=None, confidence=None):
+            values = (clip_id, uri, encoder, status, message, frags, keys, peak, ratio, detector, confidence)
+            for key, value in zip(out, values):
                 out[key].append(value)
 
         items = []
@@ -146,11 +152,15 @@ class _EncoderActor:
                 continue
             peak = batch["peak_frame"][i]
             ratio = batch["face_ratio"][i]
+            confidence = batch["face_confidence"][i]
             payload = pickle.loads(batch["inputs"][i])
             items.append({"clip_id": str(clip_id), "uri": batch["uri"][i],
                           "todo": json.loads(batch["todo"][i]), **payload,
                           "peak": None if peak is None or peak != peak else int(peak),
-                          "ratio": None if ratio is None or ratio != ratio else float(ratio)})
+                          "ratio": None if ratio is None or ratio != ratio else float(ratio),
+                          "detector": str(batch["face_detector"][i]) or None,
+                          "confidence": None if confidence is None or confidence != confidence
+                          else float(confidence)})
         for name, enc in self.encoders.items():
             mine = [it for it in items if name in it["todo"]]
             if not mine:
@@ -171,7 +181,8 @@ class _EncoderActor:
             frags = json.dumps(write_fragments(self.uris[name], table, schema))
             keys = json.dumps(ids)
             for it in good:
-                emit(it["clip_id"], it["uri"], name, "ok", None, frags, keys, it["peak"], it["ratio"])
+                emit(it["clip_id"], it["uri"], name, "ok", None, frags, keys, it["peak"], it["ratio"],
+                     it["detector"], it["confidence"])
         return out
 
 
@@ -202,7 +213,8 @@ class _Committer:
                 self.pending[name].setdefault(rows["fragments"][i], json.loads(rows["fragment_keys"][i]))
             self.ok_uris.append(rows["uri"][i])
             if rows["peak_frame"][i] is not None:
-                self.peaks[clip_id] = (rows["peak_frame"][i], rows["face_ratio"][i])
+                self.peaks[clip_id] = (rows["peak_frame"][i], rows["face_ratio"][i],
+                                       rows["face_detector"][i], rows["face_confidence"][i])
         return len(self.pending_clips)
 
     def commit(self) -> int:
@@ -225,6 +237,8 @@ class _Committer:
                 "clip_id": pa.array(ids, pa.string()),
                 "peak_frame": pa.array([int(self.peaks[c][0]) for c in ids], pa.int32()),
                 "face_ratio": pa.array([self.peaks[c][1] for c in ids], pa.float32()),
+                "face_detector": pa.array([self.peaks[c][2] for c in ids], pa.string()),
+                "face_confidence": pa.array([self.peaks[c][3] for c in ids], pa.float32()),
             }))
             self.peaks = {}
         if self.ok_uris:

@@ -150,10 +150,12 @@ def load_encoders(refs: Iterable[str | EncoderRef], device: str,
             for ref in parsed]
 
 
-def _tag_available(tag) -> bool:
+def _tag_available(cls, tag) -> bool:
     if tag.weights in ("tiny", "none"):
         return True
     if tag.weights == "bundled":
+        if hasattr(cls, "bundled_location"):  # weights shipped inside another package
+            return cls.bundled_location() is not None
         from .encoders.text import bundled_model_dir
 
         return bundled_model_dir() is not None
@@ -179,7 +181,7 @@ def encoder_table() -> list[dict[str, Any]]:
                 "dim": tag.dim,
                 "token_dim": tag.token_dim,
                 "weights": tag.weights,
-                "available": _tag_available(tag),
+                "available": _tag_available(cls, tag),
                 "note": tag.note,
             })
     return rows

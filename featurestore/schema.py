@@ -107,6 +107,10 @@ MEDIA_COLUMNS: tuple[pa.Field, ...] = (
     pa.field("audio_codec", pa.string()),
     pa.field("peak_frame", pa.int32()),
     pa.field("face_ratio", pa.float32()),
+    # Which face detector ran (yunet | haar) and its mean box confidence over the frames
+    # with a face (null for Haar, which has none). Older stores gain both on the next extract.
+    pa.field("face_detector", pa.string()),
+    pa.field("face_confidence", pa.float32()),
     pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
 )
 

