@@ -16,7 +16,7 @@ _ERRORS_SHOWN = 10
 
 
 def label_command(
-    archives: Annotated[List[Path], typer.Argument(help="Folders (walked recursively) or media files.")],
+    archives: Annotated[List[str], typer.Argument(help="Folders (walked recursively), media files, or s3:// prefixes.")],
     run: Annotated[Path, typer.Option("--run", help="A head run directory (`emofs train head`).")],
     store: StoreOpt = None,
     engine: Annotated[str, typer.Option("--engine", help="local or ray.")] = "local",

@@ -37,7 +37,7 @@ _ERROR_COLUMNS = ["stage", "encoder", "uri", "message"]
 
 # ------------------------------------------------------------------------ ingest
 def ingest_command(
-    paths: Annotated[List[Path], typer.Argument(help="Folders (walked recursively) or media files.")],
+    paths: Annotated[List[str], typer.Argument(help="Folders (walked recursively), media files, or s3:// prefixes.")],
     labels: Annotated[
         Optional[Path],
         typer.Option("--labels", help="CSV with a path, clip_id or name column + annotations."),

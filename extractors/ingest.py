@@ -18,6 +18,7 @@ from featurestore.annotations import LabelMatch, match_labels, read_labels_csv
 from featurestore.progress import track_progress
 from featurestore.errors import InputError, LabelsError
 from featurestore.ids import ClipIdAllocator
+from featurestore.remote import ObjectPath, is_remote, list_objects
 from featurestore.schema import CLIPS, MEDIA_COLUMNS, features_name
 
 from .probe import MEDIA_EXTENSIONS, ProbeError, probe, sha256_file
@@ -89,6 +90,9 @@ def find_media(
         InputError: a path does not exist, or a file given directly is not media.
     """
     for raw in paths:
+        if is_remote(str(raw)):  # a bucket prefix or object: listed, never downloaded
+            yield from _find_remote_media(str(raw))
+            continue
         path = Path(raw).expanduser()
         if not path.exists():
             if path.is_symlink():  # a dangling link or a link loop given by name
@@ -116,6 +120,22 @@ def find_media(
                     unreadable.append((file, reason))
                 else:
                     log.debug(f"skipped {file}: {reason}")
+
+
+def _find_remote_media(uri: str):
+    kind, files = list_objects(uri)
+    if kind == "missing":
+        raise InputError(f"{uri} does not exist: pass existing prefixes or media objects")
+    if kind == "file":
+        if files[0].suffix.lower() not in MEDIA_EXTENSIONS:
+            raise InputError(f"{uri} is not a media file emofs reads (extensions: "
+                             f"{', '.join(sorted(MEDIA_EXTENSIONS))})")
+        yield files[0].parent, files[0]
+        return
+    root = ObjectPath(uri)
+    for file in files:
+        if file.suffix.lower() in MEDIA_EXTENSIONS:
+            yield root, file
 
 
 def _unreadable_reason(path: Path) -> str | None:

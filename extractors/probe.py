@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,10 @@ class _StreamCount:
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    from featurestore.remote import is_remote, open_media
+
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with (open_media(path) if is_remote(str(path)) else open(path, "rb")) as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
@@ -53,14 +56,18 @@ def probe(path: str | os.PathLike) -> dict[str, Any]:
     """
     import av
 
-    path = Path(path)
+    from featurestore.remote import ObjectPath, is_remote, open_media
+
+    path = ObjectPath(str(path)) if is_remote(str(path)) else Path(path)
     if path.stat().st_size == 0:
         raise ProbeError("empty file (0 bytes)")
+    source = open_media(path)  # a bucket object: a seekable file of ranged reads
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = av.open(source, metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        _close(source)
         raise ProbeError(f"not a readable media file ({_reason(exc)})") from exc
-    with container:
+    with container, _closing(source):
         video = next((s for s in container.streams.video), None)
         audio = next((s for s in container.streams.audio), None)
         if video is None and audio is None:
@@ -127,6 +134,19 @@ def _demux_and_decode_first(container, streams) -> dict[int, _StreamCount]:
                 f"{count.declared} declared frames"
             )
     return counts
+
+
+def _close(source) -> None:
+    if not isinstance(source, str):
+        source.close()
+
+
+@contextmanager
+def _closing(source):
+    try:
+        yield source
+    finally:
+        _close(source)
 
 
 def _reason(exc: BaseException) -> str:

@@ -7,8 +7,13 @@ write lock across the read and the commit makes those sections serial; readers n
 wait (they see the last committed version of each dataset).
 
 Local stores lock ``<store>/.emofs-write.lock`` with ``flock`` (released by the kernel
-when the process dies, so a killed writer never leaves a stale lock). Object stores have
-no such primitive; there each dataset commit is still atomic (Lance's conditional puts).
+when the process dies, so a killed writer never leaves a stale lock). S3 stores lock the
+object ``<store>/.emofs-write.lock`` (:mod:`featurestore.object_lock`): created with a
+conditional put (``If-None-Match: *``, which S3, MinIO and moto honour), it holds a lease
+that a heartbeat renews, and a lease left by a killed writer expires and is taken over
+(a conditional put on its ETag), so a dead process blocks others for at most ``ttl``.
+Other object stores (gs://, az://) have no such lock here; there each dataset commit is
+still atomic (Lance's conditional puts) and a writer is expected to run alone.
 """
 
 from __future__ import annotations
@@ -43,11 +48,19 @@ class WriteLock:
     """
 
     def __init__(self, root: str | os.PathLike | None, *, timeout: float = 600.0):
-        self.path = None if root is None else Path(root) / LOCK_FILE
+        from .remote import is_remote
+
+        remote = root is not None and is_remote(str(root))
+        self.path = None if root is None or remote else Path(root) / LOCK_FILE
         self.timeout = timeout
         self._guard = threading.RLock()
         self._depth = 0
         self._fd: int | None = None
+        self._lease = None
+        if remote and str(root).startswith(("s3://", "s3a://")):
+            from .object_lock import ObjectLease
+
+            self._lease = ObjectLease(f"{str(root).rstrip('/')}/{LOCK_FILE}", timeout=timeout)
 
     @contextmanager
     def hold(self) -> Iterator[None]:
@@ -55,6 +68,8 @@ class WriteLock:
         with self._guard:
             if self._depth == 0 and self.path is not None:
                 self._fd = self._acquire()
+            elif self._depth == 0 and self._lease is not None:
+                self._lease.acquire()
             self._depth += 1
             try:
                 yield
@@ -63,6 +78,8 @@ class WriteLock:
                 if self._depth == 0 and self._fd is not None:
                     self._release(self._fd)
                     self._fd = None
+                elif self._depth == 0 and self._lease is not None:
+                    self._lease.release()
 
     def check_writable(self) -> None:
         """Fail now, in one line, if this process could not write to the store.

@@ -30,7 +30,7 @@ import pyarrow.fs as pafs
 from .errors import QueryError, SchemaVersionError, StoreError, StoreNotFoundError
 from .locking import WriteLock
 from .filters import default_schema, validate_where
-from .remote import check_remote
+from .remote import check_remote, filesystem, is_remote, lance_options
 from .schema import (
     CLIPS,
     ERRORS,
@@ -58,7 +58,7 @@ def _write_lock(uri: str, local: bool) -> WriteLock:
     with _LOCKS_GUARD:
         lock = _LOCKS.get(uri)
         if lock is None:
-            lock = _LOCKS[uri] = WriteLock(uri if local else None)
+            lock = _LOCKS[uri] = WriteLock(uri)
         return lock
 
 
@@ -72,7 +72,7 @@ def resolve_store_uri(uri: str | os.PathLike | None = None) -> str:
 
 
 def _is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
+    return is_remote(uri)
 
 
 class Store:
@@ -167,7 +167,7 @@ class Store:
         if self.is_local and not Path(uri).exists():
             return None
         try:
-            return lance.dataset(uri, version=version)
+            return lance.dataset(uri, version=version, storage_options=lance_options(uri))
         except (FileNotFoundError, ValueError) as exc:
             if self.is_local and Path(uri).exists():
                 raise StoreError(
@@ -261,7 +261,7 @@ class Store:
 
     def list_datasets(self, folder: str) -> list[str]:
         """Names (without ``.lance``) of the datasets under ``<store>/<folder>/``."""
-        fs, root = pafs.FileSystem.from_uri(self.path(folder))
+        fs, root = filesystem(self.path(folder))
         try:
             infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
         except (FileNotFoundError, OSError):
@@ -338,13 +338,13 @@ class Store:
 
     def index_names(self) -> list[str]:
         """Names of the FAISS indexes in the store."""
-        fs, root = pafs.FileSystem.from_uri(self.path(INDEX_DIR))
+        fs, root = filesystem(self.path(INDEX_DIR))
         infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
         return sorted(Path(i.path).stem for i in infos if i.path.endswith(".faiss"))
 
     def size_bytes(self, name: str | None = None) -> int:
         """Bytes on disk (or in the bucket) under the store, or under one dataset ``name``."""
-        fs, root = pafs.FileSystem.from_uri(self.uri if name is None else self.path(name))
+        fs, root = filesystem(self.uri if name is None else self.path(name))
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
         return sum(i.size or 0 for i in infos if i.type == pafs.FileType.File)
 
@@ -358,7 +358,7 @@ class Store:
                 elif target.exists():
                     target.unlink()
                 return
-            fs, root = pafs.FileSystem.from_uri(self.path(name))
+            fs, root = filesystem(self.path(name))
             info = fs.get_file_info(root)
             if info.type == pafs.FileType.Directory:
                 fs.delete_dir(root)

@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from ..errors import IndexCorruptError, InputError
+from ..remote import filesystem
 from ..schema import INDEX_DIR
 from ..store import Store
 
@@ -75,9 +76,7 @@ def check_index_name(name: str) -> None:
 
 
 def _fs(store: Store, rel: str):
-    import pyarrow.fs as pafs
-
-    return pafs.FileSystem.from_uri(store.path(rel))
+    return filesystem(store.path(rel))
 
 
 def write_bytes(store: Store, rel: str, data: bytes) -> None:
