@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from commands import app as analyst_app
 from commands import extract, heads, index, interop, label, llm, store
 from commands.common import EmofsGroup
 
@@ -33,10 +34,12 @@ app.command("encoders")(extract.encoders_command)
 app.command("eval")(heads.eval_command)
 app.command("ablate")(heads.ablate_command)
 app.command("predict")(heads.predict_command)
+app.command("embed")(heads.embed_command)
 app.command("label")(label.label_command)
 app.command("vacuum")(store.vacuum_command)
 app.command("check")(store.check_command)
 app.command("samples")(store.samples_command)
+app.command("app")(analyst_app.app_command)
 
 # Command groups.
 app.add_typer(index.index_app, name="index")

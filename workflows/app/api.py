@@ -1,0 +1,113 @@
+"""JSON API routes: store summary, clips, similar clips, one clip's page.
+
+Every handler is a plain function (Starlette runs it in a thread, so Lance and FAISS
+calls never block the event loop) that parses the query string, calls the library and
+returns JSON; errors become 4xx JSON in :mod:`.security` / :mod:`.server`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from featurestore import store_info
+from featurestore.corrections import read_corrections
+from featurestore.predictions import VOCABULARY_KEY, read_predictions
+from featurestore.schema import CLIPS, predictions_name
+from featurestore.store import sql_quote
+from workflows.similar import find_similar
+
+from .queries import ClipQuery, card_facts, clip_rows, int_param, predictions_for, query_clips, resolve_clip
+
+__all__ = ["reply", "info_route", "clips_route", "similar_route", "clip_route", "similar_payload"]
+
+
+def reply(value: Any, status: int = 200):
+    """A JSON response (dates as strings, NaN as null)."""
+    from starlette.responses import Response
+
+    from .errors import json_bytes
+
+    return Response(json_bytes(value), status_code=status, media_type="application/json")
+
+
+def _store(request):
+    return request.app.state.store
+
+
+def info_route(request):
+    """``GET /api/info``: the store summary of ``emofs info --json`` plus the app's mode."""
+    store = _store(request)
+    summary = store_info(store)
+    config = request.app.state.config
+    summary["app"] = {"read_only": config.read_only, "max_upload_mb": config.max_upload_mb}
+    clips = store.dataset(CLIPS)
+    summary["clip_columns"] = clips.schema.names if clips is not None else []
+    return reply(summary)
+
+
+def clips_route(request):
+    """``GET /api/clips?where=&limit=&offset=&run=&pred_label=&conf_min=&conf_max=&wrong=``."""
+    return reply(query_clips(_store(request), ClipQuery.from_params(request.query_params)))
+
+
+def similar_payload(store, result, run: str | None) -> dict[str, Any]:
+    """The JSON of a :class:`featurestore.index.SimilarResult`, rows joined with clip facts
+    (modality, duration) and ``run``'s prediction."""
+    rows = result.frame.to_dicts()
+    ids = [r["clip_id"] for r in rows]
+    facts = card_facts(store)["rows"]
+    preds = predictions_for(store, run, ids)
+    for row in rows:
+        fact = facts.get(row["clip_id"], {})
+        row.update({k: fact.get(k) for k in ("modality", "has_video", "has_audio", "duration_s",
+                                              "split", "speaker", "tags")})
+        row.update(preds.get(row["clip_id"], {"prediction": None, "confidence": None}))
+    return {"index": result.index, "query": {k: v for k, v in result.query.items() if k != "vector"},
+            "notes": result.notes, "vote": result.vote(), "results": rows}
+
+
+def similar_route(request):
+    """``GET /api/similar/{clip_id}?k=&where=&index=&run=``: neighbours of a stored clip.
+
+    The clip id may come percent-encoded (``a%2Fb.wav``) or as a plain path (``a/b.wav``);
+    a stored relative path or file path also resolves. Nothing outside the store is read.
+    """
+    store = _store(request)
+    params = request.query_params
+    clip_id = resolve_clip(store, request.path_params["clip_id"])
+    result = find_similar(store, clip_id, k=int_param(params, "k", 10), index=params.get("index") or None,
+                          where=params.get("where") or None, warn_stale=False)
+    return reply(similar_payload(store, result, params.get("run") or None))
+
+
+def clip_route(request):
+    """``GET /api/clip/{clip_id}``: the clip row, every run's prediction (with class
+    probabilities and the LLM's explanation when there is one), its errors and corrections."""
+    store = _store(request)
+    clip_id = resolve_clip(store, request.path_params["clip_id"])
+    row = clip_rows(store, [clip_id])[0]
+    where = f"clip_id = {sql_quote(clip_id)}"
+    predictions = []
+    for run in store.prediction_runs():
+        frame = read_predictions(store, run, where=where)
+        if not frame.height:
+            continue
+        pred = frame.to_dicts()[0]
+        vocabulary = _vocabulary(store, run)
+        probs = pred.get("probs") or []
+        predictions.append({
+            "run": run, "label": pred.get("label"), "confidence": pred.get("confidence"),
+            "probs": dict(zip(vocabulary, probs)), "explanation": pred.get("explanation"),
+            "modality_weights": pred.get("modality_weights"), "predicted_at": pred.get("predicted_at")})
+    errors_where = where + (f" OR uri = {sql_quote(row['uri'])}" if row.get("uri") else "")
+    errors = store.errors(where=errors_where).drop("error_key").to_dicts()
+    corrections = read_corrections(store, where=where).to_dicts()
+    return reply({"clip": row, "predictions": predictions, "errors": errors, "corrections": corrections})
+
+
+def _vocabulary(store, run: str) -> list[str]:
+    import json
+
+    ds = store.dataset(predictions_name(run))
+    raw = (ds.schema.metadata or {}).get(VOCABULARY_KEY.encode(), b"[]") if ds is not None else b"[]"
+    return json.loads(raw)

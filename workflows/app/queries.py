@@ -1,0 +1,225 @@
+"""Clip queries of the page and the API: clip filters, a prediction run, paging.
+
+``GET /api/clips`` and the result lists of the page run :func:`query_clips`; the clip
+filter is the same SQL ``--where`` as ``emofs clips`` (checked by the store), the run
+filters (predicted label, confidence range, wrong-only) apply to ``predictions/<run>``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from featurestore.predictions import read_predictions
+from featurestore.schema import CLIPS
+from featurestore.store import Store, sql_in, sql_quote
+
+from .errors import InputError, NotFoundError
+
+__all__ = ["ClipQuery", "query_clips", "check_run", "resolve_clip", "clip_rows", "MAX_LIMIT",
+           "int_param", "float_param", "predictions_for",
+           "card_facts", "CARD_COLUMNS"]
+
+MAX_LIMIT = 1000
+
+
+def int_param(params: Mapping[str, str], name: str, default: int | None) -> int | None:
+    """An integer query parameter (``k``, ``limit``); a non-number is an :class:`InputError`."""
+    raw = params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InputError(f"{name} must be an integer (got {raw!r})") from None
+
+
+def float_param(params: Mapping[str, str], name: str) -> float | None:
+    """A float query parameter (``conf_min``); a non-number is an :class:`InputError`."""
+    raw = params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise InputError(f"{name} must be a number (got {raw!r})") from None
+
+
+@dataclass
+class ClipQuery:
+    """One page of clips.
+
+    Attributes:
+        where: SQL filter on clip columns (as ``emofs clips --where``).
+        run: a prediction run whose predicted label and confidence join each row.
+        pred_label: keep clips the run predicted as this label.
+        conf_min: keep predictions at least this confident.
+        conf_max: keep predictions at most this confident.
+        wrong: keep clips whose label differs from the run's prediction.
+        limit: rows per page (1..1000).
+        offset: rows skipped.
+    """
+
+    where: str | None = None
+    run: str | None = None
+    pred_label: str | None = None
+    conf_min: float | None = None
+    conf_max: float | None = None
+    wrong: bool = False
+    limit: int = 50
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise InputError(f"limit must be in 1..{MAX_LIMIT} (got {self.limit})")
+        if self.offset < 0:
+            raise InputError(f"offset must be >= 0 (got {self.offset})")
+        for name in ("conf_min", "conf_max"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise InputError(f"{name} must be in 0..1 (got {value})")
+        if self.run is None and (self.pred_label or self.wrong or self.conf_min is not None
+                                 or self.conf_max is not None):
+            raise InputError("pred_label, conf_min, conf_max and wrong filter a prediction run: pass run=NAME")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> "ClipQuery":
+        """Parse the query string of ``GET /api/clips``."""
+        return cls(where=params.get("where") or None, run=params.get("run") or None,
+                   pred_label=params.get("pred_label") or None,
+                   conf_min=float_param(params, "conf_min"), conf_max=float_param(params, "conf_max"),
+                   wrong=params.get("wrong", "") in ("1", "true", "yes", "on"),
+                   limit=int_param(params, "limit", 50), offset=int_param(params, "offset", 0))
+
+    @property
+    def filters_run(self) -> bool:
+        """True when rows without a matching prediction drop out."""
+        return bool(self.pred_label or self.wrong or self.conf_min is not None or self.conf_max is not None)
+
+
+def check_run(store: Store, run: str) -> None:
+    """Raise :class:`NotFoundError` unless ``run`` is a prediction run of the store."""
+    runs = store.prediction_runs()
+    if run not in runs:
+        raise NotFoundError(f"unknown prediction run {run!r} (runs: {', '.join(runs) or 'none'}): "
+                            "write one with `emofs predict` or `emofs label`")
+
+
+#: Clip columns the cards show, kept in memory per clips-table version (:func:`card_facts`).
+CARD_COLUMNS = ("clip_id", "name", "rel_path", "uri", "label", "modality", "has_video", "has_audio",
+                "duration_s", "split", "speaker", "tags")
+_FACTS: dict[str, tuple[int | None, dict[str, Any]]] = {}
+_FACTS_LOCK = threading.Lock()
+
+
+def card_facts(store: Store) -> dict[str, Any]:
+    """``{"rows": {clip_id: card columns}, "alias": {rel_path | uri | name: clip_id}}`` of
+    the store's current clips version (read once per version: a request then looks clips up
+    in memory instead of scanning ``clips.lance``)."""
+    version = store.version(CLIPS)
+    cached = _FACTS.get(store.uri)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    with _FACTS_LOCK:
+        cached = _FACTS.get(store.uri)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        ds = store.dataset(CLIPS)
+        names = [c for c in CARD_COLUMNS if ds is not None and c in ds.schema.names]
+        rows = ds.to_table(columns=names).to_pylist() if ds is not None else []
+        alias: dict[str, str] = {}
+        for key in ("name", "uri", "rel_path"):  # a rel_path beats a uri beats a name
+            alias.update({r[key]: r["clip_id"] for r in rows if r.get(key)})
+        facts = {"rows": {r["clip_id"]: r for r in rows}, "alias": alias}
+        _FACTS[store.uri] = (version, facts)
+        return facts
+
+
+def resolve_clip(store: Store, query: str) -> str:
+    """The clip id a search names: a clip id, a stored relative path, file path or name.
+
+    Only clips already in the store resolve: a path never reaches the disk from here.
+
+    Raises:
+        NotFoundError: no clip has that id or path.
+    """
+    query = (query or "").strip()
+    if not query:
+        raise InputError("the search is empty: type a clip id or a path in the store")
+    facts = card_facts(store)
+    if query in facts["rows"]:
+        return query
+    if query in facts["alias"]:
+        return facts["alias"][query]
+    raise NotFoundError(f"unknown clip {query!r}: not a clip_id or stored path in {store.uri} "
+                        "(list clip ids with `emofs clips`)")
+
+
+def clip_rows(store: Store, clip_ids: list[str]) -> list[dict[str, Any]]:
+    """Full clip rows for ``clip_ids``, in that order (ids not in the store are skipped)."""
+    if not clip_ids:
+        return []
+    table = store.table(CLIPS, where=sql_in("clip_id", clip_ids))
+    by_id = {r["clip_id"]: r for r in (table.to_pylist() if table is not None else [])}
+    return [by_id[c] for c in clip_ids if c in by_id]
+
+
+def _predictions(store: Store, query: ClipQuery):
+    import polars as pl
+
+    check_run(store, query.run)
+    conditions = []
+    if query.pred_label:
+        conditions.append(f"label = {sql_quote(query.pred_label)}")
+    if query.conf_min is not None:
+        conditions.append(f"confidence >= {float(query.conf_min)}")
+    if query.conf_max is not None:
+        conditions.append(f"confidence <= {float(query.conf_max)}")
+    frame = read_predictions(store, query.run, where=" AND ".join(conditions) or None)
+    if not frame.height:
+        return pl.DataFrame(schema={"clip_id": pl.Utf8, "prediction": pl.Utf8, "confidence": pl.Float32})
+    return frame.select("clip_id", pl.col("label").alias("prediction"), "confidence")
+
+
+def query_clips(store: Store, query: ClipQuery) -> dict[str, Any]:
+    """One page of clips matching ``query``.
+
+    Returns:
+        ``{"total": matching clips, "offset", "limit", "rows": [clip row (+ prediction,
+        confidence with a run)]}``.
+
+    Raises:
+        QueryError: the ``where`` filter does not parse; NotFoundError: unknown run;
+        InputError: a bad limit, offset or confidence.
+    """
+    import polars as pl
+
+    if query.run is None:
+        ids = store.clips(where=query.where, columns=["clip_id"])["clip_id"]
+        page = ids.slice(query.offset, query.limit).to_list()
+        return {"total": len(ids), "offset": query.offset, "limit": query.limit,
+                "rows": clip_rows(store, page)}
+    preds = _predictions(store, query)
+    base = store.clips(where=query.where, columns=["clip_id", "label"])
+    joined = base.join(preds, on="clip_id", how="inner" if query.filters_run else "left")
+    if query.wrong:
+        joined = joined.filter(pl.col("label").is_not_null() & (pl.col("label") != pl.col("prediction")))
+    page = joined.slice(query.offset, query.limit)
+    extra = {r["clip_id"]: r for r in page.select("clip_id", "prediction", "confidence").to_dicts()}
+    rows = clip_rows(store, page["clip_id"].to_list())
+    for row in rows:
+        row.update({k: v for k, v in extra[row["clip_id"]].items() if k != "clip_id"})
+    return {"total": joined.height, "offset": query.offset, "limit": query.limit, "rows": rows}
+
+
+def predictions_for(store: Store, run: str | None, clip_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """``{clip_id: {"prediction", "confidence"}}`` of ``run`` for ``clip_ids`` (empty without a run)."""
+    if not run or not clip_ids:
+        return {}
+    check_run(store, run)
+    frame = read_predictions(store, run, where=sql_in("clip_id", clip_ids))
+    if not frame.height:
+        return {}
+    return {r["clip_id"]: {"prediction": r["label"], "confidence": r["confidence"]}
+            for r in frame.select("clip_id", "label", "confidence").to_dicts()}
