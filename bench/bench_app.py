@@ -3,7 +3,8 @@
 Builds a synthetic store (``--clips`` rows, default 100k, with clustered 88-d vectors like
 eGeMAPS and a FAISS index built by the library), starts ``emofs app`` on a free loopback
 port in a child process and drives ``GET /api/similar/{clip_id}?k=10`` from ``--clients``
-threads (default 8) for a bounded ``--requests`` count. Baseline, same invocation: the
+threads (default 8) for ``--requests`` requests (default 10k; the server's RSS is read
+after 1k, 5k and 10k, to show memory stays flat). Baseline, same invocation: the
 library call the route makes (``workflows.similar.find_similar``) timed in-process, one at
 a time, so the ratio shows what HTTP, JSON and concurrency add.
 
@@ -130,6 +131,12 @@ def drive(base: str, ids: list[str], clients: int, requests: int, seed: int = 1)
     return latencies, time.perf_counter() - t0
 
 
+def rss_marks(requests: int) -> list[int]:
+    """Request counts after which the server's RSS is read: 1k, 5k, 10k, 20k, ... and the end."""
+    marks = [m for m in (1000, 5000, 10_000, 20_000, 50_000, 100_000) if m < requests]
+    return marks + [requests]
+
+
 def main(argv: list[str] | None = None) -> dict:
     import httpx
     import psutil
@@ -139,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=1600)
+    parser.add_argument("--requests", type=int, default=10_000,
+                        help="similar requests driven (the server's RSS is read at 1k, 5k, 10k, ...)")
     parser.add_argument("--baseline", type=int, default=200, help="in-process library calls")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
@@ -161,7 +169,14 @@ def main(argv: list[str] | None = None) -> dict:
             server = psutil.Process(proc.pid)
             drive(base, ids, args.clients, 40)  # warm-up: index load, caches
             rss_before = server.memory_info().rss
-            latencies, wall = drive(base, ids, args.clients, args.requests)
+            latencies, wall, rss_at = [], 0.0, {}
+            done = 0
+            for mark in rss_marks(args.requests):  # RSS after 1k, 5k, 10k, ... requests
+                part, took = drive(base, ids, args.clients, mark - done, seed=mark)
+                latencies += part
+                wall += took
+                done = mark
+                rss_at[str(mark)] = round(server.memory_info().rss / 2**20, 1)
             rss_after = server.memory_info().rss
             t = time.perf_counter()
             httpx.get(base + "/", timeout=30)
@@ -188,7 +203,9 @@ def main(argv: list[str] | None = None) -> dict:
         "targets": {"p50_ms<=20": http["p50_ms"] <= 20, "p99_ms<=100": http["p99_ms"] <= 100},
         "page_and_info_load_s": round(page_s, 3), **timings,
         "server_rss_mb": {"before": round(rss_before / 2**20, 1), "after": round(rss_after / 2**20, 1),
-                          "requests_between": len(latencies)},
+                          "requests_between": len(latencies), "after_requests": rss_at,
+                          "growth_first_to_last_mark": round(rss_at[max(rss_at, key=int)]
+                                                             - rss_at[min(rss_at, key=int)], 1)},
     }
     text = json.dumps(result, indent=2)
     print(text)

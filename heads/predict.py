@@ -26,7 +26,8 @@ from .config import PRESENCE_KEYS, HeadConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoadedRun", "load_run", "read_checkpoint", "predict_proba", "predict_clips", "evaluate_run", "predict_to_store"]
+__all__ = ["LoadedRun", "load_run", "read_checkpoint", "predict_proba", "predict_clips", "evaluate_run", "predict_to_store",
+           "modality_weights"]
 
 _CHECKPOINT = "checkpoints/best.ckpt"
 
@@ -293,6 +294,35 @@ def predict_clips(
         data[col] = probs[:, j].astype(np.float32)
     data["modalities"] = pl.Series("modalities", presence_names(run.config.encoders, presence), dtype=pl.Utf8)
     return pl.DataFrame(data)
+
+
+def modality_weights(store: Store, run_dir: str | Path | LoadedRun,
+                     clip_ids: Sequence[str]) -> dict[str, dict[str, float]] | None:
+    """The attention fusion's per-clip modality weights, as the head computes them.
+
+    Args:
+        store: the store holding the run's feature sets.
+        run_dir: a run directory (or a :class:`LoadedRun`).
+        clip_ids: the clips to weigh (clips lacking every feature set are left out).
+
+    Returns:
+        ``{clip_id: {feature set: weight}}`` (weights of one clip sum to 1 over its present
+        feature sets; a missing one weighs 0), or None when the head has no attention fusion
+        (``--fusion concat`` or a linear head): it has no weights to show.
+    """
+    run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
+    if getattr(run.head, "attention", None) is None:
+        return None
+    ids = list(dict.fromkeys(clip_ids))
+    if not ids:
+        return {}
+    _check_features(store, run)
+    kept, _, _, dataset = _features_for(store, run, ids, True, _group_column(store, run, ids))
+    if not kept:
+        return {}
+    _, weights = predict_proba(run.head, dataset, run.config.encoders, with_weights=True)  # (N, M)
+    encoders = run.config.encoders
+    return {cid: {enc: float(w) for enc, w in zip(encoders, row)} for cid, row in zip(kept, weights)}
 
 
 def evaluate_run(

@@ -357,3 +357,73 @@ def test_app_command_refuses_an_open_address_without_token_and_a_missing_store(t
     assert line.startswith("error: --host 0.0.0.0 exposes the store") and "--token" in line
     line = _cli_error(["app", "--store", str(tmp_path / "nope")])
     assert line.startswith("error: no emofs store")
+
+
+# ------------------------------------------------------------------ run directories
+@pytest.fixture(scope="module")
+def cv_app(tmp_path_factory):
+    """A two-modality store, a 2-fold cross-validation of an attention head under
+    ``runs/`` and fold 0's predictions: the clip page's weights and the Runs page's tables."""
+    from featurestore.features import write_features
+    from heads import HeadConfig
+    from heads.cv import cross_validate
+    from heads.predict import predict_to_store
+
+    root = tmp_path_factory.mktemp("cvapp")
+    store = Store(root / "store")
+    rng = np.random.default_rng(0)
+    n, labels = 96, ["angry", "happy", "sad"]
+    cls = np.arange(n) % 3
+    ids = [f"spk{i % 4}/clip{i:03d}.wav" for i in range(n)]
+    store.upsert_clips(pa.table({"clip_id": ids, "label": [labels[c] for c in cls],
+                                 "speaker": [f"spk{i % 4}" for i in range(n)]}))
+    for name, dim, noise in (("aud", 12, 0.5), ("vis", 8, 3.0)):  # aud is the informative one
+        x = rng.normal(0, 1, (3, dim))[cls] + rng.normal(0, noise, (n, dim))
+        keep = slice(None) if name == "aud" else slice(0, n - 6)  # 6 clips have no video
+        write_features(store, name, ids[keep], x[keep], {"weights": f"synthetic-{name}", "dim": dim})
+    runs = root / "runs"
+    cfg = HeadConfig(encoders=["aud", "vis"], split_by="speaker", folds=2, fusion="attention",
+                     epochs=3, batch_size=32, hidden=16, threads=1, seed=1)
+    cv = cross_validate(store, cfg, out=runs / "cv-aud-vis", quiet=True)
+    predict_to_store(store, runs / "cv-aud-vis" / "fold-0")
+    config = AppConfig(store=store.uri, runs_dir=str(runs))
+    return store, cv, ids, TestClient(create_app(config, store=store), base_url=BASE)
+
+
+def test_clip_page_shows_the_attention_heads_modality_weights(cv_app):
+    from heads.predict import modality_weights
+
+    store, cv, ids, client = cv_app
+    body = client.get(f"/api/clip/{ids[0]}").json()
+    (pred,) = body["predictions"]
+    assert pred["run"] == "fold-0"
+    weights = pred["modality_weights"]
+    assert set(weights) == {"aud", "vis"} and sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
+    direct = modality_weights(store, cv.run_dir / "fold-0", [ids[0], ids[-1]])
+    assert weights == pytest.approx(direct[ids[0]], abs=1e-6)
+    # a clip without video: its absent modality weighs nothing
+    missing = client.get(f"/api/clip/{ids[-1]}").json()["predictions"][0]["modality_weights"]
+    assert missing["vis"] == 0.0 and missing["aud"] == pytest.approx(1.0)
+    # a concat head has no weights to show
+    from dataclasses import replace
+
+    from heads.models import FusionHead
+    from heads.predict import load_run
+
+    run = load_run(cv.run_dir / "fold-1")
+    concat = replace(run, head=FusionHead([12, 8], 3, hidden=16, fusion="concat").eval())
+    assert modality_weights(store, concat, ids[:2]) is None
+
+
+def test_runs_page_lists_cross_validation_folds_with_mean_and_std(cv_app):
+    store, cv, ids, client = cv_app
+    (table,) = client.get("/api/runs").json()["cv"]
+    assert table["dir"] == "cv-aud-vis" and table["folds"] == 2
+    assert [r["fold"] for r in table["per_fold"]] == [0, 1]
+    for figure in ("uar", "accuracy", "weighted_f1"):
+        values = [r[figure] for r in table["per_fold"]]
+        assert table["mean"][figure] == pytest.approx(np.mean(values), abs=1e-4)
+        assert table["std"][figure] == pytest.approx(np.std(values), abs=1e-4)
+    run = client.get("/api/runs/fold-0").json()
+    assert run["cv"]["dir"] == "cv-aud-vis" and run["cv"]["per_fold"] == table["per_fold"]
+    assert client.get(f"/api/runs/{RUN}").status_code == 404  # not a run of this store

@@ -3,7 +3,8 @@
 
 Load, search a shared clip and see k cards, play one and watch its currentTime advance,
 filter (and keep the filter in the URL), correct a label and find it in /api/clips, open
-the map, hover and click a point, and click through a confusion-matrix cell. Screenshots
+the map, hover and click a point, click through a confusion-matrix cell, and drop a media
+file on the search box. Screenshots
 go to the test's tmp folder and to tests/artifacts/ (git-ignored). Skips, saying why,
 where Chromium or its driver is not installed (`.ci/run` installs them).
 """
@@ -176,4 +177,21 @@ def test_page_search_play_filter_correct_map_runs(server, browser, app_store, tm
     _wait(d, lambda d: d.find_element(By.ID, "view-search").is_displayed() and len(_cards(d)) == min(count, 40),
           what="the cell's clips")
     assert all(c.find_element(By.CSS_SELECTOR, ".pred").text.startswith(f"→ {pred}") for c in _cards(d))
+
+    # drag and drop: a media file dropped on the search box is extracted and searched
+    d.find_element(By.ID, "nav-search").click()
+    dropped = d.execute_async_script("""
+        const [clip, done] = arguments;
+        fetch('/media/' + encodeURIComponent(clip)).then(r => r.blob()).then(blob => {
+          const dt = new DataTransfer();
+          dt.items.add(new File([blob], 'dropped.wav', { type: 'audio/wav' }));
+          const zone = document.getElementById('search-form');
+          for (const type of ['dragenter', 'dragover', 'drop'])
+            zone.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
+          done('ok');
+        }, e => done(String(e)));""", clip)
+    assert dropped == "ok", dropped
+    want = int(d.find_element(By.ID, "k").get_attribute("value"))
+    _wait(d, lambda d: "clips like dropped.wav" in d.find_element(By.ID, "summary").text
+          and len(_cards(d)) == want, what="the dropped file's neighbours")
     assert load_s < 10

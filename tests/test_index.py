@@ -537,3 +537,44 @@ def test_normalize_index_rebuilds_when_groups_change_and_cli(tmp_path):
     assert result.exit_code == 1 and "--normalize accent: clips have no 'accent' column" in result.output
     with pytest.raises(InputError, match="drop --no-standardize"):
         IndexConfig(["feat"], normalize="speaker", standardize=False)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_query_vector_read_back_from_the_index_equals_the_stored_features(store, kind):
+    from featurestore.features import read_features
+    from featurestore.index import fuse_vectors
+
+    build_index(store, IndexConfig(["enc_a"], kind=kind), progress=False)
+    loaded = load_index(store, "enc_a")
+    features = read_features(store, "enc_a")
+    manifest = loaded.manifest
+    for clip in ("clip00000.wav", "clip00123.wav", "clip00399.wav"):
+        stored = features.vectors[features.clip_ids.index(clip)][None]  # (1, D)
+        want = fuse_vectors([stored], manifest["weights"], manifest["standardize"])[0]  # (D,)
+        got = loaded.reconstruct(loaded.row_of()[clip])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        first = find_similar(store, clip, k=5, include_self=True).frame
+        assert first["clip_id"][0] == clip and first["score"][0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_search_sees_new_features_and_relabels_after_the_index_was_built(store):
+    build_index(store, IndexConfig(["enc_a"], kind="flat"), progress=False)
+    before = find_similar(store, "clip00007.wav", k=3).frame
+    # the clip's features are re-extracted (same spec, new vector) without an index update:
+    # the query must use the stored vector, not the index's old copy of it
+    far = read_features_of(store, "clip00008.wav") * -1.0
+    write_features(store, "enc_a", ["clip00007.wav"], far[None], SPEC_A, dtype="float32")
+    after = find_similar(store, "clip00007.wav", k=3).frame
+    assert not set(after["clip_id"]) & set(before["clip_id"])
+    # a relabel (new clips version) shows in the next search's rows
+    neighbour = after["clip_id"][1]
+    store.upsert_clips(pa.table({"clip_id": [neighbour], "uri": [f"/data/{neighbour}"],
+                                 "rel_path": [neighbour], "label": ["relabelled"]}))
+    again = find_similar(store, "clip00007.wav", k=3).frame
+    assert "relabelled" in again["label"].to_list()
+
+
+def read_features_of(store: Store, clip: str) -> np.ndarray:
+    from featurestore.features import read_features
+
+    return read_features(store, "enc_a", clip_ids=[clip]).vectors[0]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ class LoadedIndex:
     gpu_index: Any = None
     direct_map: bool = False
     _row_of: dict[str, int] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def kind(self) -> str:
@@ -62,6 +64,21 @@ class LoadedIndex:
         if self._row_of is None:
             self._row_of = {c: i for i, c in enumerate(self.clip_ids)}
         return self._row_of
+
+    def ensure_direct_map(self) -> None:
+        """Give an IVF index its row -> (list, offset) map (needed to reconstruct rows),
+        once, under a lock: concurrent searches may ask at the same time."""
+        if self.kind == "ivf" and not self.direct_map:
+            with self._lock:
+                if not self.direct_map:
+                    self.index.make_direct_map()
+                    self.direct_map = True
+
+    def reconstruct(self, row: int) -> np.ndarray:
+        """The ``(D,)`` vector stored at ``row`` (exact: flat, IVF-flat and HNSW-flat keep
+        the vectors)."""
+        self.ensure_direct_map()
+        return np.asarray(self.index.reconstruct(int(row)), dtype=np.float32)  # (D,)
 
 
 def load_index(store: Store, name: str, *, use_cache: bool = True) -> LoadedIndex:

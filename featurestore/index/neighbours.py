@@ -12,6 +12,7 @@ caller's ``file_vectors`` callback (``workflows.similar`` passes one built on
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,8 @@ import numpy as np
 
 from ..errors import DimensionMismatchError, InputError
 from ..features import read_features
-from ..schema import CLIPS
-from ..store import Store, sql_in, sql_quote
+from ..schema import CLIPS, features_name
+from ..store import Store, sql_quote
 from .catalog import build_command, index_staleness, resolve_index_name
 from .load import LoadedIndex, load_index
 from .search import search_index
@@ -31,7 +32,7 @@ from .vectors import fuse_vectors, group_query_stats
 log = logging.getLogger(__name__)
 
 __all__ = ["FileVectors", "SimilarResult", "find_similar", "similar", "neighbour_vote",
-           "RESULT_COLUMNS"]
+           "RESULT_COLUMNS", "ClipMeta", "clip_meta", "dataset_version"]
 
 RESULT_COLUMNS = ["rank", "clip_id", "path", "label", "score"]
 
@@ -117,7 +118,8 @@ def find_similar(
                     f"`{build_command(manifest)}` to update it")
             log.warning(line)
             notes.append(line)
-    resolved = _resolve_query(store, loaded, str(query), add=add, file_vectors=file_vectors,
+    meta = clip_meta(store)  # the one Lance touch of a warm search: the clips version
+    resolved = _resolve_query(store, loaded, str(query), meta, add=add, file_vectors=file_vectors,
                               group=group)
     vector = resolved.pop("vector")  # (D,)
     group_note = resolved.pop("group_note", "")
@@ -141,46 +143,60 @@ def find_similar(
     if include_self and self_row is not None and (allowed is None or self_row in set(allowed.tolist())):
         if self_row not in {r for r, _ in hits}:
             hits = sorted(hits + [(self_row, float(vector @ vector))], key=lambda h: -h[1])[:k]
-    frame = _frame(store, loaded, hits)
+    if resolved["source"] == "file" and add:
+        meta = clip_meta(store)  # the new file is a clip now
+    frame = _frame(loaded, hits, meta)
     return SimilarResult(frame, name, resolved, notes)
 
 
 # --------------------------------------------------------------------------- query
-def _resolve_query(store: Store, loaded: LoadedIndex, query: str, *, add: bool,
+def _resolve_query(store: Store, loaded: LoadedIndex, query: str, meta: ClipMeta, *, add: bool,
                    file_vectors: FileVectors | None, group: str | None = None) -> dict[str, Any]:
     """Turn a clip id, stored path or new file into ``{clip_id, uri, source, vector}``."""
     clip_id = None
-    if query in loaded.row_of():
+    if query in loaded.row_of() or query in meta.rows:
         clip_id = query
     else:
-        rows = store.clips(where=f"clip_id = {sql_quote(query)}", columns=["clip_id", "uri"])
-        if rows.height:
-            clip_id = query
+        candidate = Path(query).expanduser()
+        uri = str(candidate.resolve())
+        if uri in meta.by_uri:
+            clip_id = meta.by_uri[uri]
+        elif candidate.is_file():
+            return _file_query(store, loaded, candidate.resolve(), add=add,
+                               file_vectors=file_vectors, group=group)
+        elif candidate.exists():
+            raise InputError(f"{query} is a folder: pass one media file or a clip_id")
         else:
-            candidate = Path(query).expanduser()
-            uri = str(candidate.resolve())
-            rows = store.clips(where=f"uri = {sql_quote(uri)}", columns=["clip_id"])
-            if rows.height:
-                clip_id = rows["clip_id"][0]
-            elif candidate.is_file():
-                return _file_query(store, loaded, candidate.resolve(), add=add,
-                                   file_vectors=file_vectors, group=group)
-            elif candidate.exists():
-                raise InputError(f"{query} is a folder: pass one media file or a clip_id")
-            else:
-                raise InputError(
-                    f"unknown clip {query!r}: not a clip_id in {store.uri} and not a file "
-                    "(list clip ids with `emofs clips`)")
+            raise InputError(
+                f"unknown clip {query!r}: not a clip_id in {store.uri} and not a file "
+                "(list clip ids with `emofs clips`)")
     normalize = loaded.manifest.get("normalize")
     if group is None and normalize:
         column = normalize["column"]
         row = store.clips(where=f"clip_id = {sql_quote(clip_id)}")
         group = row[column][0] if row.height and column in row.columns else None
     stats, note = _query_stats(loaded, group)
-    vector = _stored_vector(store, loaded, clip_id, stats)
-    uri = store.clips(where=f"clip_id = {sql_quote(clip_id)}", columns=["uri"])
-    return {"clip_id": clip_id, "uri": uri["uri"][0] if uri.height else None,
+    vector = _indexed_vector(store, loaded, clip_id)
+    if vector is None:
+        vector = _stored_vector(store, loaded, clip_id, stats)
+    known = meta.rows.get(clip_id)
+    return {"clip_id": clip_id, "uri": known[2] if known else None,
             "source": "store", "vector": vector, "group": group, "group_note": note}
+
+
+def _indexed_vector(store: Store, loaded: LoadedIndex, clip_id: str) -> np.ndarray | None:
+    """The clip's ``(D,)`` vector read back from the index, when that is exactly what
+    :func:`_stored_vector` would compute: the clip is indexed, the index is not
+    group-normalised (a query's group statistics may differ from its row's), and every
+    feature set is at the version the index was built from. None otherwise."""
+    manifest = loaded.manifest
+    row = loaded.row_of().get(clip_id)
+    if row is None or manifest.get("normalize"):
+        return None
+    for enc, state in manifest.get("feature_sets", {}).items():
+        if dataset_version(store, features_name(enc)) != state.get("version"):
+            return None
+    return loaded.reconstruct(row)  # (D,)
 
 
 def _query_stats(loaded: LoadedIndex, group: Any) -> tuple[Any, str]:
@@ -250,25 +266,92 @@ def _file_query(store: Store, loaded: LoadedIndex, path: Path, *, add: bool,
 
 
 # --------------------------------------------------------------------------- output
-def _frame(store: Store, loaded: LoadedIndex, hits: Sequence[tuple[int, float]]):
+def _frame(loaded: LoadedIndex, hits: Sequence[tuple[int, float]], meta: ClipMeta):
     import polars as pl
 
-    ids = [loaded.clip_ids[r] for r, _ in hits]
-    meta: dict[str, dict[str, Any]] = {}
-    if ids:
-        table = store.table(CLIPS, where=sql_in("clip_id", ids),
-                            columns=["clip_id", "rel_path", "uri", "label"])
-        if table is not None:
-            meta = {r["clip_id"]: r for r in table.to_pylist()}
     rows = []
     for rank, (row, score) in enumerate(hits, start=1):
         cid = loaded.clip_ids[row]
-        m = meta.get(cid, {})
-        rows.append({"rank": rank, "clip_id": cid, "path": m.get("rel_path") or m.get("uri"),
-                     "label": m.get("label"), "score": round(score, 6)})
+        path, label, _ = meta.rows.get(cid, (None, None, None))
+        rows.append({"rank": rank, "clip_id": cid, "path": path, "label": label,
+                     "score": round(score, 6)})
     schema = {"rank": pl.Int64, "clip_id": pl.Utf8, "path": pl.Utf8, "label": pl.Utf8,
               "score": pl.Float64}
     return pl.DataFrame(rows, schema=schema)
+
+
+@dataclass
+class ClipMeta:
+    """The clip columns a search result shows, for one version of ``clips.lance``.
+
+    Attributes:
+        version: the clips dataset version read (None: no clips yet).
+        rows: ``clip_id -> (rel_path or uri, label, uri)``.
+        by_uri: ``uri -> clip_id`` (the first clip with that uri).
+    """
+
+    version: int | None
+    rows: dict[str, tuple[str | None, str | None, str | None]]
+    by_uri: dict[str, str]
+
+
+_META: dict[str, ClipMeta] = {}
+_META_LOCK = threading.Lock()
+_HANDLES: dict[str, Any] = {}
+
+
+def dataset_version(store: Store, name: str) -> int | None:
+    """The latest version of dataset ``name`` (None when it does not exist), cheaply.
+
+    The first call opens the dataset; later calls ask that open handle for the latest
+    version (a look at the version files, no manifest read, microseconds), which sees
+    every commit made since, by this process or another.
+    """
+    key = store.path(name)
+    handle = _HANDLES.get(key)
+    if handle is not None:
+        try:
+            return int(handle.latest_version)
+        except Exception:  # noqa: BLE001 - dataset removed or unreadable: open it afresh
+            _HANDLES.pop(key, None)
+    handle = store.dataset(name)
+    if handle is None:
+        return None
+    _HANDLES[key] = handle
+    return int(handle.version)
+
+
+def clip_meta(store: Store) -> ClipMeta:
+    """The :class:`ClipMeta` of the store's current clips version, cached per process.
+
+    A call reads the latest clips version (:func:`dataset_version`); the table itself is
+    read only when the version changed since the last call (an ingest, a label
+    correction), so a warm search looks its query and result rows up in memory.
+    """
+    version = dataset_version(store, CLIPS)
+    cached = _META.get(store.uri)
+    if cached is not None and cached.version == version:
+        return cached
+    with _META_LOCK:
+        cached = _META.get(store.uri)
+        if cached is not None and cached.version == version:
+            return cached
+        ds = store.dataset(CLIPS)
+        version = None if ds is None else ds.version
+        rows: dict[str, tuple[str | None, str | None, str | None]] = {}
+        by_uri: dict[str, str] = {}
+        if ds is not None:
+            table = ds.to_table(columns=["clip_id", "rel_path", "uri", "label"])
+            labels: dict[str, str] = {}
+            for cid, rel, uri, label in zip(*(table.column(c).to_pylist()
+                                                   for c in ("clip_id", "rel_path", "uri", "label"))):
+                label = labels.setdefault(label, label) if label is not None else None
+                rows[cid] = (rel or uri, label, uri)
+                if uri is not None:
+                    by_uri.setdefault(uri, cid)
+        meta = ClipMeta(version, rows, by_uri)
+        _META[store.uri] = meta
+        return meta
 
 
 def neighbour_vote(frame, *, exclude: str | None = None) -> str | None:

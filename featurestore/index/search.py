@@ -163,9 +163,7 @@ def _set_gpu_param(gpu_index, kind: str, param: int | None) -> None:
 def _exact_subset(loaded: LoadedIndex, query: np.ndarray, rows: np.ndarray, target: int,
                   exclude) -> list[tuple[int, float]]:
     index = loaded.index
-    if loaded.kind == "ivf" and not loaded.direct_map:
-        index.make_direct_map()  # IVF lists need a row -> (list, offset) map to reconstruct
-        loaded.direct_map = True
+    loaded.ensure_direct_map()  # IVF lists need a row -> (list, offset) map to reconstruct
     rows = np.asarray(rows, dtype=np.int64)
     if exclude:
         rows = rows[~np.isin(rows, np.fromiter(exclude, dtype=np.int64))]

@@ -7,6 +7,7 @@ returns JSON; errors become 4xx JSON in :mod:`.security` / :mod:`.server`.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from featurestore import store_info
@@ -16,6 +17,7 @@ from featurestore.schema import CLIPS, predictions_name
 from featurestore.store import sql_quote
 from workflows.similar import find_similar
 
+from .rundirs import clip_modality_weights
 from .queries import ClipQuery, card_facts, clip_rows, int_param, predictions_for, query_clips, resolve_clip
 
 __all__ = ["reply", "info_route", "clips_route", "similar_route", "clip_route", "similar_payload"]
@@ -66,12 +68,18 @@ def similar_payload(store, result, run: str | None) -> dict[str, Any]:
             "notes": result.notes, "vote": result.vote(), "results": rows}
 
 
-def similar_route(request):
+async def similar_route(request):
     """``GET /api/similar/{clip_id}?k=&where=&index=&run=``: neighbours of a stored clip.
 
     The clip id may come percent-encoded (``a%2Fb.wav``) or as a plain path (``a/b.wav``);
     a stored relative path or file path also resolves. Nothing outside the store is read.
     """
+    import anyio
+
+    return await anyio.to_thread.run_sync(_similar, request, limiter=search_limiter())
+
+
+def _similar(request):
     store = _store(request)
     params = request.query_params
     clip_id = resolve_clip(store, request.path_params["clip_id"])
@@ -80,10 +88,25 @@ def similar_route(request):
     return reply(similar_payload(store, result, params.get("run") or None))
 
 
+_LIMITER: list[Any] = []
+
+
+def search_limiter():
+    """The threads searches run on: as many as cores. FAISS and Lance release the GIL,
+    so that many run in parallel; more would only queue on the GIL and add switches."""
+    import anyio
+
+    if not _LIMITER:
+        _LIMITER.append(anyio.CapacityLimiter(max(1, os.cpu_count() or 1)))
+    return _LIMITER[0]
+
+
 def clip_route(request):
     """``GET /api/clip/{clip_id}``: the clip row, every run's prediction (with class
-    probabilities and the LLM's explanation when there is one), its errors and corrections."""
+    probabilities, the attention head's modality weights and the LLM's explanation when
+    there are), its errors and corrections."""
     store = _store(request)
+    runs_dir = request.app.state.config.runs_dir
     clip_id = resolve_clip(store, request.path_params["clip_id"])
     row = clip_rows(store, [clip_id])[0]
     where = f"clip_id = {sql_quote(clip_id)}"
@@ -98,7 +121,8 @@ def clip_route(request):
         predictions.append({
             "run": run, "label": pred.get("label"), "confidence": pred.get("confidence"),
             "probs": dict(zip(vocabulary, probs)), "explanation": pred.get("explanation"),
-            "modality_weights": pred.get("modality_weights"), "predicted_at": pred.get("predicted_at")})
+            "modality_weights": clip_modality_weights(store, runs_dir, run, clip_id),
+            "modalities": pred.get("modalities"), "predicted_at": pred.get("predicted_at")})
     errors_where = where + (f" OR uri = {sql_quote(row['uri'])}" if row.get("uri") else "")
     errors = store.errors(where=errors_where).drop("error_key").to_dicts()
     corrections = read_corrections(store, where=where).to_dicts()

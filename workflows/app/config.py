@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 
 from featurestore.errors import InputError
 
-__all__ = ["AppConfig", "TOKEN_ENV", "LOOPBACK_HOSTS", "is_loopback"]
+__all__ = ["AppConfig", "TOKEN_ENV", "RUNS_ENV", "LOOPBACK_HOSTS", "is_loopback"]
 
 #: Environment variable read when ``--token`` is not given.
 TOKEN_ENV = "EMOFS_APP_TOKEN"
+#: Environment variable naming the folder of run directories (default ``runs``, where
+#: ``emofs train head`` writes them).
+RUNS_ENV = "EMOFS_APP_RUNS"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -40,6 +43,9 @@ class AppConfig:
         max_upload_mb: largest media file accepted by the upload search.
         allowed_hosts: Host header values accepted (against DNS rebinding); filled from
             ``host`` when empty.
+        runs_dir: folder of head run directories (``$EMOFS_APP_RUNS``, default ``runs``):
+            a prediction run's directory there gives the clip page its modality weights
+            and the Runs page its cross-validation tables (``cv.json``).
     """
 
     store: str | None = None
@@ -49,6 +55,7 @@ class AppConfig:
     token: str | None = None
     max_upload_mb: float = 50.0
     allowed_hosts: list[str] = field(default_factory=list)
+    runs_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -65,6 +72,8 @@ class AppConfig:
             raise InputError(
                 f"--host {self.host} exposes the store beyond this machine: pass --token SECRET "
                 f"(or --token auto, or set {TOKEN_ENV}) so every request must carry it")
+        if self.runs_dir is None:
+            self.runs_dir = os.environ.get(RUNS_ENV) or "runs"
         if not self.allowed_hosts:
             self.allowed_hosts = list(LOOPBACK_HOSTS) + ([self.host] if self.host not in LOOPBACK_HOSTS else [])
 

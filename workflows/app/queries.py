@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from featurestore.index.neighbours import dataset_version
 from featurestore.predictions import read_predictions
 from featurestore.schema import CLIPS
 from featurestore.store import Store, sql_in, sql_quote
@@ -117,7 +118,7 @@ def card_facts(store: Store) -> dict[str, Any]:
     """``{"rows": {clip_id: card columns}, "alias": {rel_path | uri | name: clip_id}}`` of
     the store's current clips version (read once per version: a request then looks clips up
     in memory instead of scanning ``clips.lance``)."""
-    version = store.version(CLIPS)
+    version = dataset_version(store, CLIPS)
     cached = _FACTS.get(store.uri)
     if cached is not None and cached[0] == version:
         return cached[1]
@@ -126,6 +127,7 @@ def card_facts(store: Store) -> dict[str, Any]:
         if cached is not None and cached[0] == version:
             return cached[1]
         ds = store.dataset(CLIPS)
+        version = None if ds is None else ds.version
         names = [c for c in CARD_COLUMNS if ds is not None and c in ds.schema.names]
         rows = ds.to_table(columns=names).to_pylist() if ds is not None else []
         alias: dict[str, str] = {}

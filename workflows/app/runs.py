@@ -17,6 +17,7 @@ from featurestore.store import Store, sql_quote
 from heads.metrics import classification_metrics
 
 from .queries import check_run
+from .rundirs import cv_of_run, cv_tables
 
 __all__ = ["run_report", "runs_route", "run_route"]
 
@@ -55,7 +56,8 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
 
 
 def runs_route(request):
-    """``GET /api/runs``: every prediction run with its headline figures."""
+    """``GET /api/runs``: every prediction run with its headline figures, and every
+    cross-validation (``cv.json``) under the runs folder: per-fold rows, mean and std."""
     from .api import reply
 
     store = request.app.state.store
@@ -66,11 +68,15 @@ def runs_route(request):
         out.append({"run": run, "predictions": report["predictions"], "scored": report["scored"],
                     "accuracy": figures.get("accuracy"), "weighted_f1": figures.get("weighted_f1"),
                     "uar": figures.get("uar"), "predicted_at": report["predicted_at"]})
-    return reply({"runs": out})
+    return reply({"runs": out, "cv": cv_tables(request.app.state.config.runs_dir)})
 
 
 def run_route(request):
-    """``GET /api/runs/{run}``: metrics, per-class figures and the confusion matrix."""
+    """``GET /api/runs/{run}``: metrics, per-class figures, the confusion matrix, and the
+    cross-validation table of the head that wrote the run (``cv``, when it has one)."""
     from .api import reply
 
-    return reply(run_report(request.app.state.store, request.path_params["run"]))
+    store, run = request.app.state.store, request.path_params["run"]
+    report = run_report(store, run)
+    report["cv"] = cv_of_run(store, request.app.state.config.runs_dir, run)
+    return reply(report)

@@ -115,4 +115,6 @@ def serve(config: AppConfig) -> None:
     app = create_app(config)
     log.info(f"emofs app on {config.url()} (store {app.state.store.uri}"
              + (", read-only" if config.read_only else "") + ")")
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+    # httptools (C parser) when installed, else h11; no access log: both cost per request
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False,
+                http="auto", loop="auto", timeout_keep_alive=30)

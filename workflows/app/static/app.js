@@ -207,6 +207,24 @@ async function runSearch(push = true, append = false) {
   } catch (err) { say(err.message); $("results").replaceChildren(); $("summary").textContent = ""; }
 }
 
+// Drop a media file anywhere on the search box: the same search as the file picker.
+function dropZone(zone) {
+  const has = (e) => e.dataTransfer && [...e.dataTransfer.types].includes("Files");
+  let depth = 0;  // dragenter/leave fire for every child element crossed
+  zone.addEventListener("dragenter", (e) => { if (!has(e)) return; e.preventDefault(); depth += 1; zone.classList.add("dropping"); });
+  zone.addEventListener("dragover", (e) => { if (!has(e)) return; e.preventDefault(); e.dataTransfer.dropEffect = "copy"; });
+  zone.addEventListener("dragleave", () => { depth = Math.max(0, depth - 1); if (!depth) zone.classList.remove("dropping"); });
+  zone.addEventListener("drop", (e) => {
+    if (!has(e)) return;
+    e.preventDefault();
+    depth = 0;
+    zone.classList.remove("dropping");
+    const files = [...e.dataTransfer.files];
+    if (files.length !== 1) return say(`drop one media file (got ${files.length})`);
+    uploadSearch(files[0]);
+  });
+}
+
 async function uploadSearch(file) {
   const f = readFilters();
   const p = new URLSearchParams({ name: file.name, k: $("k").value || "10" });
@@ -248,7 +266,16 @@ async function openClip(clipId, push = true) {
       }
       preds.append(table);
       if (p.explanation) preds.append(el("p", {}, el("b", {}, "LLM reasoning: "), p.explanation));
-      if (p.modality_weights) preds.append(el("p", { class: "muted" }, "modality weights: " + JSON.stringify(p.modality_weights)));
+      if (p.modality_weights) {
+        // attention fusion: how much each feature set weighed in this clip's prediction
+        const weights = el("table", { class: "grid modality-weights" }, el("tr", {}, el("th", {}, `run ${p.run}: modality`), el("th", {}, "weight")));
+        for (const [name, w] of Object.entries(p.modality_weights).sort((a, b) => b[1] - a[1])) {
+          const bar = el("span", { class: "bar" });
+          bar.style.width = Math.round(w * 120) + "px";
+          weights.append(el("tr", {}, el("td", {}, name), el("td", {}, bar, " ", fmt(w, 3))));
+        }
+        preds.append(weights);
+      }
     }
     const errors = el("div");
     for (const e of body.errors) errors.append(el("p", { class: "message" }, `${e.stage}${e.encoder ? " / " + e.encoder : ""}: ${e.message}`));
@@ -323,6 +350,7 @@ async function init() {
   $("f-run").addEventListener("change", updatePredOptions);
   $("more").addEventListener("click", () => runSearch(false, true));
   $("upload").addEventListener("change", (e) => e.target.files[0] && uploadSearch(e.target.files[0]));
+  dropZone($("search-form"));
   for (const a of document.querySelectorAll("header nav a")) {
     a.addEventListener("click", (e) => { e.preventDefault(); history.pushState(null, "", "?view=" + a.dataset.view); route(); });
   }

@@ -34,7 +34,21 @@
       });
       cm.append(tr);
     });
-    box.replaceChildren(head, el("h3", {}, "Confusion matrix (click a cell for its clips)"), cm, el("h3", {}, "Per class"), perClass);
+    box.replaceChildren(head, el("h3", {}, "Confusion matrix (click a cell for its clips)"), cm, el("h3", {}, "Per class"), perClass,
+      ...(r.cv ? [el("h3", {}, `Cross-validation of its head (${r.cv.dir})`), cvTable(r.cv)] : []));
+  }
+
+  // One cross-validation (cv.json): a row per fold, then mean ± std over the folds.
+  function cvTable(cv) {
+    const table = el("table", { class: "grid cv", "data-dir": cv.dir },
+      el("tr", {}, ...["fold", "test groups", "test clips", ...cv.figures, "best epoch"].map((h) => el("th", {}, h))));
+    for (const r of cv.per_fold) {
+      table.append(el("tr", {}, el("td", {}, String(r.fold)), el("td", {}, String(r.test_groups ?? "")), el("td", {}, String(r.n_test ?? "")),
+        ...cv.figures.map((f) => el("td", {}, fmt(r[f]))), el("td", {}, String(r.best_epoch ?? ""))));
+    }
+    table.append(el("tr", { class: "cv-mean" }, el("th", {}, "mean ± std"), el("td", {}), el("td", {}),
+      ...cv.figures.map((f) => el("td", {}, `${fmt(cv.mean[f])} ± ${fmt(cv.std[f])}`)), el("td", {})));
+    return table;
   }
 
   window.emofsRuns = {
@@ -48,6 +62,8 @@
         tr.addEventListener("click", () => detail(r.run, true));
         table.append(tr);
       }
+      const cvBox = $("runs-cv");
+      cvBox.replaceChildren(...(body.cv || []).flatMap((cv) => [el("h3", {}, `Cross-validation ${cv.dir}: ${cv.folds} folds`), cvTable(cv)]));
       if (!body.runs.length) $("run-detail").replaceChildren(el("p", { class: "muted" }, "no prediction runs yet: `emofs predict` or `emofs label` writes one"));
       const run = p.get("run") || (body.runs[0] && body.runs[0].run);
       if (run) await detail(run, false);
