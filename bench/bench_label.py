@@ -36,7 +36,7 @@ t0 = time.perf_counter()
 engine = {engine!r}
 if engine == "ray":
     import ray
-    ray.init(num_cpus={cpus}, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus={cpus}, include_dashboard=False, configure_logging=False)
     ready = time.perf_counter() - t0
 else:
     ready = 0.0

@@ -20,7 +20,18 @@ from .common import (
     print_frame,
 )
 
-__all__ = ["extract_command", "encoders_command"]
+__all__ = ["extract_command", "encoders_command", "EngineOpt", "RayAddressOpt", "ActorsOpt", "GpusPerActorOpt"]
+
+EngineOpt = Annotated[str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster).")]
+RayAddressOpt = Annotated[
+    Optional[str], typer.Option("--ray-address", help="Ray cluster (ray://HEAD:10001 or auto); default: local Ray.")
+]
+ActorsOpt = Annotated[
+    Optional[int], typer.Option("--actors", help="Ray: encoder actors (default: one per GPU, else half the CPUs).")
+]
+GpusPerActorOpt = Annotated[
+    Optional[float], typer.Option("--gpus-per-actor", help="Ray: GPUs per encoder actor; 0.5 = two actors per GPU.")
+]
 
 _ENCODER_COLUMNS = ["encoder", "tag", "modality", "dim", "token_dim", "weights", "local"]
 
@@ -41,22 +52,30 @@ def extract_command(
         Optional[str], typer.Option("--tokens", help="Token counts per encoder, e.g. eva=64,hubert=32.")
     ] = None,
     store: StoreOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    actors: ActorsOpt = None,
+    gpus_per_actor: GpusPerActorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run frozen encoders over the store's clips once; reruns skip what is up to date.
 
-    Each clip is decoded once for all encoders (worker processes), encoders run batched,
-    results are upserted per batch (a killed run resumes). Failures go to errors.lance.
+    Each clip is decoded once for all encoders (worker processes, or Ray tasks with
+    --engine ray), encoders run batched (--batch-size per actor/GPU on Ray), results are
+    committed per batch (a killed run resumes). Failures go to errors.lance.
 
     Examples:
       emofs extract --encoders hubert:tiny,mae:tiny,videomae:tiny,eva:tiny,egemaps
       emofs extract --encoders eva:/models/eva-g --tokens eva=64 --where "split = 'train'"
+      emofs extract --store s3://bucket/emofs --engine ray --ray-address auto --gpus-per-actor 0.5
     """
-    from extractors import extract, parse_token_counts
+    from extractors import parse_token_counts
+    from extractors.engine import extract_with
 
     token_counts = parse_token_counts(tokens)  # a bad --tokens fails before the store opens
-    report = extract(
-        open_store(store), csv_list(encoders, "--encoders"), where=where, device=device,
+    report = extract_with(
+        engine, open_store(store), csv_list(encoders, "--encoders"), ray_address=ray_address,
+        actors=actors, gpus_per_actor=gpus_per_actor, where=where, device=device,
         batch_size=batch_size, workers=workers, dtype=dtype, tokens=token_counts,
     )
     if as_json:

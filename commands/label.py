@@ -8,6 +8,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from .common import DeviceOpt, EncoderBatchOpt, JsonOpt, StoreOpt, echo_json, open_store
+from .extract import ActorsOpt, EngineOpt, GpusPerActorOpt, RayAddressOpt
 
 __all__ = ["label_command"]
 
@@ -19,10 +20,10 @@ def label_command(
     archives: Annotated[List[str], typer.Argument(help="Folders (walked recursively), media files, or s3:// prefixes.")],
     run: Annotated[Path, typer.Option("--run", help="A head run directory (`emofs train head`).")],
     store: StoreOpt = None,
-    engine: Annotated[str, typer.Option("--engine", help="local or ray.")] = "local",
-    ray_address: Annotated[
-        Optional[str], typer.Option("--ray-address", help="Ray cluster (ray://HEAD:10001 or auto); default: local Ray.")
-    ] = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    actors: ActorsOpt = None,
+    gpus_per_actor: GpusPerActorOpt = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", help="CSV or Parquet file with every clip of the archives.")
     ] = None,
@@ -46,11 +47,12 @@ def label_command(
     Examples:
       emofs label new_videos/ --run runs/head1 --out labels.csv
       emofs label /mnt/batch7 --run runs/head1 --store s3://bucket/emofs --engine ray --ray-address auto
+      emofs label s3://bucket/batch8 --run runs/head1 --engine ray --gpus-per-actor 0.5 --batch-size 64
     """
     from workflows.label import label
 
-    report = label(archives, open_store(store, create=True), run, engine=engine,
-                   ray_address=ray_address, out=out, batch_size=batch_size, workers=workers,
+    report = label(archives, open_store(store, create=True), run, engine=engine, ray_address=ray_address,
+                   actors=actors, gpus_per_actor=gpus_per_actor, out=out, batch_size=batch_size, workers=workers,
                    device=device, name=name, llm_run=llm_run, explain=explain, progress=not as_json)
     if as_json:
         echo_json(report.as_dict())

@@ -1,9 +1,10 @@
-"""The Ray Data engine of ``emofs label`` (and of any distributed extraction).
+"""The Ray Data engine of ``emofs extract --engine ray`` and ``emofs label --engine ray``.
 
 Pipeline::
 
     clip list ──map_batches(decode + preprocess, CPU tasks)──▶ prepared inputs
-        ──map_batches(_EncoderActor: callable class, num_gpus=1 per actor where GPUs exist)──▶
+        ──map_batches(_EncoderActor: a pool of --actors callable-class actors, each of
+          --gpus-per-actor GPUs (default 1) where GPUs exist, else one CPU)──▶
         each actor batch writes one uncommitted Lance fragment per encoder
         (featurestore.fragments.write_fragments) and returns its metadata
         ──driver: every commit_every clips, one atomic commit per feature set
@@ -24,8 +25,9 @@ from __future__ import annotations
 import logging
 import json
 import pickle
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +38,99 @@ from featurestore.store import Store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["extract_ray", "init_ray"]
+__all__ = ["extract_ray", "init_ray", "RayOptions", "ActorPool", "actor_pool", "ENGINES"]
+
+#: Execution engines of ``extract`` and ``label``.
+ENGINES = ("local", "ray")
+
+
+# ------------------------------------------------------------------------ options
+@dataclass(frozen=True)
+class RayOptions:
+    """Validated Ray flags of ``extract`` / ``label`` (flag names in the messages).
+
+    Attributes:
+        address: Ray cluster (``ray://HEAD:10001`` or ``auto``); None starts a local Ray.
+        actors: encoder actor pool size (None: one per GPU, else half the cluster's CPUs).
+        gpus_per_actor: GPUs each encoder actor reserves; a fraction below 1 packs several
+            actors on one GPU (0.5: two per GPU). None: 1 where the cluster has GPUs.
+        num_cpus: CPUs of a local Ray (None: all).
+    """
+
+    address: str | None = None
+    actors: int | None = None
+    gpus_per_actor: float | None = None
+    num_cpus: int | None = None
+
+    def __post_init__(self):
+        if self.actors is not None and self.actors < 1:
+            raise InputError(f"--actors must be >= 1 (got {self.actors})")
+        g = self.gpus_per_actor
+        if g is not None and (g <= 0 or (g > 1 and g != int(g))):
+            raise InputError(f"--gpus-per-actor must be a fraction in (0, 1] (0.5: two actors per GPU) "
+                             f"or a whole number of GPUs (got {g:g})")
+
+    @classmethod
+    def of(cls, engine: str, device: str = "auto", **flags: Any) -> "RayOptions | None":
+        """The options of ``engine`` (None for ``local``), checking flags that need Ray.
+
+        Raises:
+            InputError: an unknown engine, a Ray flag without ``--engine ray``, or
+                ``--gpus-per-actor`` with ``--device cpu``.
+        """
+        if engine not in ENGINES:
+            raise InputError(f"--engine must be one of {', '.join(ENGINES)} (got {engine!r})")
+        if engine != "ray":
+            for key, flag in (("address", "--ray-address"), ("actors", "--actors"),
+                              ("gpus_per_actor", "--gpus-per-actor")):
+                if flags.get(key) is not None:
+                    raise InputError(f"{flag} needs --engine ray")
+            return None
+        if flags.get("gpus_per_actor") is not None and device == "cpu":
+            raise InputError("--gpus-per-actor puts encoder actors on GPUs: drop --device cpu or --gpus-per-actor")
+        return cls(**flags)
+
+
+@dataclass(frozen=True)
+class ActorPool:
+    """How the encoder actors run: ``actors`` of ``num_gpus`` GPUs (0: one CPU) each."""
+
+    actors: int
+    num_gpus: float
+    device: str
+
+
+def actor_pool(resources: Mapping[str, float], device: str, options: RayOptions) -> ActorPool:
+    """Size the encoder actor pool from the cluster's resources and the Ray flags.
+
+    GPU actors when the cluster has GPUs (and ``device`` is not ``cpu``): ``gpus_per_actor``
+    each (default 1), as many as fit unless ``--actors`` says fewer. CPU actors otherwise:
+    one CPU each, ``--actors`` or half the CPUs, leaving at least one CPU for decoding.
+
+    Raises:
+        InputError: ``--gpus-per-actor`` on a cluster without GPUs, or more actors than
+            the cluster's GPUs / CPUs hold (Ray would wait for them forever).
+    """
+    gpus = float(resources.get("GPU", 0))
+    cpus = int(resources.get("CPU", 1))
+    per = options.gpus_per_actor
+    if per is not None and not gpus:
+        raise InputError(f"--gpus-per-actor {per:g}: no GPU in the Ray cluster ({cpus} CPUs, 0 GPUs): "
+                         "drop --gpus-per-actor to encode on CPU actors, or add GPU nodes")
+    if gpus and device != "cpu":
+        per = per or 1.0
+        fit = int(gpus / per + 1e-9)
+        actors = options.actors or max(fit, 1)
+        if actors > fit:
+            raise InputError(f"--actors {actors} x --gpus-per-actor {per:g} needs {actors * per:g} GPUs, "
+                             f"the Ray cluster has {gpus:g}: lower --actors or --gpus-per-actor")
+        return ActorPool(actors, per, "cuda" if device == "auto" else device)
+    fit = max(1, cpus - 1)  # one CPU left for the decode tasks
+    actors = options.actors or max(1, cpus // 2)
+    if actors > fit:
+        raise InputError(f"--actors {actors}: the Ray cluster has {cpus} CPUs and no GPU; CPU encoder "
+                         f"actors must leave one CPU for decoding: pass --actors {fit} or fewer")
+    return ActorPool(actors, 0.0, "cpu")
 
 
 # ----------------------------------------------------------------------- ray setup
@@ -71,7 +165,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
             raise InputError(f"cannot connect to Ray at {address} ({exc}): check --ray-address "
                              "(ray://HEAD:10001, or auto on a cluster node)") from exc
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)  # never join a stray cluster
     return True
 
 
@@ -190,10 +284,14 @@ class _EncoderActor:
 class _Committer:
     """Collects actor output rows and commits fragments per feature set (driver side)."""
 
-    def __init__(self, store: Store, plan: list[dict[str, Any]], schemas: dict[str, pa.Schema]):
-        self.store, self.schemas = store, schemas
+    def __init__(self, store: Store, plan: list[dict[str, Any]], schemas: dict[str, pa.Schema],
+                 todo: dict[str, list[str]]):
+        self.store, self.schemas, self.todo = store, schemas, todo
         self.pending: dict[str, dict[str, list[str]]] = {e["name"]: {} for e in plan}
         self.extracted = {e["name"]: 0 for e in plan}
+        self.failed = {e["name"]: 0 for e in plan}  # decode failures count for each set of the clip
+        self.decode_failed: set[str] = set()
+        self.all_errors: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self.ok_uris: list[str] = []
         self.peaks: dict[str, tuple[int, float | None]] = {}
@@ -208,6 +306,12 @@ class _Committer:
             if status != "ok":
                 self.errors.append({"clip_id": clip_id, "uri": rows["uri"][i] or clip_id, "stage": status,
                                     "encoder": name, "message": rows["message"][i], "at": now})
+                if status == "decode" and clip_id not in self.decode_failed:
+                    self.decode_failed.add(clip_id)
+                    for todo_name in self.todo.get(clip_id, ()):
+                        self.failed[todo_name] += 1
+                elif name is not None:
+                    self.failed[name] += 1
                 continue
             if rows["fragments"][i] not in self.committed:  # a fragment's rows may span batches
                 self.pending[name].setdefault(rows["fragments"][i], json.loads(rows["fragment_keys"][i]))
@@ -246,6 +350,7 @@ class _Committer:
             self.ok_uris = []
         if self.errors:
             self.store.record_errors(self.errors)
+            self.all_errors.extend(self.errors)
             for err in self.errors:
                 log.warning(f"{err['stage']} failed for {err['clip_id']}"
                      f"{' (' + err['encoder'] + ')' if err['encoder'] else ''}: {err['message']}")
@@ -267,6 +372,7 @@ def extract_ray(
     commit_every: int | None = None,
     progress: bool = True,
     ship: Sequence[str] = (),
+    options: RayOptions | None = None,
 ) -> dict[str, Any]:
     """Extract the plan's feature sets for ``clip_ids`` on Ray Data, committing fragments.
 
@@ -274,18 +380,27 @@ def extract_ray(
         store: the store (every Ray worker must reach its URI).
         plan: feature sets to extract (``name``, ``ref``, ``dtype``, ``tokens``, ``media``,
             ``fingerprint``, ``spec``), as :mod:`workflows.label` builds from a head run.
-        clip_ids: clips to extract (the caller passes only those missing features).
-        batch_size: clips per decode task and per encoder-actor batch.
-        device: ``auto`` | ``cpu`` | ``cuda`` inside the actors (``auto``: one GPU per
-            actor when the cluster has GPUs).
+        clip_ids: clips to extract (the caller passes only those missing features), or
+            ``{clip_id: [feature set, ...]}`` to extract only some sets per clip.
+        batch_size: clips per decode task and per encoder-actor batch (the batch each
+            actor, i.e. each GPU or GPU share, encodes at once).
+        device: ``auto`` | ``cpu`` | ``cuda`` inside the actors (``auto``: GPU actors
+            when the cluster has GPUs).
         address: Ray cluster address; None starts (or reuses) a local Ray.
         num_cpus: CPUs of a local Ray (default: all).
         commit_every: clips per driver commit (default ``4 * batch_size``).
         progress: report progress (:func:`featurestore.progress.track_progress`).
         ship: further packages cluster workers need (see :func:`init_ray`).
+        options: the Ray flags (``--actors``, ``--gpus-per-actor``; its address and
+            num_cpus replace the two arguments above).
 
     Returns:
-        ``{"fingerprints": {name: fp}, "extracted": {name: n}}``.
+        ``{"fingerprints": {name: fp}, "extracted": {name: n}}``, plus, when clips were
+        run, ``jobs``, ``decode_errors``, ``failed`` ({name: n}), ``errors`` (rows) and
+        ``pool`` (:class:`ActorPool`).
+
+    Raises:
+        InputError: Ray flags the cluster cannot honour (see :func:`actor_pool`).
     """
     from featurestore.features import feature_schema
     from featurestore.fragments import prepare_dataset
@@ -307,11 +422,14 @@ def extract_ray(
                                                 token_dim=spec.get("token_dim"))
         prepare_dataset(store, features_name(entry["name"]), schemas[entry["name"]])
 
-    wanted = set(clip_ids)
+    wanted = {c: None for c in clip_ids} if not isinstance(clip_ids, Mapping) else dict(clip_ids)
+    options = options or RayOptions(address=address, num_cpus=num_cpus)
     clips = store.clips(columns=["clip_id", "uri", "subtitle", "has_audio", "has_video", "has_media"])
     jobs = []
     for row in clips.filter(clips["clip_id"].is_in(list(wanted))).iter_rows(named=True):
-        todo = [e["name"] for e in plan if applies(e["spec"].get("modality", "audio"), row)]
+        only = wanted[row["clip_id"]]
+        todo = [e["name"] for e in plan if applies(e["spec"].get("modality", "audio"), row)
+                and (only is None or e["name"] in only)]
         if todo:
             jobs.append({"clip_id": row["clip_id"], "uri": row["uri"], "subtitle": row["subtitle"] or "",
                          "todo": json.dumps(todo)})
@@ -323,10 +441,10 @@ def extract_ray(
     in_task = tuple((e["ref"], tuple(sorted((e["spec"].get("options") or {}).items())))
                     for e in plan if encoder_class(e["spec"]["encoder"]).in_worker)  # as in_worker_refs
 
-    started_here = init_ray(address, num_cpus, ship)
+    started_here = init_ray(options.address, options.num_cpus, ship)
     try:
         return _run(store, plan, schemas, jobs, needs, in_task, media, batch_size, device,
-                    commit_every or 4 * batch_size, progress)
+                    commit_every or 4 * batch_size, progress, options)
     finally:
         if started_here:
             import ray
@@ -334,7 +452,8 @@ def extract_ray(
             ray.shutdown()
 
 
-def _run(store, plan, schemas, jobs, needs, in_task, media, batch_size, device, commit_every, progress):
+def _run(store, plan, schemas, jobs, needs, in_task, media, batch_size, device, commit_every, progress,
+         options):
     import ray
     import ray.data
 
@@ -342,14 +461,12 @@ def _run(store, plan, schemas, jobs, needs, in_task, media, batch_size, device, 
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0)) if device in ("auto", "cuda") or device.startswith("cuda") else 0
-    actor_device = device if gpus or device == "cpu" else "cpu"
-    if gpus:
-        encode_opts = {"num_gpus": 1, "compute": ray.data.ActorPoolStrategy(size=gpus)}
-    else:
-        cpus = int(resources.get("CPU", 1))
-        encode_opts = {"num_cpus": 1, "compute": ray.data.ActorPoolStrategy(size=max(1, cpus // 2))}
+    pool = actor_pool(ray.cluster_resources(), device, options)
+    log.info(f"encoder actors: {pool.actors} on {pool.device}"
+             f"{f', {pool.num_gpus:g} GPU each' if pool.num_gpus else ''}, batch {batch_size}")
+    encode_opts: dict[str, Any] = {"compute": ray.data.ActorPoolStrategy(size=pool.actors)}
+    encode_opts.update({"num_gpus": pool.num_gpus} if pool.num_gpus else {"num_cpus": 1})
+    actor_device = pool.device
 
     ds = ray.data.from_items(jobs, override_num_blocks=max(1, min(len(jobs) // batch_size, 200)))
     ds = ds.map_batches(_decode_batch, batch_size=batch_size, num_cpus=1, batch_format="numpy",
@@ -357,7 +474,7 @@ def _run(store, plan, schemas, jobs, needs, in_task, media, batch_size, device, 
     ds = ds.map_batches(_EncoderActor, batch_size=batch_size, batch_format="numpy",
                         fn_constructor_kwargs={"plan": plan, "device": actor_device, "store_uri": store.uri},
                         **encode_opts)
-    committer = _Committer(store, plan, schemas)
+    committer = _Committer(store, plan, schemas, {j["clip_id"]: json.loads(j["todo"]) for j in jobs})
     try:
         with track_progress(len(jobs), "extracting (ray)", enabled=progress) as advance:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -372,7 +489,9 @@ def _run(store, plan, schemas, jobs, needs, in_task, media, batch_size, device, 
         if cause is not None:
             raise cause from exc
         raise
-    return {"fingerprints": {e["name"]: e["fingerprint"] for e in plan}, "extracted": committer.extracted}
+    return {"fingerprints": {e["name"]: e["fingerprint"] for e in plan}, "extracted": committer.extracted,
+            "jobs": len(jobs), "decode_errors": len(committer.decode_failed), "failed": committer.failed,
+            "errors": committer.all_errors, "pool": pool}
 
 
 def _emofs_cause(exc: BaseException) -> EmofsError | None:

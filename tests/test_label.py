@@ -248,9 +248,11 @@ def test_ray_engine_matches_local_engine(tmp_path, head_run, new_clips):
     (archive / "broken.wav").write_bytes(b"\x00" * 4096)
     local_store, ray_store = Store(tmp_path / "local"), Store(tmp_path / "ray")
     local = _label([archive], local_store, head_run)
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
-        remote = _label([archive], ray_store, head_run, engine="ray", batch_size=3)
+        with pytest.raises(InputError, match="^--gpus-per-actor 0.5: no GPU in the Ray cluster"):
+            _label([archive], ray_store, head_run, engine="ray", gpus_per_actor=0.5)
+        remote = _label([archive], ray_store, head_run, engine="ray", batch_size=3, actors=1)
         again = _label([archive], ray_store, head_run, engine="ray", batch_size=3)
     finally:
         ray.shutdown()
@@ -292,6 +294,10 @@ def test_cli_label_json_and_flag_checks(tmp_path, head_run, new_clips):
         (["--ray-address", "auto"], "--ray-address needs --engine ray"),
         (["--engine", "spark"], "--engine must be one of local, ray"),
         (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--actors", "2"], "--actors needs --engine ray"),
+        (["--engine", "ray", "--actors", "0"], "--actors must be >= 1"),
+        (["--engine", "ray", "--gpus-per-actor", "1.5"], "--gpus-per-actor must be a fraction in (0, 1]"),
+        (["--engine", "ray", "--device", "cpu", "--gpus-per-actor", "1"], "drop --device cpu"),
     ]
     for extra, message in bad:
         res = runner.invoke(app, ["label", str(archive), "--run", str(head_run), "--store", store, *extra])

@@ -30,13 +30,13 @@ from featurestore.errors import InputError
 from featurestore.schema import predictions_name
 from featurestore.store import Store, sql_in
 
+from extractors.ray_engine import ENGINES, RayOptions
 from extractors.workers import parse_workers
 
 log = logging.getLogger(__name__)
 
 __all__ = ["LabelConfig", "LabelReport", "label", "archive_frame", "ENGINES"]
 
-ENGINES = ("local", "ray")
 _OUT_SUFFIXES = (".csv", ".parquet")
 _PREDICT_CHUNK = 2048
 
@@ -56,12 +56,14 @@ class LabelConfig:
     llm_run: str | Path | None = None
     explain: bool = False
     ray_cpus: int | None = None
+    actors: int | None = None
+    gpus_per_actor: float | None = None
+    ray: RayOptions | None = field(default=None, init=False)
 
     def __post_init__(self):
-        if self.engine not in ENGINES:
-            raise InputError(f"--engine must be one of {', '.join(ENGINES)} (got {self.engine!r})")
-        if self.ray_address and self.engine != "ray":
-            raise InputError("--ray-address needs --engine ray")
+        self.ray = RayOptions.of(self.engine, self.device, address=self.ray_address or None,
+                                 actors=self.actors, gpus_per_actor=self.gpus_per_actor,
+                                 num_cpus=self.ray_cpus)
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1 (got {self.batch_size})")
         self.workers = parse_workers(self.workers)
@@ -385,6 +387,8 @@ def label(
     llm_run: str | Path | None = None,
     explain: bool = False,
     ray_cpus: int | None = None,
+    actors: int | None = None,
+    gpus_per_actor: float | None = None,
     progress: bool = True,
 ) -> LabelReport:
     """Label every clip of ``archives`` with a trained head run; resumable and idempotent.
@@ -403,6 +407,8 @@ def label(
         name: prediction dataset name (default: the run directory's name).
         llm_run / explain: an ``emofs llm train`` run adding a one-sentence reason per clip.
         ray_cpus: CPUs of a local Ray (default: all).
+        actors: encoder actors of the Ray engine (default: one per GPU, else half the CPUs).
+        gpus_per_actor: GPUs per encoder actor (Ray engine; 0.5: two actors per GPU).
         progress: show progress bars.
 
     Returns:
@@ -418,7 +424,7 @@ def label(
 
     started = time.perf_counter()
     cfg = LabelConfig(run, engine, ray_address, out, batch_size, workers, device, name, llm_run,
-                      explain, ray_cpus)
+                      explain, ray_cpus, actors, gpus_per_actor)
     store.check_writable()  # a read-only store fails here, before anything is decoded
     loaded = load_run(cfg.run)
     plan = _feature_plan(loaded)
@@ -447,7 +453,7 @@ def label(
             from extractors.ray_engine import extract_ray
 
             done = extract_ray(store, plan, missing, batch_size=cfg.batch_size, device=cfg.device,
-                               address=cfg.ray_address, num_cpus=cfg.ray_cpus, progress=progress)
+                               options=cfg.ray, progress=progress)
         else:
             done = _extract_local(store, plan, missing, cfg, progress)
         _check_fingerprints(plan, done["fingerprints"], cfg.run)
