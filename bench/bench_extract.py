@@ -245,12 +245,22 @@ def main() -> None:
     parser.add_argument("--tokens", default="")
     parser.add_argument("--large", action="store_true", help="real-sized random weights (GPU)")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--only-rss", action="store_true", help="only the peak-RSS runs (quick)")
     parser.add_argument("--rss-child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.encoders = [e for e in args.encoders.split(",") if e]
     args.tokens = {k: int(v) for k, v in (p.split("=") for p in args.tokens.split(",") if p)}
     if args.rss_child:
         rss_child(args.rss_child, args)
+        return
+    if min(args.clips, args.rss_small, args.rss_large, args.batch_size) < 1 or args.workers < 0:
+        parser.error("--clips, --rss-small, --rss-large and --batch-size must be >= 1, --workers >= 0")
+    if args.only_rss:
+        with tempfile.TemporaryDirectory() as tmp:
+            rss = bench_rss(Path(tmp), args)
+        small, large = rss[args.rss_small], rss[args.rss_large]
+        print(json.dumps({"rss": rss, "rss_growth": round(large["peak_rss_mib"] / small["peak_rss_mib"] - 1, 3),
+                          "load_avg_1m": round(os.getloadavg()[0], 2)}))
         return
 
     with tempfile.TemporaryDirectory() as tmp:

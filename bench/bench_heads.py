@@ -15,12 +15,13 @@ first step < 5 s. Prints a markdown table and a JSON object (``--json PATH`` sav
 
 Usage:
     python bench/bench_heads.py                 # 30k clips x 4 sets x 1024-d
-    python bench/bench_heads.py --clips 5000    # quicker
+    python bench/bench_heads.py --clips 5000    # quicker (any --clips >= 20 runs)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -152,10 +153,15 @@ def read_rate(prepared, names: list[str], batch_size: int, workers: int, limit: 
     if workers:
         loader.timeout = 120  # a stuck worker raises instead of hanging the bench
     it = iter(loader)
-    next(it)  # worker start-up (spawn) is not part of the rate
+    first = next(it, None)  # worker start-up (spawn) is not part of the rate
+    if first is None:
+        raise SystemExit("no training batches: pass a larger --clips")
     t, n = time.perf_counter(), 0
-    for _ in range(limit):
-        n += len(next(it)["index"])
+    for batch in itertools.islice(it, limit):  # at most `limit`: a small store has fewer batches
+        n += len(batch["index"])
+    if n == 0:  # a single batch an epoch: time one more (fresh) pass over it
+        t = time.perf_counter()
+        n = sum(len(b["index"]) for b in loader)
     rate = n / (time.perf_counter() - t)
     del it, loader
     return rate
@@ -205,6 +211,9 @@ def main() -> None:
                         help="batches per streaming / npy epoch (rates need no full epoch)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.clips < 20 or min(args.sets, args.dim, args.batch_size, args.epochs, args.limit, args.threads) < 1:
+        parser.error("--clips must be >= 20 (three non-empty splits); --sets, --dim, --batch-size, "
+                     "--epochs, --limit and --threads >= 1")
 
     import torch
 

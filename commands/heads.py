@@ -27,6 +27,9 @@ _DropMissingOpt = Annotated[
 ]
 _OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Run directory. [default: runs/<time>-<encoders>]")]
 _RunArg = Annotated[Path, typer.Argument(help="A run directory written by `emofs train head`.")]
+_TrainerOpt = Annotated[str, typer.Option(
+    "--trainer", help="auto (a plain torch loop when preloaded: starts in seconds), plain, or lightning "
+    "(its loggers and callbacks).")]
 
 _REQUIRED = inspect.Parameter.empty
 #: The flags of a head run, in help order: (HeadConfig field, option, default).
@@ -115,10 +118,7 @@ def _head_config(flags: dict[str, Any]):
 @train_app.command("head")
 @_head_options()
 def train_head_command(out: _OutOpt = None, store: StoreOpt = None, as_json: JsonOpt = False,
-                       trainer: Annotated[str, typer.Option(
-                           "--trainer", help="auto (plain torch loop when preloaded: starts in seconds), "
-                           "plain, or lightning (its loggers and callbacks).")] = "auto",
-                       **flags: Any) -> None:
+                       trainer: _TrainerOpt = "auto", **flags: Any) -> None:
     """Train projector + fusion + classifier heads on cached features (Lightning).
 
     The run directory gets config.json, labels.json, features.json, splits.csv,
@@ -215,7 +215,7 @@ def eval_command(
 
 @_head_options(skip=("workers",))
 def ablate_command(out: _OutOpt = None, fmt: FormatOpt = "table", store: StoreOpt = None,
-                   **flags: Any) -> None:
+                   trainer: _TrainerOpt = "auto", **flags: Any) -> None:
     """Train a head on every non-empty subset of --encoders (same clips, split and seed).
 
     Writes one run per subset plus ablation.csv and ablation.png under --out.
@@ -224,11 +224,12 @@ def ablate_command(out: _OutOpt = None, fmt: FormatOpt = "table", store: StoreOp
       emofs ablate --encoders hubert,mae,videomae,eva --split-by speaker
       emofs ablate -e egemaps,text --epochs 20 --out runs/ablation-1 --format csv
     """
-    from heads.train import ablate
+    from heads.train import ablate, use_trainer
 
     check_format(fmt)
     cfg = _head_config(flags)
-    frame = ablate(open_store(store), cfg, out=out)
+    with use_trainer(trainer):
+        frame = ablate(open_store(store), cfg, out=out)
     print_frame(frame, fmt, default_columns=["encoders", "accuracy", "weighted_f1", "macro_f1", "uar",
                                              f"val_{cfg.monitor}", "best_epoch"])
 

@@ -41,7 +41,8 @@ from .workers import cores, parse_workers, prepared, resolve_workers
 log = logging.getLogger(__name__)
 
 __all__ = ["ExtractConfig", "ExtractReport", "EncoderReport", "BatchWriter", "extract",
-           "extract_file", "parse_token_counts", "prepare_clip", "Job", "load_encoders"]
+           "extract_file", "parse_token_counts", "prepare_clip", "Job", "load_encoders", "pool_size",
+           "estimated_prep_s", "POOL_PAYS_OFF_S"]
 
 _DTYPES = ("float16", "float32")
 
@@ -104,6 +105,8 @@ class ExtractReport:
     workers: int = 0
     waiting_s: float = 0.0  # main process waiting for decoded clips
     encoding_s: float = 0.0  # main process running encoders and writing
+    in_worker: list[str] = field(default_factory=list)  # encoders run in the decoding processes
+    main_encoders: bool = True  # whether any encoder runs in the main process
 
     @property
     def clips_per_s(self) -> float:
@@ -118,6 +121,9 @@ class ExtractReport:
         if self.waiting_s > 0.6 * busy:
             more = (f"more --workers would help ({cores()} cores)" if self.workers < cores()
                     else "more CPU cores would help")
+            if not self.main_encoders:  # every encoder runs beside the decoding: say so
+                return (f"decoding and {', '.join(self.in_worker)} in {self.workers} worker process(es): "
+                        f"the main process only wrote results ({self.encoding_s:.0f}s); {more}")
             return f"decoding: the encoders waited {self.waiting_s:.0f}s for clips; {more}"
         if self.encoding_s > 0.75 * busy:
             hint = "a GPU (--device cuda) would help" if self.device == "cpu" else "a larger --batch-size may help"
@@ -142,15 +148,57 @@ class ExtractReport:
         }
 
 
-def _main_threads(device: str, workers: int) -> int | None:
+def _main_threads(device: str, workers: int, main_encoders: bool = True) -> int | None:
     """Torch threads for the main process on CPU: the cores the decoding workers leave.
 
     Without this, torch's spinning worker threads compete with the decoders for the same
-    cores (8% slower end to end on 2 cores). None keeps torch's default (GPU runs).
+    cores (8% slower end to end on 2 cores). None keeps torch's default (GPU runs, and
+    runs whose encoders all run in the workers: the main process then never imports torch).
     """
-    if device != "cpu" or workers == 0:
+    if device != "cpu" or workers == 0 or not main_encoders:
         return None
     return max(1, cores() - workers)
+
+
+#: Seconds of preparation (decode + in-worker encoders) below which a job runs in this
+#: process: a spawned worker takes about a second to start (Python, cv2, openSMILE).
+POOL_PAYS_OFF_S = 3.0
+#: Rough preparation cost per second of media: audio only (decode, resample, openSMILE),
+#: and with video (decode, sampling, faces, peak frame).
+_PREP_S_PER_MEDIA_S = {"audio": 0.04, "video": 0.4}
+
+
+def estimated_prep_s(jobs: list[Job], durations: dict[str, float | None]) -> float:
+    """Rough seconds of preparation work of ``jobs`` (unknown durations count as 5 s)."""
+    total = 0.0
+    for job in jobs:
+        rate = _PREP_S_PER_MEDIA_S["video" if job.decode_video else "audio"]
+        total += 0.02 + rate * (durations.get(job.clip_id) or 5.0)
+    return total
+
+
+def pool_size(workers: int | str, device: str, jobs: list[Job], durations: dict[str, float | None]) -> int:
+    """Decoding processes for a job: ``--workers`` as given; ``auto`` sizes the pool from the
+    job: none (decode in this process) when the work is under :data:`POOL_PAYS_OFF_S`, else
+    :func:`resolve_workers`' count, at most one per clip."""
+    if workers == "auto" and estimated_prep_s(jobs, durations) < POOL_PAYS_OFF_S:
+        return 0
+    return min(resolve_workers(workers, device), len(jobs))
+
+
+def _run_device(cfg: ExtractConfig) -> str:
+    """The run's device; ``auto`` is ``cpu`` without importing torch (1-2 s) when every
+    encoder runs in the decoding processes (openSMILE: CPU only)."""
+    from .encoders.base import resolve_device
+    from .registry import encoder_class
+
+    if cfg.device == "auto":
+        try:
+            if all(getattr(encoder_class(ref.name), "in_worker", False) for ref in cfg.encoders):
+                return "cpu"
+        except InputError:  # an unknown encoder: load_encoders names it
+            pass
+    return resolve_device(cfg.device)
 
 
 def parse_token_counts(text: str | None) -> dict[str, int]:
@@ -213,21 +261,19 @@ def extract(
         StoreNotFoundError: the store holds no clips.
         StoreError: the store is not writable (before decoding).
     """
-    from .encoders.base import resolve_device
-
     started = time.perf_counter()
     cfg = ExtractConfig(list(encoders) if not isinstance(encoders, str) else encoders, device,
                         batch_size, workers, dtype, dict(tokens or {}), media or MediaConfig())
     if not store.exists():
         raise StoreNotFoundError(f"no clips in {store.uri}: run `emofs ingest PATH --store {store.uri}` first")
     store.check_writable()  # a read-only store fails here, before encoders load or media decode
-    dev = resolve_device(cfg.device)
+    dev = _run_device(cfg)
     loaded = load_encoders(cfg.encoders, dev, cfg.tokens)
     report = ExtractReport(device=dev)
     specs = {e.name: e.spec(cfg.dtype, cfg.media) for e in loaded}
     fingerprints = {n: spec_fingerprint(s) for n, s in specs.items()}
 
-    columns = ["clip_id", "uri", "has_audio", "has_video", "has_media", "subtitle"]
+    columns = ["clip_id", "uri", "has_audio", "has_video", "has_media", "subtitle", "duration_s"]
     rows = store.clips(where=where, columns=columns).to_dicts()
     report.clips = len(rows)
     todo: dict[str, list[str]] = {r["clip_id"]: [] for r in rows}
@@ -251,9 +297,11 @@ def extract(
 
     writer = BatchWriter(store, loaded, specs, cfg, report)
     batch: list[dict[str, Any]] = []
-    report.workers = workers = min(resolve_workers(cfg.workers, dev), len(jobs))
+    report.workers = workers = pool_size(cfg.workers, dev, jobs, {r["clip_id"]: r.get("duration_s") for r in rows})
     items = prepared(jobs, cfg.media, workers, prefetch=2 * cfg.batch_size, worker_encoders=loaded)
-    with closing(items), _torch_threads(_main_threads(dev, workers)), \
+    main_encoders = report.main_encoders = any(not e.in_worker for e in loaded)
+    report.in_worker = [e.name for e in loaded if e.in_worker]
+    with closing(items), _torch_threads(_main_threads(dev, workers, main_encoders)), \
             track_progress(len(jobs), "extracting", enabled=progress) as advance:
         while True:
             waited = time.perf_counter()
@@ -287,6 +335,11 @@ def _torch_threads(threads: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+#: Clips and input bytes per encoder forward on CPU (see :meth:`BatchWriter._outputs`).
+CPU_FORWARD_CLIPS = 4
+CPU_FORWARD_BYTES = 8 << 20
 
 
 class BatchWriter:
@@ -342,10 +395,30 @@ class BatchWriter:
                 log.warning(f"{err['stage']} failed for {err['clip_id']}"
                      f"{' (' + err['encoder'] + ')' if err['encoder'] else ''}: {err['message']}")
 
+    def _outputs(self, enc, items) -> list:
+        """:func:`encoder_outputs` over ``items``; on CPU in chunks of at most
+        :data:`CPU_FORWARD_CLIPS` clips and :data:`CPU_FORWARD_BYTES` of input: a forward
+        over 16 video clips holds 150 MB of float frames and more in activations (the main
+        process' peak RSS), and a CPU runs no faster for the larger batch."""
+        if self.report.device != "cpu" or enc.in_worker:
+            return encoder_outputs(enc, items)
+        key = need_key(enc.need)
+        outputs: list = []
+        chunk: list = []
+        size = 0
+        for it in items:
+            nbytes = getattr(it["inputs"].get(key), "nbytes", 0)
+            if chunk and (size + nbytes > CPU_FORWARD_BYTES or len(chunk) >= CPU_FORWARD_CLIPS):
+                outputs += encoder_outputs(enc, chunk)
+                chunk, size = [], 0
+            chunk.append(it)
+            size += nbytes
+        return outputs + (encoder_outputs(enc, chunk) if chunk else [])
+
     def _encode(self, enc, items, errors, now) -> None:
         good_ids, vectors, tokens, uris = [], [], [], []
         rep = self.report.encoders[enc.name]
-        for it, out in zip(items, encoder_outputs(enc, items)):
+        for it, out in zip(items, self._outputs(enc, items)):
             if isinstance(out, str):
                 errors.append({"clip_id": it["clip_id"], "uri": it["uri"] or it["clip_id"],
                                "stage": "encode", "encoder": enc.name, "message": out[:500],
