@@ -33,6 +33,7 @@ __all__ = [
     "open_store",
     "echo_json",
     "print_frame",
+    "print_rows",
 ]
 
 
@@ -115,16 +116,48 @@ def print_frame(frame, fmt: str, *, default_columns: list[str]) -> None:
     if fmt == "csv":
         sys.stdout.write(frame.write_csv())
         return
+    shown = [c for c in default_columns if c in frame.columns] or frame.columns
+    _print_table(shown, frame.select(shown).iter_rows())
+    typer.echo(f"{frame.height} rows", err=True)
+
+
+def print_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str, *,
+               default_columns: list[str]) -> None:
+    """:func:`print_frame` for a list of row dicts (no DataFrame library loaded).
+
+    Args:
+        rows: one dict per row.
+        columns: every column, in order (the JSON and CSV output keep them all).
+        fmt: table, json or csv.
+        default_columns: the columns the table shows.
+    """
+    if fmt == "json":
+        echo_json([{c: r.get(c) for c in columns} for r in rows])
+        return
+    if fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if r.get(c) is None else r.get(c) for c in columns] for r in rows])
+        sys.stdout.write(buf.getvalue())
+        return
+    shown = [c for c in default_columns if c in columns] or columns
+    _print_table(shown, ([r.get(c) for c in shown] for r in rows))
+    typer.echo(f"{len(rows)} rows", err=True)
+
+
+def _print_table(shown: list[str], rows) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    shown = [c for c in default_columns if c in frame.columns] or frame.columns
     table = Table()
     for column in shown:
         table.add_column(column, overflow="fold")
-    for row in frame.select(shown).iter_rows():
+    for row in rows:
         table.add_row(*["" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row])
     # Piped into a file or a pager, a table wrapped at rich's default 80 columns is
     # unreadable: give it room (a terminal keeps its own width).
     Console(width=None if sys.stdout.isatty() else 160).print(table)
-    typer.echo(f"{frame.height} rows", err=True)

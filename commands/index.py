@@ -15,6 +15,7 @@ from .common import (
     echo_json,
     open_store,
     print_frame,
+    print_rows,
     sub_app,
 )
 
@@ -152,6 +153,7 @@ def similar_command(
       emofs similar new.mp4 --index hubert+eva --add --format json
       emofs similar new.wav --index egemaps-spk --group 1001
     """
+    from featurestore.index import RESULT_COLUMNS
     from workflows.similar import check_query, find_similar
 
     check_format(fmt)
@@ -161,11 +163,11 @@ def similar_command(
     for note in result.notes:
         if note.startswith("using index"):
             typer.echo(note, err=True)
-    frame = result.frame
+    rows = result.rows
     # The path column only earns its width where it says more than the clip id.
-    same_path = frame.height and (frame["path"] == frame["clip_id"]).all()
-    columns = ["rank", "clip_id", "label", "score"] if same_path else ["rank", "clip_id", "path", "label", "score"]
-    print_frame(frame, fmt, default_columns=columns)
+    same_path = rows and all(r["path"] in (None, r["clip_id"]) for r in rows)
+    columns = ["rank", "clip_id", "label", "score"] if same_path else list(RESULT_COLUMNS)
+    print_rows(rows, RESULT_COLUMNS, fmt, default_columns=columns)
     vote = result.vote()
     if vote:
         typer.echo(vote, err=fmt != "table")

@@ -122,6 +122,55 @@ def test_featurestore_errors_load_no_pyarrow():
     assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr[-2000:]
 
 
+def test_similar_for_a_stored_clip_loads_no_polars_or_encoders(tmp_path):
+    """`emofs similar CLIP` answers from the index without polars or the extractors
+    package (its start-up cost; bench/bench_startup.py), and prints the same neighbours
+    as the library's DataFrame."""
+    from featurestore.index import IndexConfig, build_index, find_similar
+
+    rng = np.random.default_rng(5)
+    s = Store(tmp_path / "store")
+    ids = [f"c{i:03d}" for i in range(60)]
+    s.upsert_clips(pa.table({"clip_id": ids, "label": [LABELS[i % 4] for i in range(60)]}))
+    write_features(s, "aud", ids, rng.normal(0, 1, (60, 16)), {"weights": "synthetic-aud", "dim": 16})
+    build_index(s, IndexConfig(encoders=["aud"], kind="flat"))
+    code = ("import sys; from cli import app\n"
+            "try:\n    app()\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', [m for m in ('polars', 'extractors') if m in sys.modules])")
+    argv = ["similar", "c007", "-k", "4", "--format", "csv", "--store", s.uri]
+    proc = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "HEAVY []", proc.stdout[-500:]
+    expected = find_similar(s, "c007", k=4).frame
+    assert lines[0] == "rank,clip_id,path,label,score"
+    got = [line.split(",") for line in lines[1:-1]]
+    assert [r[1] for r in got] == expected["clip_id"].to_list()
+    assert [r[3] for r in got] == expected["label"].to_list()
+    assert [float(r[4]) for r in got] == expected["score"].to_list()
+    assert "neighbours:" in proc.stderr  # the vote line still comes (stderr for csv)
+
+
+def test_egemaps_vector_is_opensmiles_functionals_bit_for_bit(media_samples):
+    """The encoder skips openSMILE's pandas frame, not a single bit of its output (also for
+    a clip shorter than the 0.1 s it is padded to)."""
+    import opensmile
+
+    from extractors.media import decode_audio
+    from extractors.registry import build_encoder
+
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    enc = build_encoder("egemaps")
+    for name in ("wav", "mp4"):
+        wave = decode_audio(media_samples[name])
+        for clip in (wave, wave[:800]):
+            got = enc.encode([clip])[0].vector
+            padded = np.pad(clip, (0, max(0, 1600 - len(clip))))
+            want = smile.process_signal(padded[None, :], 16000).to_numpy(dtype=np.float32)[0]  # (88,)
+            assert got.dtype == np.float32 and got.tobytes() == want.tobytes()
+
+
 # ------------------------------------------------------------------ small extraction jobs
 def _jobs(n: int, video: bool = False):
     from extractors.encoders.base import Need

@@ -14,12 +14,19 @@ from typing import Any
 import numpy as np
 
 import featurestore.index as store_index
-from extractors import extract_file
 from featurestore.errors import InputError
 from featurestore.index import FileVectors, SimilarResult
 from featurestore.store import Store
 
 __all__ = ["find_similar", "similar", "extracted_file_vectors", "check_query"]
+
+
+def extract_file(path: Path, encoders: list[str], store: Store, *, add: bool = False) -> dict:
+    """:func:`extractors.extract_file`, imported on first use: a query that is a clip id
+    or a stored path never loads the encoder package."""
+    from extractors import extract_file as extract
+
+    return extract(path, encoders, store, add=add)
 
 
 def extracted_file_vectors(store: Store) -> FileVectors:

@@ -43,6 +43,8 @@ class EgemapsEncoder(Encoder):
         out = []
         for wave in inputs:
             wave = np.pad(wave, (0, max(0, 1600 - len(wave))))  # >= 0.1 s
-            frame = self.smile.process_signal(wave[None, :], 16000)
-            out.append(Encoded(frame.to_numpy(dtype=np.float32)[0]))  # (88,)
+            # Smile's __call__ is process_signal without the pandas frame around the same
+            # values (one SMILE graph is still built per call: openSMILE runs it to end of input).
+            values = self.smile(wave[None, :], 16000)  # (1, 88, 1)
+            out.append(Encoded(np.asarray(values, dtype=np.float32).reshape(-1)))  # (88,)
         return out

@@ -47,20 +47,30 @@ class SimilarResult:
     """Neighbours of one query.
 
     Attributes:
-        frame: polars DataFrame with ``rank, clip_id, path, label, score``.
+        rows: one dict per neighbour, best first, with ``rank, clip_id, path, label,
+            score`` (plain Python values: printing them needs no DataFrame library).
         index: the index searched.
         query: how the query was resolved (``clip_id``, ``uri``, ``source``).
         notes: lines worth telling the user (which index was picked, staleness).
     """
 
-    frame: Any
+    rows: list[dict[str, Any]]
     index: str
     query: dict[str, Any]
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def frame(self) -> Any:
+        """The rows as a polars DataFrame (``rank, clip_id, path, label, score``)."""
+        import polars as pl
+
+        schema = {"rank": pl.Int64, "clip_id": pl.Utf8, "path": pl.Utf8, "label": pl.Utf8,
+                  "score": pl.Float64}
+        return pl.DataFrame(self.rows, schema=schema)
+
     def vote(self) -> str | None:
         """The neighbour-vote line, e.g. ``"7/10 neighbours: sad"``."""
-        return neighbour_vote(self.frame, exclude=self.query.get("clip_id"))
+        return neighbour_vote(self.rows, exclude=self.query.get("clip_id"))
 
 
 def similar(store: Store, query: str | Path, **kwargs) -> Any:
@@ -145,8 +155,7 @@ def find_similar(
             hits = sorted(hits + [(self_row, float(vector @ vector))], key=lambda h: -h[1])[:k]
     if resolved["source"] == "file" and add:
         meta = clip_meta(store)  # the new file is a clip now
-    frame = _frame(loaded, hits, meta)
-    return SimilarResult(frame, name, resolved, notes)
+    return SimilarResult(_rows(loaded, hits, meta), name, resolved, notes)
 
 
 # --------------------------------------------------------------------------- query
@@ -266,18 +275,15 @@ def _file_query(store: Store, loaded: LoadedIndex, path: Path, *, add: bool,
 
 
 # --------------------------------------------------------------------------- output
-def _frame(loaded: LoadedIndex, hits: Sequence[tuple[int, float]], meta: ClipMeta):
-    import polars as pl
-
+def _rows(loaded: LoadedIndex, hits: Sequence[tuple[int, float]], meta: ClipMeta
+          ) -> list[dict[str, Any]]:
     rows = []
     for rank, (row, score) in enumerate(hits, start=1):
         cid = loaded.clip_ids[row]
         path, label, _ = meta.rows.get(cid, (None, None, None))
         rows.append({"rank": rank, "clip_id": cid, "path": path, "label": label,
-                     "score": round(score, 6)})
-    schema = {"rank": pl.Int64, "clip_id": pl.Utf8, "path": pl.Utf8, "label": pl.Utf8,
-              "score": pl.Float64}
-    return pl.DataFrame(rows, schema=schema)
+                     "score": round(float(score), 6)})
+    return rows
 
 
 @dataclass
@@ -336,7 +342,8 @@ def clip_meta(store: Store) -> ClipMeta:
         cached = _META.get(store.uri)
         if cached is not None and cached.version == version:
             return cached
-        ds = store.dataset(CLIPS)
+        handle = _HANDLES.get(store.path(CLIPS))  # opened by dataset_version: reuse it
+        ds = handle if handle is not None and handle.version == version else store.dataset(CLIPS)
         version = None if ds is None else ds.version
         rows: dict[str, tuple[str | None, str | None, str | None]] = {}
         by_uri: dict[str, str] = {}
@@ -357,10 +364,18 @@ def clip_meta(store: Store) -> ClipMeta:
 def neighbour_vote(frame, *, exclude: str | None = None) -> str | None:
     """``"7/10 neighbours: sad"``: the most common label among the neighbours.
 
-    The query clip itself (``exclude``) does not vote. None when no neighbour has a label.
+    Args:
+        frame: the neighbours: a DataFrame or a list of row dicts with ``clip_id, label``.
+        exclude: the query clip itself, which does not vote.
+
+    Returns:
+        The line, or None when no neighbour has a label.
     """
-    labels = [lab for cid, lab in zip(frame["clip_id"].to_list(), frame["label"].to_list())
-              if cid != exclude]
+    if isinstance(frame, list):
+        pairs = [(r.get("clip_id"), r.get("label")) for r in frame]
+    else:
+        pairs = list(zip(frame["clip_id"].to_list(), frame["label"].to_list()))
+    labels = [lab for cid, lab in pairs if cid != exclude]
     counts = Counter(lab for lab in labels if lab is not None)
     if not counts:
         return None

@@ -55,7 +55,7 @@ def clips_route(request):
 def similar_payload(store, result, run: str | None) -> dict[str, Any]:
     """The JSON of a :class:`featurestore.index.SimilarResult`, rows joined with clip facts
     (modality, duration) and ``run``'s prediction."""
-    rows = result.frame.to_dicts()
+    rows = [dict(r) for r in result.rows]  # copies: the payload adds clip facts
     ids = [r["clip_id"] for r in rows]
     facts = card_facts(store)["rows"]
     preds = predictions_for(store, run, ids)
