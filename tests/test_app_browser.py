@@ -73,9 +73,14 @@ def browser():
 
 
 def _wait(driver, condition, timeout: float = 20, what: str = "condition"):
+    """Wait for ``condition``; elements replaced by a re-render while it reads them
+    (stale references) count as "not yet", never as a failure."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d), message=what)
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: condition(d), message=what)
 
 
 def _shot(driver, tmp_path: Path, name: str) -> None:
