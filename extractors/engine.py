@@ -19,14 +19,12 @@ import time
 from typing import Any
 
 from featurestore import Store
-from featurestore.errors import StoreNotFoundError
-from featurestore.features import spec_fingerprint, up_to_date_clip_ids
+from featurestore.features import spec_fingerprint
 
 from .media import MediaConfig
-from .pipeline import EncoderReport, ExtractConfig, ExtractReport, extract
+from .pipeline import PLAN_COLUMNS, ExtractReport, extract, extract_config, plan_extraction
 from .ray_engine import RayOptions, extract_ray
 from .registry import EncoderRef, load_encoders
-from .specs import applies
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +84,8 @@ def extract_on_ray(
         StoreNotFoundError: the store holds no clips.
     """
     started = time.perf_counter()
-    cfg = ExtractConfig(list(encoders) if not isinstance(encoders, str) else encoders, device,
-                        batch_size, 0, dtype, dict(tokens or {}), media or MediaConfig())
-    if not store.exists():
-        raise StoreNotFoundError(f"no clips in {store.uri}: run `emofs ingest PATH --store {store.uri}` first")
-    store.check_writable()
+    cfg = extract_config(store, encoders, device=device, batch_size=batch_size, workers=0, dtype=dtype,
+                         tokens=tokens, media=media)
     # Specs and fingerprints on the driver (CPU); the actors rebuild and check each encoder.
     loaded = load_encoders(cfg.encoders, "cpu", cfg.tokens)
     plan = []
@@ -101,20 +96,11 @@ def extract_on_ray(
                      "media": spec.get("media"), "fingerprint": spec_fingerprint(spec)})
     del loaded
 
-    columns = ["clip_id", "uri", "has_audio", "has_video", "has_media", "subtitle"]
-    rows = store.clips(where=where, columns=columns).to_dicts()
+    rows = store.clips(where=where, columns=PLAN_COLUMNS).to_dicts()
     report = ExtractReport(clips=len(rows), device="ray")
-    todo: dict[str, list[str]] = {}
-    for entry in plan:
-        rep = report.encoders[entry["name"]] = EncoderReport(spec_fingerprint=entry["fingerprint"])
-        done = up_to_date_clip_ids(store, entry["name"], entry["fingerprint"])
-        for row in rows:
-            if not applies(entry["spec"]["modality"], row):
-                rep.not_applicable += 1
-            elif row["clip_id"] in done:
-                rep.up_to_date += 1
-            else:
-                todo.setdefault(row["clip_id"], []).append(entry["name"])
+    planned = plan_extraction(store, [(e["name"], e["spec"]["modality"], e["fingerprint"]) for e in plan],
+                              rows, report)
+    todo = {clip_id: names for clip_id, names in planned.items() if names}
     todo_plan = [e for e in plan if any(e["name"] in names for names in todo.values())]
     if todo:
         result = extract_ray(store, todo_plan, todo, batch_size=cfg.batch_size, device=cfg.device,

@@ -41,6 +41,7 @@ from .workers import cores, parse_workers, prepared, resolve_workers
 log = logging.getLogger(__name__)
 
 __all__ = ["ExtractConfig", "ExtractReport", "EncoderReport", "BatchWriter", "extract",
+           "extract_config", "plan_extraction", "PLAN_COLUMNS",
            "extract_file", "parse_token_counts", "prepare_clip", "Job", "load_encoders", "pool_size",
            "estimated_prep_s", "POOL_PAYS_OFF_S"]
 
@@ -262,31 +263,17 @@ def extract(
         StoreError: the store is not writable (before decoding).
     """
     started = time.perf_counter()
-    cfg = ExtractConfig(list(encoders) if not isinstance(encoders, str) else encoders, device,
-                        batch_size, workers, dtype, dict(tokens or {}), media or MediaConfig())
-    if not store.exists():
-        raise StoreNotFoundError(f"no clips in {store.uri}: run `emofs ingest PATH --store {store.uri}` first")
-    store.check_writable()  # a read-only store fails here, before encoders load or media decode
+    cfg = extract_config(store, encoders, device=device, batch_size=batch_size, workers=workers,
+                         dtype=dtype, tokens=tokens, media=media)
     dev = _run_device(cfg)
     loaded = load_encoders(cfg.encoders, dev, cfg.tokens)
     report = ExtractReport(device=dev)
     specs = {e.name: e.spec(cfg.dtype, cfg.media) for e in loaded}
     fingerprints = {n: spec_fingerprint(s) for n, s in specs.items()}
 
-    columns = ["clip_id", "uri", "has_audio", "has_video", "has_media", "subtitle", "duration_s"]
-    rows = store.clips(where=where, columns=columns).to_dicts()
+    rows = store.clips(where=where, columns=PLAN_COLUMNS).to_dicts()
     report.clips = len(rows)
-    todo: dict[str, list[str]] = {r["clip_id"]: [] for r in rows}
-    for enc in loaded:
-        rep = report.encoders[enc.name] = EncoderReport(spec_fingerprint=fingerprints[enc.name])
-        done = up_to_date_clip_ids(store, enc.name, fingerprints[enc.name])
-        for row in rows:
-            if not applies(enc.modality, row):
-                rep.not_applicable += 1
-            elif row["clip_id"] in done:
-                rep.up_to_date += 1
-            else:
-                todo[row["clip_id"]].append(enc.name)
+    todo = plan_extraction(store, [(e.name, e.modality, fingerprints[e.name]) for e in loaded], rows, report)
     by_name = {e.name: e for e in loaded}
     jobs = []
     for row in rows:
@@ -319,6 +306,57 @@ def extract(
                 break
     report.seconds = time.perf_counter() - started
     return report
+
+
+def extract_config(store: Store, encoders: list[str | EncoderRef] | str, *, device: str = "auto",
+                   batch_size: int = 16, workers: int | str = "auto", dtype: str = "float16",
+                   tokens: dict[str, int] | None = None, media: MediaConfig | None = None) -> ExtractConfig:
+    """The checked :class:`ExtractConfig` of a job on ``store``, whichever engine runs it.
+
+    Raises:
+        InputError: bad flags or encoder references.
+        StoreNotFoundError: the store holds no clips.
+        StoreError: the store is not writable (checked before any encoder loads or media
+            decodes).
+    """
+    cfg = ExtractConfig(list(encoders) if not isinstance(encoders, str) else encoders, device,
+                        batch_size, workers, dtype, dict(tokens or {}), media or MediaConfig())
+    if not store.exists():
+        raise StoreNotFoundError(f"no clips in {store.uri}: run `emofs ingest PATH --store {store.uri}` first")
+    store.check_writable()
+    return cfg
+
+
+#: Clip columns the plan and the decoding need.
+PLAN_COLUMNS = ["clip_id", "uri", "has_audio", "has_video", "has_media", "subtitle", "duration_s"]
+
+
+def plan_extraction(store: Store, feature_sets: list[tuple[str, str, str]], rows: list[dict[str, Any]],
+                    report: ExtractReport) -> dict[str, list[str]]:
+    """Per clip, the feature sets still to extract (the same plan for every engine).
+
+    Args:
+        store: the store.
+        feature_sets: ``(name, modality, spec fingerprint)`` of each encoder of the job.
+        rows: clip rows with :data:`PLAN_COLUMNS`.
+        report: gets one :class:`EncoderReport` per feature set, counting clips up to date
+            (same fingerprint) and not applicable (modality missing).
+
+    Returns:
+        ``{clip_id: [feature set, ...]}`` for every row (an empty list: nothing to do).
+    """
+    todo: dict[str, list[str]] = {r["clip_id"]: [] for r in rows}
+    for name, modality, fingerprint in feature_sets:
+        counts = report.encoders[name] = EncoderReport(spec_fingerprint=fingerprint)
+        done = up_to_date_clip_ids(store, name, fingerprint)
+        for row in rows:
+            if not applies(modality, row):
+                counts.not_applicable += 1
+            elif row["clip_id"] in done:
+                counts.up_to_date += 1
+            else:
+                todo[row["clip_id"]].append(name)
+    return todo
 
 
 @contextmanager
