@@ -12,7 +12,6 @@ caller's ``file_vectors`` callback (``workflows.similar`` passes one built on
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +26,13 @@ from ..store import Store, sql_quote
 from .catalog import build_command, index_staleness, resolve_index_name
 from .load import LoadedIndex, load_index
 from .search import search_index
+from ..versioned import dataset_version, per_version
 from .vectors import fuse_vectors, group_query_stats
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FileVectors", "SimilarResult", "find_similar", "similar", "neighbour_vote",
-           "RESULT_COLUMNS", "ClipMeta", "clip_meta", "dataset_version"]
+           "RESULT_COLUMNS", "ClipMeta", "clip_meta"]
 
 RESULT_COLUMNS = ["rank", "clip_id", "path", "label", "score"]
 
@@ -301,64 +301,30 @@ class ClipMeta:
     by_uri: dict[str, str]
 
 
-_META: dict[str, ClipMeta] = {}
-_META_LOCK = threading.Lock()
-_HANDLES: dict[str, Any] = {}
-
-
-def dataset_version(store: Store, name: str) -> int | None:
-    """The latest version of dataset ``name`` (None when it does not exist), cheaply.
-
-    The first call opens the dataset; later calls ask that open handle for the latest
-    version (a look at the version files, no manifest read, microseconds), which sees
-    every commit made since, by this process or another.
-    """
-    key = store.path(name)
-    handle = _HANDLES.get(key)
-    if handle is not None:
-        try:
-            return int(handle.latest_version)
-        except Exception:  # noqa: BLE001 - dataset removed or unreadable: open it afresh
-            _HANDLES.pop(key, None)
-    handle = store.dataset(name)
-    if handle is None:
-        return None
-    _HANDLES[key] = handle
-    return int(handle.version)
-
-
 def clip_meta(store: Store) -> ClipMeta:
     """The :class:`ClipMeta` of the store's current clips version, cached per process.
 
-    A call reads the latest clips version (:func:`dataset_version`); the table itself is
-    read only when the version changed since the last call (an ingest, a label
-    correction), so a warm search looks its query and result rows up in memory.
+    A call reads the latest clips version (:func:`~featurestore.versioned.dataset_version`);
+    the table itself is read only when the version changed since the last call (an
+    ingest, a label correction), so a warm search looks its query and result rows up in
+    memory.
     """
-    version = dataset_version(store, CLIPS)
-    cached = _META.get(store.uri)
-    if cached is not None and cached.version == version:
-        return cached
-    with _META_LOCK:
-        cached = _META.get(store.uri)
-        if cached is not None and cached.version == version:
-            return cached
-        handle = _HANDLES.get(store.path(CLIPS))  # opened by dataset_version: reuse it
-        ds = handle if handle is not None and handle.version == version else store.dataset(CLIPS)
-        version = None if ds is None else ds.version
-        rows: dict[str, tuple[str | None, str | None, str | None]] = {}
-        by_uri: dict[str, str] = {}
-        if ds is not None:
-            table = ds.to_table(columns=["clip_id", "rel_path", "uri", "label"])
-            labels: dict[str, str] = {}
-            for cid, rel, uri, label in zip(*(table.column(c).to_pylist()
-                                                   for c in ("clip_id", "rel_path", "uri", "label"))):
-                label = labels.setdefault(label, label) if label is not None else None
-                rows[cid] = (rel or uri, label, uri)
-                if uri is not None:
-                    by_uri.setdefault(uri, cid)
-        meta = ClipMeta(version, rows, by_uri)
-        _META[store.uri] = meta
-        return meta
+    return per_version(store, CLIPS, "clip_meta", _read_clip_meta)
+
+
+def _read_clip_meta(ds) -> ClipMeta:
+    rows: dict[str, tuple[str | None, str | None, str | None]] = {}
+    by_uri: dict[str, str] = {}
+    if ds is not None:
+        table = ds.to_table(columns=["clip_id", "rel_path", "uri", "label"])
+        labels: dict[str, str] = {}
+        for cid, rel, uri, label in zip(*(table.column(c).to_pylist()
+                                           for c in ("clip_id", "rel_path", "uri", "label"))):
+            label = labels.setdefault(label, label) if label is not None else None
+            rows[cid] = (rel or uri, label, uri)
+            if uri is not None:
+                by_uri.setdefault(uri, cid)
+    return ClipMeta(None if ds is None else ds.version, rows, by_uri)
 
 
 def neighbour_vote(frame, *, exclude: str | None = None) -> str | None:

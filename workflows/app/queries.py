@@ -7,14 +7,13 @@ filters (predicted label, confidence range, wrong-only) apply to ``predictions/<
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from featurestore.index.neighbours import dataset_version
 from featurestore.predictions import read_predictions
 from featurestore.schema import CLIPS
 from featurestore.store import Store, sql_in, sql_quote
+from featurestore.versioned import per_version
 
 from .errors import InputError, NotFoundError
 
@@ -110,32 +109,22 @@ def check_run(store: Store, run: str) -> None:
 #: Clip columns the cards show, kept in memory per clips-table version (:func:`card_facts`).
 CARD_COLUMNS = ("clip_id", "name", "rel_path", "uri", "label", "modality", "has_video", "has_audio",
                 "duration_s", "split", "speaker", "tags")
-_FACTS: dict[str, tuple[int | None, dict[str, Any]]] = {}
-_FACTS_LOCK = threading.Lock()
 
 
 def card_facts(store: Store) -> dict[str, Any]:
     """``{"rows": {clip_id: card columns}, "alias": {rel_path | uri | name: clip_id}}`` of
     the store's current clips version (read once per version: a request then looks clips up
     in memory instead of scanning ``clips.lance``)."""
-    version = dataset_version(store, CLIPS)
-    cached = _FACTS.get(store.uri)
-    if cached is not None and cached[0] == version:
-        return cached[1]
-    with _FACTS_LOCK:
-        cached = _FACTS.get(store.uri)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        ds = store.dataset(CLIPS)
-        version = None if ds is None else ds.version
-        names = [c for c in CARD_COLUMNS if ds is not None and c in ds.schema.names]
-        rows = ds.to_table(columns=names).to_pylist() if ds is not None else []
-        alias: dict[str, str] = {}
-        for key in ("name", "uri", "rel_path"):  # a rel_path beats a uri beats a name
-            alias.update({r[key]: r["clip_id"] for r in rows if r.get(key)})
-        facts = {"rows": {r["clip_id"]: r for r in rows}, "alias": alias}
-        _FACTS[store.uri] = (version, facts)
-        return facts
+    return per_version(store, CLIPS, "card_facts", _read_card_facts)
+
+
+def _read_card_facts(ds) -> dict[str, Any]:
+    names = [c for c in CARD_COLUMNS if ds is not None and c in ds.schema.names]
+    rows = ds.to_table(columns=names).to_pylist() if ds is not None else []
+    alias: dict[str, str] = {}
+    for key in ("name", "uri", "rel_path"):  # a rel_path beats a uri beats a name
+        alias.update({r[key]: r["clip_id"] for r in rows if r.get(key)})
+    return {"rows": {r["clip_id"]: r for r in rows}, "alias": alias}
 
 
 def resolve_clip(store: Store, query: str) -> str:
