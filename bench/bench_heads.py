@@ -36,6 +36,8 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchlib import emit_json, print_figures, print_targets  # noqa: E402
+
 from featurestore import Store  # noqa: E402
 from featurestore.features import write_features  # noqa: E402
 
@@ -274,15 +276,9 @@ def main() -> None:
         ("first step from launch (s)", figures["first_step_from_launch_s"], "< 5",
          figures["first_step_from_launch_s"] < 5),
     ]
-    print(f"\n| figure | value |\n|---|---|")
-    for key, value in figures.items():
-        print(f"| {key} | {value} |")
-    print("\n| target | measured | goal | met |\n|---|---|---|---|")
-    for name, value, goal, met in targets:
-        print(f"| {name} | {value} | {goal} | {'yes' if met else 'NO'} |")
-    print(json.dumps(figures))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    print_figures(figures)
+    print_targets(targets)
+    emit_json(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchlib import emit_json, print_figures, print_targets  # noqa: E402
 SHARED = (REPO / ".." / "shared" / "data").resolve()
 
 
@@ -106,15 +108,10 @@ def main() -> None:
         "waiting_s": report["waiting_s"], "encoding_s": report["encoding_s"],
         "bottleneck": report["bottleneck"],
     }
-    print("\n| figure | value |\n|---|---|")
-    for key, value in figures.items():
-        print(f"| {key} | {value} |")
-    met = figures["speedup_vs_loop"] >= 1.8
-    print(f"\n| target | measured | goal | met |\n|---|---|---|---|\n"
-          f"| extract vs plain loop | {figures['speedup_vs_loop']}x | >= 1.8x | {'yes' if met else 'NO'} |")
-    print(json.dumps(figures))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    print_figures(figures)
+    print_targets([("extract vs plain loop", f"{figures['speedup_vs_loop']}x", ">= 1.8x",
+                    figures["speedup_vs_loop"] >= 1.8)])
+    emit_json(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchlib import emit_json, print_targets  # noqa: E402
+
 from featurestore import Store  # noqa: E402
 from featurestore.features import write_features  # noqa: E402
 
@@ -146,12 +148,8 @@ def main() -> None:
     for key, f in figures.items():
         wall = f"{f['wall_s']}" + (f" (first step {f['first_step_s']})" if "first_step_s" in f else "")
         print(f"| {key} | {wall} | {f['import_s']} | {', '.join(f['heavy_loaded'])} |")
-    print("\n| target | measured | goal | met |\n|---|---|---|---|")
-    for name, value, goal, met in targets:
-        print(f"| {name} | {value} | {goal} | {'yes' if met else 'NO'} |")
-    print(json.dumps(out))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    print_targets(targets)
+    emit_json(out, args.json)
 
 
 if __name__ == "__main__":
