@@ -29,6 +29,7 @@ import pyarrow.fs as pafs
 
 from .errors import QueryError, SchemaVersionError, StoreError, StoreNotFoundError
 from .locking import WriteLock
+from .manifests import newest_manifest
 from .filters import default_schema, validate_where
 from .remote import check_remote, filesystem, is_remote, lance_options
 from .schema import (
@@ -101,12 +102,12 @@ class Store:
                     f"store path {local} is a file, not a directory: pass --store DIR "
                     "(or set EMOFS_STORE) to a directory or to a path that does not exist yet"
                 )
+        self._schema_checked = False  # on the first dataset opened (Lance loads lazily)
         if not create and not self.exists():
             raise StoreNotFoundError(
                 f"no emofs store at {self.uri}: run `emofs ingest PATH --store {self.uri}` "
                 "first, or point --store / EMOFS_STORE at an existing store"
             )
-        self._check_schema_version()
 
     # ------------------------------------------------------------------ paths
     def path(self, *parts: str) -> str:
@@ -117,10 +118,14 @@ class Store:
         return dataset_uri(self.uri, *parts)
 
     def exists(self) -> bool:
-        """True when the store holds a clips table."""
+        """True when the store holds a clips table (a local store: one committed version,
+        seen without opening Lance)."""
+        if self.is_local:
+            return newest_manifest(self.path(CLIPS)) is not None
         return self.dataset(CLIPS) is not None
 
     def _check_schema_version(self) -> None:
+        self._schema_checked = True
         clips = self.dataset(CLIPS)
         if clips is None:
             return
@@ -163,6 +168,8 @@ class Store:
         """Open ``<store>/<name>`` as a Lance dataset, or return None if it does not exist."""
         import lance
 
+        if not self._schema_checked:
+            self._check_schema_version()  # a store a newer emofs wrote: refuse before reading
         uri = self.path(name)
         if self.is_local and not Path(uri).exists():
             return None

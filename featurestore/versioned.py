@@ -1,35 +1,67 @@
-"""Values derived from a dataset, kept in memory per dataset version.
+"""Values derived from a dataset, kept per dataset version (in memory, optionally on disk).
 
 A long-running process (the analyst app, a notebook) asks the same store the same
-questions many times. :func:`dataset_version` answers "has this dataset changed?" in
-microseconds from an open handle (it sees commits by any process), and
-:func:`per_version` rebuilds a derived value only when the answer is yes.
+questions many times, and a short one (``emofs similar CLIP``) should not pay for opening
+Lance at all when nothing changed. :func:`dataset_version` answers "has this dataset
+changed?" cheaply (a local store: one listing of the dataset's ``_versions/`` folder, no
+Lance import; an object store: an open handle's latest version), and :func:`per_version`
+rebuilds a derived value only when the answer is yes. A :class:`Snapshot` keeps the value
+in a file under ``<store>/.emofs-cache/`` too, so the next process starts warm.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import threading
-from typing import Any, Callable, TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Generic, TypeVar
 
+from .errors import SchemaVersionError
+from .manifests import local_latest_version, newest_manifest
+from .schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
 from .store import Store
 
-__all__ = ["dataset_version", "per_version"]
+log = logging.getLogger(__name__)
+
+__all__ = ["dataset_version", "per_version", "Snapshot", "CACHE_DIR"]
 
 T = TypeVar("T")
+
+#: Files derived from datasets (safe to delete: rebuilt on the next read).
+CACHE_DIR = ".emofs-cache"
 
 _HANDLES: dict[str, Any] = {}
 _VALUES: dict[tuple[str, str], tuple[int | None, Any]] = {}
 _LOCK = threading.Lock()
 
+def _manifest_stamp(store: Store, name: str, version: int) -> str | None:
+    """Identifies the manifest of ``version`` itself (name, size, mtime): a dataset
+    deleted and written afresh restarts at version 1, and must not match a snapshot of
+    the old one."""
+    newest = newest_manifest(store.path(name))
+    if newest is None or newest[0] != version:
+        return None
+    try:
+        stat = (Path(store.path(name)) / "_versions" / newest[1]).stat()
+    except OSError:
+        return None
+    return f"{version}:{newest[1]}:{stat.st_size}:{stat.st_mtime_ns}"
+
 
 def dataset_version(store: Store, name: str) -> int | None:
     """The latest version of dataset ``name`` (None when it does not exist), cheaply.
 
-    The first call opens the dataset; later calls ask that open handle for the latest
-    version (a look at the version files, no manifest read, microseconds), which sees
-    every commit made since, by this process or another.
+    A local store reads it from the manifest file names (microseconds, no Lance). On an
+    object store the first call opens the dataset; later calls ask that open handle for
+    the latest version (a look at the version files, no manifest read), which sees every
+    commit made since, by this process or another.
     """
     key = store.path(name)
+    if store.is_local:
+        return local_latest_version(key)
     handle = _HANDLES.get(key)
     if handle is not None:
         try:
@@ -43,14 +75,81 @@ def dataset_version(store: Store, name: str) -> int | None:
     return int(handle.version)
 
 
-def per_version(store: Store, name: str, what: str, build: Callable[[Any], T]) -> T:
-    """``build(dataset)`` for the current version of dataset ``name``, cached per process.
+@dataclass(frozen=True)
+class Snapshot(Generic[T]):
+    """How a derived value is kept in ``<store>/.emofs-cache/<file>`` (local stores only).
+
+    Attributes:
+        file: the file name, e.g. ``clip_meta.json``.
+        dump: value -> a JSON-serialisable object.
+        load: that object -> the value.
+    """
+
+    file: str
+    dump: Callable[[T], Any]
+    load: Callable[[Any], T]
+
+    def read(self, store: Store, name: str, version: int | None) -> T | None:
+        """The value saved for ``version`` of dataset ``name``, else None.
+
+        Raises:
+            SchemaVersionError: it was saved from a store a newer emofs wrote.
+        """
+        if not store.is_local or version is None:
+            return None
+        try:
+            saved = json.loads((Path(store.uri) / CACHE_DIR / self.file).read_text())
+        except (OSError, ValueError):
+            return None
+        stamp = _manifest_stamp(store, name, version)
+        if not isinstance(saved, dict) or stamp is None or saved.get("stamp") != stamp:
+            return None
+        if int(saved.get("schema_version", 0)) > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"store {store.uri} was written by a newer emofs (schema "
+                f"{saved['schema_version']}; this emofs reads up to {SCHEMA_VERSION}): "
+                "upgrade with `pip install -U emofs`")
+        try:
+            return self.load(saved["value"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def write(self, store: Store, name: str, version: int | None, value: T, *,
+              schema_version: int = SCHEMA_VERSION) -> None:
+        """Save ``value`` for ``version`` of dataset ``name`` (whose schema metadata says
+        ``schema_version``); best effort (a read-only store just stays cold)."""
+        stamp = None if not store.is_local or version is None else _manifest_stamp(store, name, version)
+        if stamp is None:
+            return
+        folder = Path(store.uri) / CACHE_DIR
+        target = folder / self.file
+        tmp = folder / f".{self.file}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            folder.mkdir(exist_ok=True)
+            tmp.write_text(json.dumps({"stamp": stamp, "schema_version": schema_version,
+                                       "value": self.dump(value)}))
+            os.replace(tmp, target)  # atomic: a reader sees the old file or the new one
+        except OSError as exc:
+            log.debug("could not save %s: %s", target, exc)
+            tmp.unlink(missing_ok=True)
+
+
+def _schema_version(ds: Any) -> int:
+    """The emofs schema version a dataset's Arrow metadata records (0: none)."""
+    return int((ds.schema.metadata or {}).get(SCHEMA_VERSION_KEY.encode(), b"0"))
+
+
+def per_version(store: Store, name: str, what: str, build: Callable[[Any], T], *,
+                snapshot: Snapshot[T] | None = None) -> T:
+    """``build(dataset)`` for the current version of dataset ``name``, cached.
 
     Args:
         store: the store.
         name: the dataset (e.g. ``clips.lance``).
         what: names the derived value, so several can be kept per dataset.
         build: turns the opened dataset (None when it does not exist) into the value.
+        snapshot: also keep the value on disk, so another process reads it for the same
+            version without opening the dataset.
     """
     key = (store.path(name), what)
     version = dataset_version(store, name)
@@ -61,8 +160,15 @@ def per_version(store: Store, name: str, what: str, build: Callable[[Any], T]) -
         cached = _VALUES.get(key)
         if cached is not None and cached[0] == version:
             return cached[1]
+        saved = snapshot.read(store, name, version) if snapshot else None
+        if saved is not None:
+            _VALUES[key] = (version, saved)
+            return saved
         handle = _HANDLES.get(store.path(name))  # opened by dataset_version: reuse it
         ds = handle if handle is not None and handle.version == version else store.dataset(name)
         value = build(ds)
-        _VALUES[key] = (None if ds is None else ds.version, value)
+        built = None if ds is None else ds.version
+        _VALUES[key] = (built, value)
+        if snapshot and ds is not None:
+            snapshot.write(store, name, built, value, schema_version=_schema_version(ds))
         return value

@@ -7,8 +7,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from featurestore import QueryError, SchemaVersionError, Store, StoreError, StoreNotFoundError
-from featurestore.schema import CLIPS, SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from featurestore import QueryError, Store, StoreError, StoreNotFoundError
+from featurestore.schema import CLIPS
 
 
 def test_store_path_that_is_a_file(tmp_path):
@@ -36,14 +36,6 @@ def test_upsert_is_idempotent_and_keeps_unmentioned_columns(tmp_path):
     rows = {r["clip_id"]: r for r in store.clips().to_dicts()}
     assert sorted(rows) == ["a", "b", "c"]
     assert rows["b"]["label"] == "happy" and rows["b"]["speaker"] == "s1"
-
-
-def test_newer_schema_is_refused(tmp_path):
-    store = Store(tmp_path / "s")
-    store.upsert_clips(pa.table({"clip_id": ["a"]}))
-    store.dataset(CLIPS).replace_schema_metadata({SCHEMA_VERSION_KEY: str(SCHEMA_VERSION + 1)})
-    with pytest.raises(SchemaVersionError, match="newer emofs"):
-        Store(tmp_path / "s")
 
 
 def test_bad_where_is_a_query_error(tmp_path):

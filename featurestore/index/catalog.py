@@ -7,7 +7,9 @@ import json
 from typing import Any
 
 from ..errors import IndexCorruptError, IndexNotFoundError, StoreError
+from ..schema import features_name
 from ..store import Store
+from ..versioned import dataset_version
 from .files import (
     check_index_name,
     delete_file,
@@ -133,6 +135,9 @@ def index_staleness(store: Store, manifest: dict[str, Any]) -> list[str]:
     reasons = []
     changed = []
     for enc, before in manifest.get("feature_sets", {}).items():
+        if before.get("version") is not None and \
+                dataset_version(store, features_name(enc)) == before["version"]:
+            continue  # the very version built from: same rows, same spec
         try:
             state = feature_state(store, enc)
         except StoreError:
@@ -149,7 +154,7 @@ def index_staleness(store: Store, manifest: dict[str, Any]) -> list[str]:
         if ids_raw is not None:
             import pyarrow.parquet as pq
 
-            indexed = set(pq.read_table(io.BytesIO(ids_raw)).column("clip_id").to_pylist())
+            indexed = set(pq.ParquetFile(io.BytesIO(ids_raw)).read(columns=["clip_id"]).column("clip_id").to_pylist())
             new = len(current - indexed)
             gone = len(indexed - current)
             if new:

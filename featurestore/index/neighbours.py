@@ -26,7 +26,7 @@ from ..store import Store, sql_quote
 from .catalog import build_command, index_staleness, resolve_index_name
 from .load import LoadedIndex, load_index
 from .search import search_index
-from ..versioned import dataset_version, per_version
+from ..versioned import Snapshot, dataset_version, per_version
 from .vectors import fuse_vectors, group_query_stats
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def find_similar(
                     f"`{build_command(manifest)}` to update it")
             log.warning(line)
             notes.append(line)
-    meta = clip_meta(store)  # the one Lance touch of a warm search: the clips version
+    meta = clip_meta(store)  # Lance only when the clips changed since the last search
     resolved = _resolve_query(store, loaded, str(query), meta, add=add, file_vectors=file_vectors,
                               group=group)
     vector = resolved.pop("vector")  # (D,)
@@ -309,7 +309,7 @@ def clip_meta(store: Store) -> ClipMeta:
     ingest, a label correction), so a warm search looks its query and result rows up in
     memory.
     """
-    return per_version(store, CLIPS, "clip_meta", _read_clip_meta)
+    return per_version(store, CLIPS, "clip_meta", _read_clip_meta, snapshot=_CLIP_META_FILE)
 
 
 def _read_clip_meta(ds) -> ClipMeta:
@@ -325,6 +325,24 @@ def _read_clip_meta(ds) -> ClipMeta:
             if uri is not None:
                 by_uri.setdefault(uri, cid)
     return ClipMeta(None if ds is None else ds.version, rows, by_uri)
+
+
+def _dump_clip_meta(meta: ClipMeta) -> list[list]:
+    return [[cid, *row] for cid, row in meta.rows.items()]
+
+
+def _load_clip_meta(rows: list[list]) -> ClipMeta:
+    meta = ClipMeta(None, {}, {})
+    for cid, path, label, uri in rows:
+        meta.rows[cid] = (path, label, uri)
+        if uri is not None:
+            meta.by_uri.setdefault(uri, cid)
+    return meta
+
+
+#: The clip meta of the newest clips version, kept in ``<store>/.emofs-cache/``: a new
+#: ``emofs similar`` process on an unchanged store answers without opening Lance.
+_CLIP_META_FILE = Snapshot("clip_meta.json", _dump_clip_meta, _load_clip_meta)
 
 
 def neighbour_vote(frame, *, exclude: str | None = None) -> str | None:
