@@ -22,6 +22,11 @@ def app_command(
                      help="Secret every request must carry (`auto`: a random one); required off loopback."),
     ] = None,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest file the upload search takes.")] = 50.0,
+    runs: Annotated[
+        Optional[str],
+        typer.Option("--runs", envvar="EMOFS_APP_RUNS",
+                     help="Folder of `train head` run directories (modality weights, CV tables)."),
+    ] = None,
 ) -> None:
     """Serve the analyst web page over the store: search, listen, watch, filter, map, correct.
 
@@ -30,13 +35,13 @@ def app_command(
 
     Examples:
       emofs app --store ./emofs-store            # then open http://127.0.0.1:8765/
-      emofs app --read-only --port 9000
+      emofs app --read-only --port 9000 --runs ./runs
       emofs app --host 0.0.0.0 --token auto      # prints the URL with its token
     """
     from workflows.app import AppConfig, serve
 
     config = AppConfig(store=store, host=host, port=port, read_only=read_only, token=token,
-                       max_upload_mb=max_upload_mb)
+                       max_upload_mb=max_upload_mb, runs_dir=runs)
     target = open_store(store)  # a missing store fails here, in one line
     typer.echo(f"emofs app: {config.url()}  (store {target.uri}{', read-only' if read_only else ''}; "
                "Ctrl+C stops it)", err=True)

@@ -216,6 +216,8 @@ def test_token_host_and_cors(app_store):
 
     with pytest.raises(InputError, match="--token"):
         AppConfig(store=app_store.uri, host="0.0.0.0")
+    with pytest.raises(InputError, match="--runs .* is not a folder"):
+        AppConfig(store=app_store.uri, runs_dir=str(Path(app_store.uri) / "no-runs-here"))
     open_client = TestClient(create_app(AppConfig(store=app_store.uri), store=app_store), base_url=BASE)
     assert open_client.get("/api/info", headers={"Host": "evil.example:8765"}).status_code == 421
     answer = open_client.get("/api/info", headers={"Origin": "http://evil.example"})

@@ -73,7 +73,10 @@ class AppConfig:
                 f"--host {self.host} exposes the store beyond this machine: pass --token SECRET "
                 f"(or --token auto, or set {TOKEN_ENV}) so every request must carry it")
         if self.runs_dir is None:
-            self.runs_dir = os.environ.get(RUNS_ENV) or "runs"
+            self.runs_dir = os.environ.get(RUNS_ENV) or "runs"  # may not exist yet: no runs
+        elif not os.path.isdir(self.runs_dir):
+            raise InputError(f"--runs {self.runs_dir} is not a folder: pass the folder `emofs train "
+                             "head --out` wrote its run directories into (default runs)")
         if not self.allowed_hosts:
             self.allowed_hosts = list(LOOPBACK_HOSTS) + ([self.host] if self.host not in LOOPBACK_HOSTS else [])
 
