@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from featurestore.errors import InputError
+
 from ..registry import register
 from .base import Encoded, Encoder, Need, Tag
 
@@ -25,14 +27,27 @@ class EgemapsEncoder(Encoder):
     in_worker = True  # ~40 ms of single-threaded openSMILE per clip: run it beside decoding
 
     def _load(self) -> None:
-        import opensmile
+        # The Smile (and openSMILE's import: pandas, audformat, ~13 MB) is built on the first
+        # encode, in the decoding workers: the main process only needs the spec.
+        from importlib.metadata import PackageNotFoundError, version
 
-        self.smile = opensmile.Smile(
-            feature_set=opensmile.FeatureSet.eGeMAPSv02,
-            feature_level=opensmile.FeatureLevel.Functionals,
-        )
-        self.dim = len(self.smile.feature_names)
-        self.identity = {"opensmile": opensmile.__version__}
+        try:
+            self.identity = {"opensmile": version("opensmile")}
+        except PackageNotFoundError as exc:
+            raise InputError("egemaps needs openSMILE: pip install opensmile") from exc
+        self.dim = self.tags[self.default_tag].dim  # 88 eGeMAPSv02 functionals
+        self._smile = None
+
+    def smile(self):
+        """The openSMILE extractor (eGeMAPSv02 functionals), built once."""
+        if self._smile is None:
+            import opensmile
+
+            self._smile = opensmile.Smile(
+                feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                feature_level=opensmile.FeatureLevel.Functionals,
+            )
+        return self._smile
 
     def _describe(self) -> dict[str, Any]:
         return {"architecture": "openSMILE eGeMAPSv02 Functionals",
@@ -45,6 +60,6 @@ class EgemapsEncoder(Encoder):
             wave = np.pad(wave, (0, max(0, 1600 - len(wave))))  # >= 0.1 s
             # Smile's __call__ is process_signal without the pandas frame around the same
             # values (one SMILE graph is still built per call: openSMILE runs it to end of input).
-            values = self.smile(wave[None, :], 16000)  # (1, 88, 1)
+            values = self.smile()(wave[None, :], 16000)  # (1, 88, 1)
             out.append(Encoded(np.asarray(values, dtype=np.float32).reshape(-1)))  # (88,)
         return out
