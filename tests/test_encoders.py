@@ -87,6 +87,21 @@ def test_token_layouts(built):
         build_encoder("mae:tiny", options={"tokens": 4})
 
 
+def test_video_pixels_are_the_same_values_laid_out_channel_first():
+    """VideoMAE permutes its input to (B, 3, F, S, S): that layout costs no copy of the frames."""
+    import torch
+
+    from extractors.encoders.vision import IMAGENET_MEAN, IMAGENET_STD, to_pixels, to_video_pixels
+
+    clips = np.random.default_rng(0).integers(0, 256, (2, 4, 16, 16, 3), dtype=np.uint8)  # (B, F, H, W, 3)
+    frame_first = to_pixels(clips, 16, IMAGENET_MEAN, IMAGENET_STD, "cpu")  # (B, F, 3, S, S)
+    video = to_video_pixels(clips, 16, IMAGENET_MEAN, IMAGENET_STD, "cpu")
+    assert video.shape == (2, 4, 3, 16, 16) and torch.equal(video, frame_first)
+    assert video.permute(0, 2, 1, 3, 4).is_contiguous()  # what the tubelet Conv3d receives
+    resized = to_video_pixels(clips, 8, IMAGENET_MEAN, IMAGENET_STD, "cpu")  # other sizes: per frame
+    assert torch.equal(resized, to_pixels(clips, 8, IMAGENET_MEAN, IMAGENET_STD, "cpu"))
+
+
 @pytest.mark.parametrize("name", ["hubert", "mae", "videomae", "text", "eva"])
 def test_saved_tiny_loads_by_path(name, tmp_path, built):
     tiny = built(f"{name}:tiny")

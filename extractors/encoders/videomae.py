@@ -9,7 +9,7 @@ import numpy as np
 from ..registry import register
 from ._loading import load_transformers
 from .base import Encoded, Encoder, Need, Tag
-from .vision import IMAGENET_MEAN, IMAGENET_STD, to_pixels
+from .vision import IMAGENET_MEAN, IMAGENET_STD, to_video_pixels
 
 __all__ = ["VideoMaeEncoder"]
 
@@ -54,7 +54,8 @@ class VideoMaeEncoder(Encoder):
         import torch
 
         clips = np.stack([_fit_frames(c, self.n_frames) for c in inputs])  # (B, F, H, W, 3)
-        pixels = to_pixels(clips, self.image_size, IMAGENET_MEAN, IMAGENET_STD, self.torch_device())  # (B, F, 3, S, S)
+        pixels = to_video_pixels(clips, self.image_size, IMAGENET_MEAN, IMAGENET_STD,
+                                 self.torch_device())  # (B, F, 3, S, S), channel-first memory
         with torch.inference_mode(), self.autocast():
             hidden = self.model(pixel_values=pixels).last_hidden_state  # (B, T*P, D)
         hidden = hidden.float()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["to_pixels", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["to_pixels", "to_video_pixels", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 #: Normalisation of the ImageNet-pretrained ViT-MAE and VideoMAE checkpoints.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -29,3 +29,24 @@ def to_pixels(images: np.ndarray, size: int, mean, std, device):
     mean255 = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
     pixels.sub_(mean255).div_(std255)  # == (x / 255 - mean) / std
     return pixels.reshape(*lead, 3, size, size)
+
+
+def to_video_pixels(clips: np.ndarray, size: int, mean, std, device):
+    """``(B, F, H, W, 3)`` uint8 clips -> ``(B, F, 3, size, size)`` float32, normalised, as a
+    view over channel-first ``(B, 3, F, size, size)`` memory.
+
+    Video models (VideoMAE's tubelet ``Conv3d``) permute their input to ``(B, 3, F, S, S)``;
+    a frame-first tensor would be copied there whole (one more float copy of the batch, the
+    largest buffer of a video forward). With this layout the permute gives back a contiguous
+    tensor: same values, one float copy less.
+    """
+    import torch
+
+    if clips.shape[-3] != size or clips.shape[-2] != size:  # resizing runs per frame
+        return to_pixels(clips, size, mean, std, device)  # (B, F, 3, S, S)
+    x = torch.from_numpy(np.ascontiguousarray(clips)).to(device).permute(0, 4, 1, 2, 3)  # (B, 3, F, S, S) uint8 view
+    pixels = torch.empty(x.shape, dtype=torch.float32, device=device).copy_(x)  # (B, 3, F, S, S)
+    std255 = torch.tensor(std, device=device).view(1, 3, 1, 1, 1) * 255.0
+    mean255 = torch.tensor(mean, device=device).view(1, 3, 1, 1, 1) * 255.0
+    pixels.sub_(mean255).div_(std255)  # == (x / 255 - mean) / std
+    return pixels.transpose(1, 2)  # (B, F, 3, S, S) view
