@@ -403,6 +403,33 @@ def test_killed_decoding_processes_lose_nothing(shared_data):
     assert not any(it["error"] for it in rest)
 
 
+@pytest.mark.parametrize("max_bytes, most", [(1, 5), (1 << 30, 9)])
+def test_decoded_clips_in_flight_are_capped_by_bytes(shared_data, monkeypatch, max_bytes, most):
+    """The main process holds at most ``max_bytes`` of decoded clips waiting (at the mean clip's
+    size), never fewer than two jobs per worker, at most ``prefetch``; order and clips kept."""
+    from extractors import workers
+    from extractors.media import MediaConfig
+
+    submitted, taken, outstanding = [], [], []
+    submit = workers._submit
+
+    def counting(pool, task, job):
+        submitted.append(job.clip_id)
+        outstanding.append(len(submitted) - len(taken))
+        return submit(pool, task, job)
+
+    monkeypatch.setattr(workers, "_submit", counting)
+    items = []
+    for it in workers.prepared(_jobs(shared_data, 12), MediaConfig(), workers=2, prefetch=8,
+                               max_bytes=max_bytes):
+        taken.append(it["clip_id"])
+        items.append(it)
+    assert [it["clip_id"] for it in items] == [f"c{i}" for i in range(12)]
+    assert all(it["inputs"] and not it["error"] for it in items)
+    # in flight + the clip being handed over: 1 byte, 2 workers x 2 jobs; 1 GiB, the 8 of prefetch
+    assert max(outstanding) == most
+
+
 _KILL_SCRIPT = """
 import sys
 from featurestore import Store
