@@ -33,7 +33,7 @@ from featurestore.schema import features_name
 from featurestore.store import sql_quote
 
 from .media import MediaConfig
-from .prepare import Job, encoder_outputs, need_key, prepare_clip
+from .prepare import Job, chunked_outputs, encoder_outputs, need_key, prepare_clip
 from .registry import EncoderRef, load_encoders, parse_ref
 from .specs import applies, group_by_settings, rebuild_encoder
 from .workers import cores, parse_workers, prepared, resolve_workers
@@ -288,6 +288,7 @@ def extract(
     items = prepared(jobs, cfg.media, workers, prefetch=2 * cfg.batch_size, worker_encoders=loaded)
     main_encoders = report.main_encoders = any(not e.in_worker for e in loaded)
     report.in_worker = [e.name for e in loaded if e.in_worker]
+    ahead = dev == "cpu" and main_encoders  # encode every CPU_FORWARD_CLIPS clips as they come
     with closing(items), _torch_threads(_main_threads(dev, workers, main_encoders)), \
             track_progress(len(jobs), "extracting", enabled=progress) as advance:
         while True:
@@ -296,12 +297,15 @@ def extract(
             report.waiting_s += time.perf_counter() - waited
             if item is not None:
                 batch.append(item)
-            if batch and (item is None or len(batch) >= cfg.batch_size):
-                encoding = time.perf_counter()
-                writer.flush(batch)
-                report.encoding_s += time.perf_counter() - encoding
+            full = item is None or len(batch) >= cfg.batch_size
+            encoding = time.perf_counter()
+            if ahead and not full and len(batch) % CPU_FORWARD_CLIPS == 0:
+                writer.encode_ahead(batch[-CPU_FORWARD_CLIPS:])
+            if batch and full:
+                writer.flush(batch)  # encodes the clips not encoded ahead, commits the batch
                 advance(len(batch))
                 batch = []
+            report.encoding_s += time.perf_counter() - encoding
             if item is None:
                 break
     report.seconds = time.perf_counter() - started
@@ -375,9 +379,9 @@ def _torch_threads(threads: int | None):
         torch.set_num_threads(before)
 
 
-#: Clips and input bytes per encoder forward on CPU (see :meth:`BatchWriter._outputs`).
+#: Clips and input bytes per encoder forward on CPU (:meth:`BatchWriter._outputs`; 1 face clip).
 CPU_FORWARD_CLIPS = 4
-CPU_FORWARD_BYTES = 8 << 20
+CPU_FORWARD_BYTES = 4 << 20
 
 
 class BatchWriter:
@@ -434,24 +438,24 @@ class BatchWriter:
                      f"{' (' + err['encoder'] + ')' if err['encoder'] else ''}: {err['message']}")
 
     def _outputs(self, enc, items) -> list:
-        """:func:`encoder_outputs` over ``items``; on CPU in chunks of at most
-        :data:`CPU_FORWARD_CLIPS` clips and :data:`CPU_FORWARD_BYTES` of input: a forward
-        over 16 video clips holds 150 MB of float frames and more in activations (the main
-        process' peak RSS), and a CPU runs no faster for the larger batch."""
+        """:func:`encoder_outputs` over ``items``; on CPU in forwards of at most :data:`CPU_FORWARD_CLIPS`
+        clips and :data:`CPU_FORWARD_BYTES` of input (one face clip: ~14 MB of floats and activations;
+        16 hold 150 MB of frames alone): a CPU runs no faster for the larger batch."""
         if self.report.device != "cpu" or enc.in_worker:
             return encoder_outputs(enc, items)
-        key = need_key(enc.need)
-        outputs: list = []
-        chunk: list = []
-        size = 0
+        return chunked_outputs(enc, items, CPU_FORWARD_CLIPS, CPU_FORWARD_BYTES)
+
+    def encode_ahead(self, items: list[dict[str, Any]]) -> None:
+        """(CPU) Run the main-process encoders over ``items`` now, keep the results in ``encoded``
+        (:meth:`flush` takes them as in-worker ones) and drop the inputs (~2.7 MB a video clip)."""
+        for enc in self.encoders:
+            todo = [it for it in items if it["error"] is None and enc.name in it["todo"]
+                    and enc.name not in it["encoded"]]
+            for it, out in zip(todo, self._outputs(enc, todo)):
+                it["encoded"][enc.name] = out
         for it in items:
-            nbytes = getattr(it["inputs"].get(key), "nbytes", 0)
-            if chunk and (size + nbytes > CPU_FORWARD_BYTES or len(chunk) >= CPU_FORWARD_CLIPS):
-                outputs += encoder_outputs(enc, chunk)
-                chunk, size = [], 0
-            chunk.append(it)
-            size += nbytes
-        return outputs + (encoder_outputs(enc, chunk) if chunk else [])
+            if all(name in it["encoded"] for name in it["todo"]):
+                it["inputs"] = {}
 
     def _encode(self, enc, items, errors, now) -> None:
         good_ids, vectors, tokens, uris = [], [], [], []

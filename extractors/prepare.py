@@ -14,7 +14,7 @@ import numpy as np
 from .media import DecodedClip, MediaConfig, MediaError, decode_clip
 
 __all__ = ["Job", "need_key", "prepare_clip", "empty_result", "error_message", "encode_isolated",
-           "encoder_outputs", "in_worker_refs", "built_in_this_process"]
+           "encoder_outputs", "chunked_outputs", "in_worker_refs", "built_in_this_process"]
 
 
 @dataclass
@@ -146,6 +146,24 @@ def encoder_outputs(enc, items: list[dict[str, Any]]) -> list:
             outputs[i] = out
     return [out if isinstance(out, str) or _finite(out) else "encoder output holds NaN or inf"
             for out in outputs]
+
+
+def chunked_outputs(enc, items: list[dict[str, Any]], max_clips: int, max_bytes: int) -> list:
+    """:func:`encoder_outputs` over ``items`` in forwards of at most ``max_clips`` clips and
+    ``max_bytes`` of input (a clip over ``max_bytes`` goes alone): what one forward holds
+    in memory stays bounded whatever the batch."""
+    key = need_key(enc.need)
+    outputs: list = []
+    chunk: list = []
+    size = 0
+    for it in items:
+        nbytes = getattr(it["inputs"].get(key), "nbytes", 0)
+        if chunk and (size + nbytes > max_bytes or len(chunk) >= max_clips):
+            outputs += encoder_outputs(enc, chunk)
+            chunk, size = [], 0
+        chunk.append(it)
+        size += nbytes
+    return outputs + (encoder_outputs(enc, chunk) if chunk else [])
 
 
 def _finite(out) -> bool:
