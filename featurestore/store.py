@@ -125,13 +125,16 @@ class Store:
         return self.dataset(CLIPS) is not None
 
     def _check_schema_version(self) -> None:
-        self._schema_checked = True
-        clips = self.dataset(CLIPS)
-        if clips is None:
-            return
-        raw = (clips.schema.metadata or {}).get(SCHEMA_VERSION_KEY.encode(), b"0")
-        found = int(raw)
+        self._schema_checked = True  # opening the clips table below must not check again
+        try:
+            clips = self.dataset(CLIPS)
+            raw = b"0" if clips is None else (clips.schema.metadata or {}).get(SCHEMA_VERSION_KEY.encode(), b"0")
+            found = int(raw)
+        except BaseException:
+            self._schema_checked = False  # unchecked: the next read tries again
+            raise
         if found > SCHEMA_VERSION:
+            self._schema_checked = False  # every later read and write is refused too
             raise SchemaVersionError(
                 f"store {self.uri} was written by a newer emofs (schema {found}; this emofs "
                 f"reads up to {SCHEMA_VERSION}): upgrade with `pip install -U emofs`"

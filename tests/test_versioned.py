@@ -110,10 +110,15 @@ def test_unreadable_saved_metadata_is_rebuilt(tmp_path):
     assert not _search_in_new_process(store)["lance"]  # rewritten by the run before
 
 
-def test_newer_schema_is_refused_on_first_read(tmp_path):
+def test_newer_schema_is_refused_on_every_read_and_write(tmp_path):
     store = Store(tmp_path / "s")
     store.upsert_clips(pa.table({"clip_id": ["a"]}))
     store.dataset(CLIPS).replace_schema_metadata({SCHEMA_VERSION_KEY: str(SCHEMA_VERSION + 1)})
     reopened = Store(tmp_path / "s")  # opening is cheap: no Lance yet
     with pytest.raises(SchemaVersionError, match="newer emofs"):
         reopened.clips()
+    with pytest.raises(SchemaVersionError):  # a retry from a notebook or a server: still refused
+        reopened.clips()
+    with pytest.raises(SchemaVersionError):
+        reopened.upsert_clips(pa.table({"clip_id": ["b"]}))
+    assert store.dataset(CLIPS).count_rows() == 1  # nothing written into the newer store
