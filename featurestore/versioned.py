@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
@@ -38,9 +39,9 @@ _VALUES: dict[tuple[str, str], tuple[int | None, Any]] = {}
 _LOCK = threading.Lock()
 
 def _manifest_stamp(store: Store, name: str, version: int) -> str | None:
-    """Identifies the manifest of ``version`` itself (name, size, mtime): a dataset
-    deleted and written afresh restarts at version 1, and must not match a snapshot of
-    the old one."""
+    """Identifies the manifest of ``version`` itself (name, size, inode, mtime, ctime): a
+    dataset deleted and written afresh restarts at version 1, and must not match a snapshot
+    of the old one, even within one coarse mtime tick or after a copy that keeps mtimes."""
     newest = newest_manifest(store.path(name))
     if newest is None or newest[0] != version:
         return None
@@ -48,7 +49,7 @@ def _manifest_stamp(store: Store, name: str, version: int) -> str | None:
         stat = (Path(store.path(name)) / "_versions" / newest[1]).stat()
     except OSError:
         return None
-    return f"{version}:{newest[1]}:{stat.st_size}:{stat.st_mtime_ns}"
+    return f"{version}:{newest[1]}:{stat.st_size}:{stat.st_ino}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
 
 
 def dataset_version(store: Store, name: str) -> int | None:
@@ -132,6 +133,20 @@ class Snapshot(Generic[T]):
         except OSError as exc:
             log.debug("could not save %s: %s", target, exc)
             tmp.unlink(missing_ok=True)
+        _remove_stale_temporaries(folder, self.file)
+
+
+#: A snapshot's temporary file older than this was left by a process killed mid-write.
+_STALE_TMP_S = 3600
+
+
+def _remove_stale_temporaries(folder: Path, file: str) -> None:
+    for tmp in folder.glob(f".{file}.*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > _STALE_TMP_S:
+                tmp.unlink()
+        except OSError:
+            continue  # another process removed it, or the folder is read-only
 
 
 def _schema_version(ds: Any) -> int:

@@ -122,3 +122,31 @@ def test_newer_schema_is_refused_on_every_read_and_write(tmp_path):
     with pytest.raises(SchemaVersionError):
         reopened.upsert_clips(pa.table({"clip_id": ["b"]}))
     assert store.dataset(CLIPS).count_rows() == 1  # nothing written into the newer store
+
+
+def test_snapshot_of_a_recreated_dataset_is_not_served_and_killed_writes_are_swept(tmp_path):
+    import os
+
+    from featurestore.versioned import Snapshot
+
+    snap = Snapshot("facts.json", dump=list, load=list)
+    store = Store(tmp_path / "s")
+    store.upsert_clips(pa.table({"clip_id": ["a"]}))
+    snap.write(store, CLIPS, 1, ["old"])
+    assert snap.read(store, CLIPS, 1) == ["old"]
+    manifest = next((Path(store.path(CLIPS)) / "_versions").iterdir())
+    stat = manifest.stat()
+    shutil.rmtree(store.path(CLIPS))  # recreated at the same version, same manifest size and mtime
+    Store(tmp_path / "s").upsert_clips(pa.table({"clip_id": ["b"]}))
+    for fresh in (Path(store.path(CLIPS)) / "_versions").iterdir():
+        os.utime(fresh, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert snap.read(store, CLIPS, 1) is None
+
+    cache = tmp_path / "s" / CACHE_DIR
+    killed, writing = cache / ".facts.json.1.2.tmp", cache / ".facts.json.3.4.tmp"
+    killed.write_text("{")
+    writing.write_text("{")
+    os.utime(killed, (0, 0))  # left by a process killed long ago
+    snap.write(store, CLIPS, 1, ["new"])
+    assert snap.read(store, CLIPS, 1) == ["new"]
+    assert not killed.exists() and writing.exists()  # another writer's fresh file is left alone
