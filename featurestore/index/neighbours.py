@@ -288,15 +288,14 @@ def _rows(loaded: LoadedIndex, hits: Sequence[tuple[int, float]], meta: ClipMeta
 
 @dataclass
 class ClipMeta:
-    """The clip columns a search result shows, for one version of ``clips.lance``.
+    """The clip columns a search result shows, for one version of ``clips.lance``
+    (:func:`clip_meta` keeps it per version).
 
     Attributes:
-        version: the clips dataset version read (None: no clips yet).
         rows: ``clip_id -> (rel_path or uri, label, uri)``.
         by_uri: ``uri -> clip_id`` (the first clip with that uri).
     """
 
-    version: int | None
     rows: dict[str, tuple[str | None, str | None, str | None]]
     by_uri: dict[str, str]
 
@@ -324,7 +323,7 @@ def _read_clip_meta(ds) -> ClipMeta:
             rows[cid] = (rel or uri, label, uri)
             if uri is not None:
                 by_uri.setdefault(uri, cid)
-    return ClipMeta(None if ds is None else ds.version, rows, by_uri)
+    return ClipMeta(rows, by_uri)
 
 
 def _dump_clip_meta(meta: ClipMeta) -> list[list]:
@@ -332,7 +331,7 @@ def _dump_clip_meta(meta: ClipMeta) -> list[list]:
 
 
 def _load_clip_meta(rows: list[list]) -> ClipMeta:
-    meta = ClipMeta(None, {}, {})
+    meta = ClipMeta({}, {})
     for cid, path, label, uri in rows:
         meta.rows[cid] = (path, label, uri)
         if uri is not None:
