@@ -11,6 +11,7 @@ in a file under ``<store>/.emofs-cache/`` too, so the next process starts warm.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["dataset_version", "per_version", "Snapshot", "CACHE_DIR"]
+__all__ = ["dataset_version", "manifest_stamp", "per_version", "Snapshot", "CACHE_DIR"]
 
 T = TypeVar("T")
 
@@ -38,18 +39,22 @@ _HANDLES: dict[str, Any] = {}
 _VALUES: dict[tuple[str, str], tuple[int | None, Any]] = {}
 _LOCK = threading.Lock()
 
-def _manifest_stamp(store: Store, name: str, version: int) -> str | None:
-    """Identifies the manifest of ``version`` itself (name, size, inode, mtime, ctime): a
-    dataset deleted and written afresh restarts at version 1, and must not match a snapshot
-    of the old one, even within one coarse mtime tick or after a copy that keeps mtimes."""
+
+def manifest_stamp(store: Store, name: str, version: int) -> str | None:
+    """Identifies the manifest of ``version`` itself by its bytes (a local store; None on an
+    object store or when ``version`` is not the newest): a dataset deleted and written
+    afresh restarts at version 1 with new data file names, and must not match what was
+    derived from the old one; a copy of the store (new inodes and times) still matches."""
+    if not store.is_local:
+        return None
     newest = newest_manifest(store.path(name))
     if newest is None or newest[0] != version:
         return None
     try:
-        stat = (Path(store.path(name)) / "_versions" / newest[1]).stat()
+        data = (Path(store.path(name)) / "_versions" / newest[1]).read_bytes()  # KBs: fragment list
     except OSError:
         return None
-    return f"{version}:{newest[1]}:{stat.st_size}:{stat.st_ino}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
+    return f"{version}:{newest[1]}:{hashlib.blake2b(data, digest_size=16).hexdigest()}"
 
 
 def dataset_version(store: Store, name: str) -> int | None:
@@ -102,7 +107,7 @@ class Snapshot(Generic[T]):
             saved = json.loads((Path(store.uri) / CACHE_DIR / self.file).read_text())
         except (OSError, ValueError):
             return None
-        stamp = _manifest_stamp(store, name, version)
+        stamp = manifest_stamp(store, name, version)
         if not isinstance(saved, dict) or stamp is None or saved.get("stamp") != stamp:
             return None
         if int(saved.get("schema_version", 0)) > SCHEMA_VERSION:
@@ -119,7 +124,7 @@ class Snapshot(Generic[T]):
               schema_version: int = SCHEMA_VERSION) -> None:
         """Save ``value`` for ``version`` of dataset ``name`` (whose schema metadata says
         ``schema_version``); best effort (a read-only store just stays cold)."""
-        stamp = None if not store.is_local or version is None else _manifest_stamp(store, name, version)
+        stamp = None if version is None else manifest_stamp(store, name, version)
         if stamp is None:
             return
         folder = Path(store.uri) / CACHE_DIR

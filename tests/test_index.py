@@ -187,6 +187,23 @@ def test_changed_fingerprint_rebuilds_and_says_why(store):
     assert report.rows == 400
 
 
+def test_feature_set_extracted_afresh_to_the_same_version_is_not_taken_for_the_built_one(store):
+    from featurestore.schema import features_name
+    from featurestore.versioned import dataset_version
+
+    build_index(store, IndexConfig(["enc_a"], kind="flat"), progress=False)
+    built = dataset_version(store, features_name("enc_a"))
+    ids = store.clips()["clip_id"].to_list()
+    store.remove(features_name("enc_a"))
+    vectors, _ = _clustered(len(ids), 16, seed=9)
+    while (dataset_version(store, features_name("enc_a")) or 0) < built:  # new weights, same version
+        write_features(store, "enc_a", ids, vectors, {**SPEC_A, "weights": "v2"}, dtype="float32")
+    assert dataset_version(store, features_name("enc_a")) == built
+    assert "spec of 'enc_a' changed" in list_indexes(store)[0]["status"]
+    result = find_similar(store, "clip00003.wav", k=3)
+    assert any("spec of 'enc_a' changed" in n for n in result.notes)
+
+
 def test_missing_corrupt_index_and_dim_mismatch_are_clear(store, tmp_path):
     with pytest.raises(IndexNotFoundError, match="emofs index build --encoder"):
         store.similar("clip00001.wav")

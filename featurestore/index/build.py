@@ -184,7 +184,7 @@ def _manifest(config: IndexConfig, kind: str, params: dict[str, Any], states: di
         "weights": list(config.weights),
         "fused": len(config.encoders) > 1,
         "feature_sets": {e: {"fingerprint": s["fingerprint"], "version": s["version"],
-                             "dim": s["dim"]} for e, s in states.items()},
+                             "stamp": s.get("stamp"), "dim": s["dim"]} for e, s in states.items()},
         "dim": dim,
         "rows": len(ids),
         "store_version": store.version(CLIPS),

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import IndexCorruptError, IndexNotFoundError, StoreError
 from ..schema import features_name
 from ..store import Store
-from ..versioned import dataset_version
+from ..versioned import dataset_version, manifest_stamp
 from .files import (
     check_index_name,
     delete_file,
@@ -26,6 +26,7 @@ __all__ = [
     "drop_index",
     "resolve_index_name",
     "index_staleness",
+    "at_built_version",
 ]
 
 
@@ -126,6 +127,21 @@ def resolve_index_name(store: Store, name: str | None) -> tuple[str, str | None]
                    f"({', '.join(names)}); pick one with --index"
 
 
+def at_built_version(store: Store, encoder: str, built: dict[str, Any]) -> bool:
+    """Whether feature set ``encoder`` is still the dataset version an index was built from
+    (``built``: its entry in the index manifest), without opening Lance on a local store.
+
+    The version number alone is not enough: a feature set removed and extracted again
+    restarts its versions. A local store compares the manifest's stamp too (indexes built
+    before stamps were kept: the version alone); an object store, the version alone.
+    """
+    if built.get("version") is None or dataset_version(store, features_name(encoder)) != built["version"]:
+        return False
+    if built.get("stamp") is None:
+        return True
+    return manifest_stamp(store, features_name(encoder), built["version"]) == built["stamp"]
+
+
 def index_staleness(store: Store, manifest: dict[str, Any]) -> list[str]:
     """Why an index is behind its feature sets (empty list when it is current).
 
@@ -135,8 +151,7 @@ def index_staleness(store: Store, manifest: dict[str, Any]) -> list[str]:
     reasons = []
     changed = []
     for enc, before in manifest.get("feature_sets", {}).items():
-        if before.get("version") is not None and \
-                dataset_version(store, features_name(enc)) == before["version"]:
+        if at_built_version(store, enc, before):
             continue  # the very version built from: same rows, same spec
         try:
             state = feature_state(store, enc)
@@ -145,7 +160,7 @@ def index_staleness(store: Store, manifest: dict[str, Any]) -> list[str]:
             continue
         if state["fingerprint"] != before.get("fingerprint"):
             reasons.append(f"the spec of {enc!r} changed since the build (full rebuild needed)")
-        elif state["version"] != before.get("version"):
+        else:  # a newer version, or the set extracted afresh: which clips came or went
             changed.append(enc)
     if changed and not reasons:
         fingerprints = {e: s.get("fingerprint") for e, s in manifest["feature_sets"].items()}

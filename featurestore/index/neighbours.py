@@ -23,10 +23,10 @@ from ..errors import DimensionMismatchError, InputError
 from ..features import read_features
 from ..schema import CLIPS, features_name
 from ..store import Store, sql_quote
-from .catalog import build_command, index_staleness, resolve_index_name
+from .catalog import at_built_version, build_command, index_staleness, resolve_index_name
 from .load import LoadedIndex, load_index
 from .search import search_index
-from ..versioned import Snapshot, dataset_version, per_version
+from ..versioned import Snapshot, per_version
 from .vectors import fuse_vectors, group_query_stats
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def _indexed_vector(store: Store, loaded: LoadedIndex, clip_id: str) -> np.ndarr
     if row is None or manifest.get("normalize"):
         return None
     for enc, state in manifest.get("feature_sets", {}).items():
-        if dataset_version(store, features_name(enc)) != state.get("version"):
+        if not at_built_version(store, enc, state):
             return None
     return loaded.reconstruct(row)  # (D,)
 

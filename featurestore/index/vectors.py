@@ -22,6 +22,7 @@ from ..groupnorm import MIN_GROUP_CLIPS, group_keys, group_statistics, mean_std,
 from ..inventory import feature_set_info
 from ..schema import features_name
 from ..store import Store, sql_quote
+from ..versioned import manifest_stamp
 
 __all__ = [
     "l2_normalise",
@@ -91,7 +92,8 @@ def fuse_vectors(
 
 
 def feature_state(store: Store, encoder: str) -> dict[str, Any]:
-    """Fingerprint, dataset version, dim and row count of feature set ``encoder``.
+    """Fingerprint, dataset version (and its manifest stamp: a local store), dim and row
+    count of feature set ``encoder``.
 
     Raises:
         MissingFeatureSetError: the store has no such feature set (names the extract
@@ -101,6 +103,7 @@ def feature_state(store: Store, encoder: str) -> dict[str, Any]:
         raise MissingFeatureSetError.of(store, encoder)
     fs_info = feature_set_info(store, encoder)
     return {"fingerprint": fs_info["fingerprint"], "version": fs_info["version"],
+            "stamp": manifest_stamp(store, features_name(encoder), fs_info["version"]),
             "dim": fs_info["dim"], "rows": fs_info["rows"]}
 
 
