@@ -149,7 +149,7 @@ def prepared(jobs: list[Job], media: MediaConfig, workers: int, prefetch: int = 
     floor = min(window, 2 * n_workers)  # each worker busy, with one job queued behind
     queue = iter(jobs)
     in_flight: deque = deque()
-    done, done_bytes = 0, 0  # clips prepared so far, their input bytes
+    done, done_bytes = 0, 0  # clips prepared so far (without errors), their input bytes
 
     def fill() -> None:
         """Submit jobs while the window (count, and bytes at the mean clip's size) has room."""
@@ -175,8 +175,9 @@ def prepared(jobs: list[Job], media: MediaConfig, workers: int, prefetch: int = 
                 pool = start(n_workers)
                 fill()
                 continue
-            done += 1
-            done_bytes += sum(getattr(v, "nbytes", 0) for v in item["inputs"].values())
+            if item["error"] is None:  # a failed clip says nothing of the others' size
+                done += 1
+                done_bytes += sum(getattr(v, "nbytes", 0) for v in item["inputs"].values())
             fill()
             yield item
     finally:

@@ -403,10 +403,12 @@ def test_killed_decoding_processes_lose_nothing(shared_data):
     assert not any(it["error"] for it in rest)
 
 
-@pytest.mark.parametrize("max_bytes, most", [(1, 5), (1 << 30, 9)])
-def test_decoded_clips_in_flight_are_capped_by_bytes(shared_data, monkeypatch, max_bytes, most):
+@pytest.mark.parametrize("max_bytes, most, unreadable", [(1, 5, 0), (1 << 30, 9, 0), (1, 5, 4)])
+def test_decoded_clips_in_flight_are_capped_by_bytes(shared_data, monkeypatch, max_bytes, most,
+                                                      unreadable):
     """The main process holds at most ``max_bytes`` of decoded clips waiting (at the mean clip's
-    size), never fewer than two jobs per worker, at most ``prefetch``; order and clips kept."""
+    size), never fewer than two jobs per worker, at most ``prefetch``; order and clips kept.
+    Unreadable files first (no bytes) do not open the window."""
     from extractors import workers
     from extractors.media import MediaConfig
 
@@ -420,12 +422,15 @@ def test_decoded_clips_in_flight_are_capped_by_bytes(shared_data, monkeypatch, m
 
     monkeypatch.setattr(workers, "_submit", counting)
     items = []
-    for it in workers.prepared(_jobs(shared_data, 12), MediaConfig(), workers=2, prefetch=8,
-                               max_bytes=max_bytes):
+    jobs = _jobs(shared_data, 12)
+    for job in jobs[:unreadable]:
+        job.uri = str(shared_data / "missing.mp4")
+    for it in workers.prepared(jobs, MediaConfig(), workers=2, prefetch=8, max_bytes=max_bytes):
         taken.append(it["clip_id"])
         items.append(it)
     assert [it["clip_id"] for it in items] == [f"c{i}" for i in range(12)]
-    assert all(it["inputs"] and not it["error"] for it in items)
+    assert all(bool(it["error"]) == (i < unreadable) for i, it in enumerate(items))
+    assert all(it["inputs"] for it in items[unreadable:])
     # in flight + the clip being handed over: 1 byte, 2 workers x 2 jobs; 1 GiB, the 8 of prefetch
     assert max(outstanding) == most
 
