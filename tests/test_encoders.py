@@ -131,6 +131,23 @@ def test_egemaps_on_real_wav(media_samples):
     assert np.isfinite(out).all() and np.abs(out).sum() > 0
 
 
+def test_broken_opensmile_fails_each_clip_with_one_clear_line(monkeypatch):
+    import sys
+
+    from extractors.prepare import encode_isolated
+
+    enc = build_encoder("egemaps")
+    monkeypatch.setitem(sys.modules, "opensmile", None)  # import opensmile -> ImportError
+    waves = [np.zeros(16000, np.float32)] * 3
+    errors = encode_isolated(enc, waves)
+    assert len(errors) == 3 and all(isinstance(e, str) for e in errors)
+    assert "openSMILE cannot start" in errors[0] and "pip install --force-reinstall opensmile" in errors[0]
+    with pytest.raises(InputError, match="force-reinstall"):
+        build_encoder("egemaps")  # a new build sees the missing package up front
+    monkeypatch.delitem(sys.modules, "opensmile")  # repaired meanwhile: this build keeps its reason
+    assert encode_isolated(enc, waves[:1]) == errors[:1]
+
+
 def test_text_minilm_is_semantic(built):
     enc = built("text")
     assert enc.dim == 384

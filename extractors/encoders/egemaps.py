@@ -31,22 +31,35 @@ class EgemapsEncoder(Encoder):
         # encode, in the decoding workers: the main process only needs the spec.
         from importlib.metadata import PackageNotFoundError, version
 
+        from importlib.util import find_spec
+
         try:
             self.identity = {"opensmile": version("opensmile")}
         except PackageNotFoundError as exc:
             raise InputError("egemaps needs openSMILE: pip install opensmile") from exc
+        if find_spec("opensmile") is None:
+            raise InputError("openSMILE's files are missing: pip install --force-reinstall opensmile")
         self.dim = self.tags[self.default_tag].dim  # 88 eGeMAPSv02 functionals
         self._smile = None
+        self._broken: str | None = None
 
     def smile(self):
-        """The openSMILE extractor (eGeMAPSv02 functionals), built once."""
+        """The openSMILE extractor (eGeMAPSv02 functionals), built once; a build that
+        failed fails every later clip at once, with the same one-line reason."""
+        if self._broken is not None:
+            raise InputError(self._broken)
         if self._smile is None:
-            import opensmile
+            try:
+                import opensmile
 
-            self._smile = opensmile.Smile(
-                feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                feature_level=opensmile.FeatureLevel.Functionals,
-            )
+                self._smile = opensmile.Smile(
+                    feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                    feature_level=opensmile.FeatureLevel.Functionals,
+                )
+            except Exception as exc:  # noqa: BLE001 - a broken install (native library, audformat)
+                self._broken = (f"openSMILE cannot start ({type(exc).__name__}: {exc}): "
+                                "pip install --force-reinstall opensmile")
+                raise InputError(self._broken) from exc
         return self._smile
 
     def _describe(self) -> dict[str, Any]:
