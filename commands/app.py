@@ -24,8 +24,8 @@ def app_command(
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest file the upload search takes.")] = 50.0,
     runs: Annotated[
         Optional[str],
-        typer.Option("--runs", envvar="EMOFS_APP_RUNS",
-                     help="Folder of `train head` run directories (modality weights, CV tables)."),
+        typer.Option("--runs", help="Folder of `train head` run directories (modality weights, CV "
+                     "tables); default $EMOFS_APP_RUNS, else runs (either may not exist yet)."),
     ] = None,
 ) -> None:
     """Serve the analyst web page over the store: search, listen, watch, filter, map, correct.

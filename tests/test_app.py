@@ -211,8 +211,13 @@ def test_face_thumbnail_is_a_jpeg_cached_in_the_store(client, app_store):
 
 
 # ---------------------------------------------------------------------- security
-def test_token_host_and_cors(app_store):
+def test_token_host_and_cors(app_store, monkeypatch):
     from featurestore.errors import InputError
+    from workflows.app.config import RUNS_ENV
+
+    monkeypatch.setenv(RUNS_ENV, str(Path(app_store.uri) / "runs-made-later"))  # may not exist yet
+    assert AppConfig(store=app_store.uri).runs_dir.endswith("runs-made-later")
+    monkeypatch.delenv(RUNS_ENV)
 
     with pytest.raises(InputError, match="--token"):
         AppConfig(store=app_store.uri, host="0.0.0.0")
