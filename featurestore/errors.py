@@ -36,6 +36,13 @@ class StoreNotFoundError(StoreError):
 class SchemaVersionError(StoreError):
     """The store was written by a newer emofs than the one running."""
 
+    @classmethod
+    def of(cls, uri: str, found: int, readable: int) -> "SchemaVersionError":
+        """The error for a store at ``uri`` with schema ``found`` (this emofs reads up to
+        ``readable``)."""
+        return cls(f"store {uri} was written by a newer emofs (schema {found}; this emofs "
+                   f"reads up to {readable}): upgrade with `pip install -U emofs`")
+
 
 class MissingFeatureSetError(StoreError):
     """A feature set named by the caller is not in the store.

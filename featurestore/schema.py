@@ -18,6 +18,7 @@ from .errors import InputError
 __all__ = [
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_KEY",
+    "schema_version_of",
     "CLIPS",
     "ERRORS",
     "FEATURES_DIR",
@@ -37,6 +38,11 @@ __all__ = [
 #: Bumped when a change makes old emofs unable to read the store.
 SCHEMA_VERSION = 1
 SCHEMA_VERSION_KEY = "emofs.schema_version"
+
+
+def schema_version_of(ds) -> int:
+    """The emofs schema version a Lance dataset's Arrow metadata records (0: none)."""
+    return int((ds.schema.metadata or {}).get(SCHEMA_VERSION_KEY.encode(), b"0"))
 
 CLIPS = "clips.lance"
 ERRORS = "errors.lance"

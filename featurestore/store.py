@@ -40,10 +40,10 @@ from .schema import (
     LANCE_SUFFIX,
     PREDICTIONS_DIR,
     SCHEMA_VERSION,
-    SCHEMA_VERSION_KEY,
     clips_schema,
     dataset_uri,
     errors_schema,
+    schema_version_of,
 )
 
 __all__ = ["Store", "DEFAULT_STORE", "resolve_store_uri", "sql_quote", "sql_in"]
@@ -125,20 +125,13 @@ class Store:
         return self.dataset(CLIPS) is not None
 
     def _check_schema_version(self) -> None:
-        self._schema_checked = True  # opening the clips table below must not check again
-        try:
-            clips = self.dataset(CLIPS)
-            raw = b"0" if clips is None else (clips.schema.metadata or {}).get(SCHEMA_VERSION_KEY.encode(), b"0")
-            found = int(raw)
-        except BaseException:
-            self._schema_checked = False  # unchecked: the next read tries again
-            raise
+        """Refuse a store a newer emofs wrote; only a passed check is remembered, so every
+        later read and write of such a store is refused too."""
+        clips = self._open(CLIPS)
+        found = 0 if clips is None else schema_version_of(clips)
         if found > SCHEMA_VERSION:
-            self._schema_checked = False  # every later read and write is refused too
-            raise SchemaVersionError(
-                f"store {self.uri} was written by a newer emofs (schema {found}; this emofs "
-                f"reads up to {SCHEMA_VERSION}): upgrade with `pip install -U emofs`"
-            )
+            raise SchemaVersionError.of(self.uri, found, SCHEMA_VERSION)
+        self._schema_checked = True
 
     # ----------------------------------------------------------------- writing
     @contextmanager
@@ -169,10 +162,13 @@ class Store:
     # --------------------------------------------------------------- datasets
     def dataset(self, name: str, version: int | None = None):
         """Open ``<store>/<name>`` as a Lance dataset, or return None if it does not exist."""
-        import lance
-
         if not self._schema_checked:
             self._check_schema_version()  # a store a newer emofs wrote: refuse before reading
+        return self._open(name, version)
+
+    def _open(self, name: str, version: int | None = None):
+        import lance
+
         uri = self.path(name)
         if self.is_local and not Path(uri).exists():
             return None

@@ -23,7 +23,7 @@ from typing import Any, Callable, Generic, TypeVar
 
 from .errors import SchemaVersionError
 from .manifests import local_latest_version, newest_manifest
-from .schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from .schema import SCHEMA_VERSION, schema_version_of
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -111,10 +111,7 @@ class Snapshot(Generic[T]):
         if not isinstance(saved, dict) or stamp is None or saved.get("stamp") != stamp:
             return None
         if int(saved.get("schema_version", 0)) > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"store {store.uri} was written by a newer emofs (schema "
-                f"{saved['schema_version']}; this emofs reads up to {SCHEMA_VERSION}): "
-                "upgrade with `pip install -U emofs`")
+            raise SchemaVersionError.of(store.uri, int(saved["schema_version"]), SCHEMA_VERSION)
         try:
             return self.load(saved["value"])
         except (KeyError, TypeError, ValueError):
@@ -154,11 +151,6 @@ def _remove_stale_temporaries(folder: Path, file: str) -> None:
             continue  # another process removed it, or the folder is read-only
 
 
-def _schema_version(ds: Any) -> int:
-    """The emofs schema version a dataset's Arrow metadata records (0: none)."""
-    return int((ds.schema.metadata or {}).get(SCHEMA_VERSION_KEY.encode(), b"0"))
-
-
 def per_version(store: Store, name: str, what: str, build: Callable[[Any], T], *,
                 snapshot: Snapshot[T] | None = None) -> T:
     """``build(dataset)`` for the current version of dataset ``name``, cached.
@@ -190,5 +182,5 @@ def per_version(store: Store, name: str, what: str, build: Callable[[Any], T], *
         built = None if ds is None else ds.version
         _VALUES[key] = (built, value)
         if snapshot and ds is not None:
-            snapshot.write(store, name, built, value, schema_version=_schema_version(ds))
+            snapshot.write(store, name, built, value, schema_version=schema_version_of(ds))
         return value

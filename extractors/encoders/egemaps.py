@@ -30,7 +30,6 @@ class EgemapsEncoder(Encoder):
         # The Smile (and openSMILE's import: pandas, audformat, ~13 MB) is built on the first
         # encode, in the decoding workers: the main process only needs the spec.
         from importlib.metadata import PackageNotFoundError, version
-
         from importlib.util import find_spec
 
         try:
