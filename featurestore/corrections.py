@@ -59,9 +59,11 @@ def corrections_schema() -> pa.Schema:
 
 
 def _clean(value: str | None, what: str) -> str:
+    if value is not None and not isinstance(value, str):
+        raise InputError(f"{what} must be text (got {type(value).__name__})")
     text = (value or "").strip()
-    if not text or len(text) > _MAX_TEXT or any(c in text for c in "\n\r\t"):
-        raise InputError(f"{what} must be 1-{_MAX_TEXT} characters on one line (got {value!r})")
+    if not text or len(text) > _MAX_TEXT or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InputError(f"{what} must be 1-{_MAX_TEXT} characters on one line (got {value[:40]!r}{'…' if len(value) > 40 else ''})")
     return text
 
 

@@ -25,6 +25,8 @@ from workflows.app import AppConfig, create_app  # noqa: E402
 
 runner = CliRunner()
 BASE = "http://127.0.0.1:8765"
+#: What the page sends with every write: its own origin (writes without it are refused).
+PAGE = {"Origin": BASE}
 RUN = "centroid"
 
 
@@ -64,7 +66,7 @@ def app_store(shared_store, tmp_path_factory) -> Store:
 
 @pytest.fixture()
 def client(app_store) -> TestClient:
-    return TestClient(create_app(AppConfig(store=app_store.uri), store=app_store), base_url=BASE)
+    return TestClient(create_app(AppConfig(store=app_store.uri), store=app_store), base_url=BASE, headers=PAGE)
 
 
 def _cli_error(args: list[str]) -> str:
@@ -187,7 +189,7 @@ def test_media_serves_only_registered_files_inside_the_roots(tmp_path, media_sam
         "clip_id": ["ok.wav", "link.wav", "gone.wav"], "root": [str(root)] * 3,
         "uri": [str(inside), str(root / "link.wav"), str(root / "gone.wav")],
         "has_media": [True] * 3, "has_audio": [True] * 3}))
-    client = TestClient(create_app(AppConfig(store=store.uri), store=store), base_url=BASE)
+    client = TestClient(create_app(AppConfig(store=store.uri), store=store), base_url=BASE, headers=PAGE)
     assert client.get("/media/ok.wav").content == inside.read_bytes()
     for url in ["/media/link.wav", "/media/gone.wav", "/media/../outside.wav", "/media/%2e%2e/outside.wav",
                 "/media/..%2Foutside.wav", "/media/%2F" + quote(str(outside)[1:], safe=""),
@@ -223,7 +225,7 @@ def test_token_host_and_cors(app_store, monkeypatch):
         AppConfig(store=app_store.uri, host="0.0.0.0")
     with pytest.raises(InputError, match="--runs .* is not a folder"):
         AppConfig(store=app_store.uri, runs_dir=str(Path(app_store.uri) / "no-runs-here"))
-    open_client = TestClient(create_app(AppConfig(store=app_store.uri), store=app_store), base_url=BASE)
+    open_client = TestClient(create_app(AppConfig(store=app_store.uri), store=app_store), base_url=BASE, headers=PAGE)
     assert open_client.get("/api/info", headers={"Host": "evil.example:8765"}).status_code == 421
     answer = open_client.get("/api/info", headers={"Origin": "http://evil.example"})
     assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers
@@ -277,10 +279,77 @@ def test_upload_search_extracts_on_the_fly_and_cleans_up(client, app_store, medi
     assert bad.status_code == 422 and "cannot read the uploaded file" in bad.json()["error"]
     assert client.post("/api/upload", params={"name": "notes.txt"}, content=b"hi").status_code == 415
     small = TestClient(create_app(AppConfig(store=app_store.uri, max_upload_mb=0.001), store=app_store),
-                       base_url=BASE)
+                       base_url=BASE, headers=PAGE)
     assert small.post("/api/upload", params={"name": "q.wav"}, content=data).status_code == 413
     assert client.get("/api/info").status_code == 200  # the server keeps running
     assert set(Path(tempfile.gettempdir()).glob("emofs-app-upload-*")) == before
+
+
+# -------------------------------------------------------------------- CSRF and bodies
+def test_writes_need_the_pages_own_origin_and_json(app_store):
+    clip = _slash_clip(app_store)
+    before = app_store.clips(where=f"clip_id = '{clip}'")["label"][0]
+    bare = TestClient(create_app(AppConfig(store=app_store.uri), store=app_store), base_url=BASE)
+    change = {"clip_id": clip, "who": "evil", "label": "k3_6"}
+    form = '{"clip_id": "%s", "who": "evil", "label": "k3_6", "x": "="}' % clip
+    # the probe: a sandboxed frame on another port posts a text/plain form (Origin: null)
+    forged = bare.post("/api/corrections", content=form.encode(),
+                       headers={"Origin": "null", "Content-Type": "text/plain"})
+    assert forged.status_code == 403 and "Origin: null" in forged.json()["error"]
+    assert bare.post("/api/corrections", json=change).status_code == 403  # no Origin, no Referer
+    assert bare.post("/api/corrections", json=change,
+                     headers={"Origin": "http://127.0.0.1:9999"}).status_code == 403  # another port
+    assert bare.post("/api/corrections", json=change,
+                     headers={"Referer": "http://evil.example/page"}).status_code == 403
+    # the page's own origin, but a form encoding or no JSON type: refused before reading
+    assert bare.post("/api/corrections", content=form.encode(),
+                     headers={"Origin": BASE, "Content-Type": "text/plain"}).status_code == 415
+    assert bare.post("/api/corrections", content=form.encode(), headers={"Origin": BASE}).status_code == 415
+    assert app_store.clips(where=f"clip_id = '{clip}'")["label"][0] == before  # nothing changed
+    # a Referer from the page itself is enough (clients that strip Origin)
+    ok = bare.post("/api/corrections", json={**change, "label": before or "neutral"},
+                   headers={"Referer": BASE + "/?q=1"})
+    assert ok.status_code in (200, 201)
+
+    config = AppConfig(store=app_store.uri, token="s3cret-token")
+    with_token = TestClient(create_app(config, store=app_store), base_url=BASE)
+    # the cookie alone travels with a forged request too: a write needs the header or the Origin
+    with_token.cookies.set("emofs_token", "s3cret-token")
+    assert with_token.post("/api/corrections", json=change).status_code == 403
+    header_write = with_token.post("/api/corrections", json={**change, "label": before or "neutral"},
+                                   headers={"X-Emofs-Token": "s3cret-token"})
+    assert header_write.status_code in (200, 201)
+
+
+def test_bodies_are_bounded_and_fields_typed(client, app_store):
+    from workflows.app.security import JSON_BODY_LIMIT
+
+    clip = _slash_clip(app_store)
+    before = app_store.clips(where=f"clip_id = '{clip}'")["label"][0]
+    huge = b'{"clip_id": "' + b"x" * (JSON_BODY_LIMIT + 1) + b'"}'
+    declared = client.post("/api/corrections", content=huge, headers={"Content-Type": "application/json"})
+    assert declared.status_code == 413 and "limit" in declared.json()["error"]
+
+    def chunks():  # no Content-Length: counted while it arrives
+        for _ in range(40):
+            yield b" " * 4096
+
+    streamed = client.post("/api/corrections", content=chunks(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413
+    deep = b"[" * 100_000 + b"]" * 100_000
+    small = TestClient(create_app(AppConfig(store=app_store.uri), store=app_store), base_url=BASE,
+                       headers=PAGE)
+    nested = small.post("/api/corrections", content=deep[:30000] + deep[-30000:],
+                        headers={"Content-Type": "application/json"})
+    assert nested.status_code == 400
+    for field, value in [("label", {"a": 1}), ("label", 12345), ("who", ["x"]), ("clip_id", 3),
+                         ("tags", {"a": 1}), ("tags", [1, 2])]:
+        body = {"clip_id": clip, "who": "Ana", "label": "sad", field: value}
+        answer = client.post("/api/corrections", json=body)
+        assert answer.status_code == 400 and f'"{field}"' in answer.json()["error"], (field, answer.text)
+    nul = client.post("/api/corrections", json={"clip_id": clip, "who": "Ana", "label": "s\x00d"})
+    assert nul.status_code == 400 and "one line" in nul.json()["error"]
+    assert app_store.clips(where=f"clip_id = '{clip}'")["label"][0] == before
 
 
 # -------------------------------------------------------------------- corrections
@@ -310,9 +379,10 @@ def test_correct_label_add_tags_undo_and_read_only(client, app_store):
     assert app_store.clips(where=f"clip_id = '{clip}'")["tags"][0] is None
 
     assert client.post("/api/corrections", json={"clip_id": clip, "label": "sad"}).status_code == 400  # no who
-    assert client.post("/api/corrections", content=b"not json").status_code == 400
+    assert client.post("/api/corrections", content=b"not json",
+                       headers={"Content-Type": "application/json"}).status_code == 400
     read_only = TestClient(create_app(AppConfig(store=app_store.uri, read_only=True), store=app_store),
-                           base_url=BASE)
+                           base_url=BASE, headers=PAGE)
     refused = read_only.post("/api/corrections", json={"clip_id": clip, "who": "Ana", "label": "sad"})
     assert refused.status_code == 403 and "--read-only" in refused.json()["error"]
     assert app_store.clips(where=f"clip_id = '{clip}'")["label"][0] == old
@@ -394,7 +464,7 @@ def cv_app(tmp_path_factory):
     cv = cross_validate(store, cfg, out=runs / "cv-aud-vis", quiet=True)
     predict_to_store(store, runs / "cv-aud-vis" / "fold-0")
     config = AppConfig(store=store.uri, runs_dir=str(runs))
-    return store, cv, ids, TestClient(create_app(config, store=store), base_url=BASE)
+    return store, cv, ids, TestClient(create_app(config, store=store), base_url=BASE, headers=PAGE)
 
 
 def test_clip_page_shows_the_attention_heads_modality_weights(cv_app):

@@ -200,3 +200,68 @@ def test_page_search_play_filter_correct_map_runs(server, browser, app_store, tm
     _wait(d, lambda d: "clips like dropped.wav" in d.find_element(By.ID, "summary").text
           and len(_cards(d)) == want, what="the dropped file's neighbours")
     assert load_s < 10
+
+
+def test_csrf_from_a_sandboxed_frame_on_another_port_is_refused(app_store, browser):  # noqa: F811
+    """The reliability probe: a page on another local port posts a ``text/plain`` form to
+    ``/api/corrections`` from a sandboxed iframe (``Origin: null``). The request reaches
+    the app and is refused (403); the clip's label does not change."""
+    import http.server
+
+    import uvicorn
+
+    from workflows.app import AppConfig, create_app
+
+    clip = _slash_clip(app_store)
+    before = app_store.clips(where=f"clip_id = '{clip}'")["label"][0]
+    seen: list[tuple[str, str, int]] = []
+    app = create_app(AppConfig(store=app_store.uri, port=_free_port()), store=app_store)
+
+    async def recorded(scope, receive, send):  # outside the Guard: sees what it answers
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                seen.append((scope["method"], scope["path"], message["status"]))
+            await send(message)
+        await app(scope, receive, send_status if scope["type"] == "http" else send)
+
+    port = app.state.config.port
+    srv = uvicorn.Server(uvicorn.Config(recorded, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=srv.run, daemon=True).start()
+    field = '{"clip_id": "%s", "who": "evil", "label": "k3_6", "pad": "' % clip
+    inner = (f"<form method=POST enctype=text/plain action='http://127.0.0.1:{port}/api/corrections'>"
+             f"<input name='{field}' value='\"}}'></form><script>document.forms[0].submit()</script>")
+    attack = ("<html><body><iframe sandbox='allow-forms allow-scripts' srcdoc=\""
+              + inner.replace("&", "&amp;").replace('"', "&quot;") + "\"></iframe></body></html>").encode()
+
+    class Attacker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(attack)))
+            self.end_headers()
+            self.wfile.write(attack)
+
+        def log_message(self, *args):
+            pass
+
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        deadline = time.time() + 20
+        while not srv.started and time.time() < deadline:
+            time.sleep(0.05)
+        browser.get(f"http://127.0.0.1:{evil.server_address[1]}/")
+        deadline = time.time() + 20
+        while not any(path == "/api/corrections" for _, path, _ in seen) and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        evil.shutdown()
+        srv.should_exit = True
+    assert ("POST", "/api/corrections", 403) in seen, seen  # the forged post arrived and was refused
+    assert app_store.clips(where=f"clip_id = '{clip}'")["label"][0] == before
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -4,8 +4,17 @@
   app through DNS rebinding);
 - with a token, every request carries it (``Authorization: Bearer``, the ``X-Emofs-Token``
   header, the ``emofs_token`` cookie the page gets on its first load, or ``?token=``);
-- CORS stays closed: no ``Access-Control-Allow-*`` header is ever sent, and a write whose
-  ``Origin`` is another site is refused;
+- CORS stays closed: no ``Access-Control-Allow-*`` header is ever sent;
+- a write (any method but GET / HEAD / OPTIONS) needs proof that the page itself sent it:
+  an ``Origin`` (or, without one, a ``Referer``) equal to the page's own origin, or the
+  token in a header (``Authorization: Bearer`` / ``X-Emofs-Token``, which a page on
+  another site cannot set without a CORS preflight this app never grants). ``Origin:
+  null`` (sandboxed frames, ``data:`` pages) and a write with neither header are refused
+  (403), and so are the form encodings a cross-site form can send without a preflight
+  (``text/plain``, ``application/x-www-form-urlencoded``, ``multipart/form-data``: 415);
+- every body is bounded before it is read: the declared ``Content-Length`` and the bytes
+  actually received are checked against the route's limit (:func:`body_limit`; 413), so a
+  huge body is never held in memory;
 - any exception becomes a JSON answer with one line (:mod:`.errors`), never a traceback.
 """
 
@@ -17,9 +26,28 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from .config import AppConfig
-from .errors import error_body, json_bytes, status_of
+from .errors import PayloadError, error_body, json_bytes, status_of
 
-__all__ = ["Guard", "TOKEN_COOKIE", "SECURITY_HEADERS"]
+__all__ = ["Guard", "TOKEN_COOKIE", "SECURITY_HEADERS", "JSON_BODY_LIMIT", "body_limit"]
+
+#: Largest body of a JSON write (a correction or an undo is well under 1 KiB).
+JSON_BODY_LIMIT = 64 * 1024
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+#: Content types a cross-site ``<form>`` (or a no-cors fetch) sends without a preflight.
+FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def body_limit(path: str, config: AppConfig) -> int:
+    """The most bytes a request body to ``path`` may hold (uploads: ``--max-upload-mb``)."""
+    return config.max_upload_bytes if path == "/api/upload" else JSON_BODY_LIMIT
+
+
+class BodyTooLargeError(PayloadError):
+    """A request body over its route's limit (413)."""
+
+    def __init__(self, limit: int):
+        what = f"{limit / 2**20:g} MiB (emofs app --max-upload-mb)" if limit >= 2**20 else f"{limit // 1024} KiB"
+        super().__init__(f"the request body is over this route's limit of {what}", 413)
 
 TOKEN_COOKIE = "emofs_token"
 SECURITY_HEADERS = [
@@ -48,6 +76,8 @@ class Guard:
         if problem is not None:
             await _send_json(send, problem[0], {"error": problem[1]})
             return
+        if scope["method"] not in SAFE_METHODS:
+            receive = _bounded(receive, body_limit(scope.get("path", ""), self.config))
         query_token = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
         set_cookie = self.config.token is not None and query_token == self.config.token
 
@@ -77,19 +107,51 @@ class Guard:
             return 421, f"this app answers on {self.config.host} only (Host {host!r} refused)"
         if self.config.token and not self._has_token(scope, headers):
             return 401, "this app needs its token: open the URL `emofs app` printed (…?token=…)"
-        origin = headers.get("origin")
-        if scope["method"] not in ("GET", "HEAD") and origin and origin != "null":
-            if _hostname(urlsplit(origin).netloc) != host or urlsplit(origin).port != _port(headers):
-                return 403, f"cross-origin writes are refused (Origin {origin})"
+        if scope["method"] in SAFE_METHODS:
+            return None
+        return self._refuse_write(scope, headers, host)
+
+    def _refuse_write(self, scope: dict[str, Any], headers: dict[str, str], host: str) -> tuple[int, str] | None:
+        declared = headers.get("content-length", "")
+        limit = body_limit(scope.get("path", ""), self.config)
+        if declared.isdigit() and int(declared) > limit:
+            return 413, str(BodyTooLargeError(limit))
+        if not (self.config.token and self._has_token(scope, headers, header_only=True)):
+            problem = self._foreign_origin(headers, host)
+            if problem is not None:
+                return 403, problem
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in FORM_TYPES:
+            return 415, (f"writes take JSON (Content-Type: application/json) or a media file's bytes, "
+                         f"not {content_type}")
         return None
 
-    def _has_token(self, scope: dict[str, Any], headers: dict[str, str]) -> bool:
+    @staticmethod
+    def _foreign_origin(headers: dict[str, str], host: str) -> str | None:
+        """Why a write's Origin (or Referer) is not the page's own, or None when it is."""
+        origin = headers.get("origin")
+        if origin is None:  # some clients send only a Referer; its origin must be ours too
+            referer = urlsplit(headers.get("referer", ""))
+            origin = f"{referer.scheme}://{referer.netloc}" if referer.scheme and referer.netloc else None
+        if origin is None or origin == "null":
+            return ("writes need the page's own Origin header (or the token in an X-Emofs-Token "
+                    "header): this request has " + ("Origin: null" if origin else "neither"))
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or _hostname(parts.netloc) != host or parts.port != _port(headers):
+            return f"cross-origin writes are refused (Origin {origin})"
+        return None
+
+    def _has_token(self, scope: dict[str, Any], headers: dict[str, str], header_only: bool = False) -> bool:
+        """Whether the request carries the token; ``header_only``: in a header a page on
+        another site cannot set (not the cookie or the query, which a forged request carries)."""
         want = self.config.token.encode()
         candidates = []
         auth = headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             candidates.append(auth[7:].strip())
         candidates.append(headers.get("x-emofs-token", ""))
+        if header_only:
+            return any(hmac.compare_digest(c.encode(), want) for c in candidates if c)
         cookie = SimpleCookie()
         try:
             cookie.load(headers.get("cookie", ""))
@@ -111,6 +173,23 @@ def _port(headers: dict[str, str]) -> int | None:
     netloc = headers.get("host", "")
     tail = netloc.rsplit("]", 1)[-1]
     return int(tail.rsplit(":", 1)[1]) if ":" in tail and tail.rsplit(":", 1)[1].isdigit() else None
+
+
+def _bounded(receive: Callable, limit: int) -> Callable:
+    """``receive`` that raises :class:`BodyTooLargeError` once more than ``limit`` bytes arrived
+    (a chunked body declares no length; the route stops reading at the limit)."""
+    seen = 0
+
+    async def bounded_receive() -> dict[str, Any]:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLargeError(limit)
+        return message
+
+    return bounded_receive
 
 
 async def _send_json(send: Callable, status: int, body: dict[str, Any]) -> None:

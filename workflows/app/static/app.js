@@ -234,7 +234,9 @@ async function uploadSearch(file) {
   if (where) p.set("where", where);
   say(`extracting ${file.name} …`, true);
   try {
-    const body = await api(`/api/upload?${p}`, { method: "POST", body: file });
+    const body = await api(`/api/upload?${p}`, {
+      method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file,
+    });
     say("");
     $("summary").textContent = `${body.results.length} clips like ${file.name} (index ${body.index})` + (body.vote ? ` · ${body.vote}` : "");
     showCards($("results"), body.results);
