@@ -102,8 +102,9 @@ def resolve_weights(cls, weights: str | None):
             f"{cls.name} weights directory {weights!r} does not exist: pass an existing "
             f"directory, a hub id, or a tag ({', '.join(cls.tags)})"
         )
-    if cls.tags[cls.default_tag].weights in ("none", "bundled") and "/" not in weights:
-        raise InputError(f"unknown {cls.name} tag {weights!r}: valid tags are {', '.join(cls.tags)}")
+    if "/" not in weights and "." not in weights:  # hub ids are OWNER/NAME (timm: ARCH.TAG)
+        raise InputError(f"unknown {cls.name} tag {weights!r}: valid tags are {', '.join(cls.tags)}, "
+                         f"or pass a local directory or a hub id (OWNER/NAME)")
     return Weights("hub", weights)
 
 

@@ -168,6 +168,9 @@ def test_unavailable_weights_fail_with_ways_out(monkeypatch):
         build_encoder("wav2vec")
     with pytest.raises(InputError, match="does not exist"):
         build_encoder("mae:./no/such/dir")
+    # a mistyped tag is named at once with the valid ones, never tried on the hub
+    with pytest.raises(InputError, match="unknown hubert tag 'tny': valid tags are chinese-large, large-ls960, tiny"):
+        build_encoder("hubert:tny")
 
 
 def test_encoder_table_and_cli():
