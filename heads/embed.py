@@ -53,11 +53,11 @@ def embedding_spec(run, dim: int) -> dict[str, Any]:
 
 
 def run_embeddings(store: Store, run, clip_ids: list[str]) -> tuple[list[str], np.ndarray]:
-    """The fused projections of ``clip_ids`` under a loaded run (clips lacking a feature
-    set are left out).
-
-    ``--normalize`` runs z-score each group over the clips given here, as ``emofs
-    predict`` does.
+    """The fused projections of ``clip_ids`` under a loaded run, read as ``emofs predict``
+    reads them: a clip with some of the run's feature sets is embedded from those (the
+    missing ones masked, as the head was trained with them missing; a ``--require-all``
+    run needs all), a clip with none is left out, and ``--normalize`` runs z-score each
+    group over the clips given here.
 
     Returns:
         ``(kept clip ids, (N, F) float32)``.
@@ -66,34 +66,22 @@ def run_embeddings(store: Store, run, clip_ids: list[str]) -> tuple[list[str], n
 
     from featurestore.reader import batch_loader
 
-    from .data import TensorBatches, read_aligned
-    from .normalize import group_values
+    from .predict import group_column, run_features
+    from .presence import batch_presence
 
-    arrays, present = {}, np.ones(len(clip_ids), dtype=bool)
-    for name in run.config.encoders:
-        arrays[name], has = read_aligned(store, name, clip_ids)  # (N, D), (N,)
-        present &= has
+    encoders = run.config.encoders
+    kept, present, _, dataset = run_features(store, run, clip_ids, True, group_column(store, run, clip_ids))
     if not present.all():
-        log.warning(f"{int((~present).sum())} of {len(clip_ids)} clips lack one of the run's feature "
-                    f"sets ({', '.join(run.config.encoders)}) and get no embedding")
-    kept = [c for c, ok in zip(clip_ids, present) if ok]
-    arrays = {k: v[present] for k, v in arrays.items()}
-    if run.normalizer is not None and kept:
-        column = run.normalizer.column
-        groups = [None] * len(kept)
-        if column in store.clips(limit=1).columns:
-            frame = store.clips(columns=["clip_id", column])
-            lookup = dict(zip(frame["clip_id"].to_list(), frame[column].to_list()))
-            groups = [lookup.get(c) for c in kept]
-        arrays, _ = run.normalizer.apply(arrays, group_values(groups))
+        log.warning(f"{int((~present).sum())} of {len(clip_ids)} clips lack "
+                    f"{'one' if run.config.require_all else 'every one'} of the run's feature sets "
+                    f"({', '.join(encoders)}) and get no embedding")
     if not kept:
         return [], np.zeros((0, 0), dtype=np.float32)
-    dataset = TensorBatches(arrays, None)
     out = []
     run.head.eval()
     with torch.inference_mode():
         for batch in batch_loader(dataset, 1024):
-            fused, _ = run.head.fuse([batch[e] for e in run.config.encoders])  # (B, F)
+            fused, _ = run.head.fuse([batch[e] for e in encoders], batch_presence(batch, encoders))  # (B, F)
             out.append(fused.float().numpy())
     return kept, np.concatenate(out).astype(np.float32)  # (N, F)
 

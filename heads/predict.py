@@ -27,7 +27,7 @@ from .config import PRESENCE_KEYS, HeadConfig
 log = logging.getLogger(__name__)
 
 __all__ = ["LoadedRun", "load_run", "read_checkpoint", "predict_proba", "predict_clips", "evaluate_run", "predict_to_store",
-           "modality_weights"]
+           "modality_weights", "run_features", "group_column"]
 
 _CHECKPOINT = "checkpoints/best.ckpt"
 
@@ -182,9 +182,11 @@ def _check_features(store: Store, run: LoadedRun) -> None:
                  f"-> {now['fingerprint']}): predictions may be off")
 
 
-def _features_for(store: Store, run: LoadedRun, clip_ids: list[str], drop_missing: bool, groups=None):
-    """Vectors and presence of ``clip_ids``; returns ``(kept ids, kept (N,) bool, presence
-    (n, M) bool, dataset)``."""
+def run_features(store: Store, run: LoadedRun, clip_ids: list[str], drop_missing: bool, groups=None):
+    """Vectors and presence of ``clip_ids`` as the run reads them (per-group z-scores of a
+    ``--normalize`` run over these clips); returns ``(kept ids, kept (N,) bool, presence
+    (n, M) bool, dataset)``. A clip with some of the run's feature sets is kept unless the
+    run requires all; one with none is an error, or left out with ``drop_missing``."""
     from heads.data import TensorBatches, read_aligned
 
     from .presence import apply_present, presence_matrix
@@ -222,7 +224,7 @@ def _features_for(store: Store, run: LoadedRun, clip_ids: list[str], drop_missin
     return kept, present, matrix[present], TensorBatches(arrays, None, partial)
 
 
-def _group_column(store: Store, run: LoadedRun, ids: list[str]):
+def group_column(store: Store, run: LoadedRun, ids: list[str]):
     """The ``--normalize`` column of ``ids`` (None: not a normalised run, or no such column)."""
     column = run.config.normalize
     if not column:
@@ -281,7 +283,7 @@ def predict_clips(
     run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
     _check_features(store, run)
     ids = _select(store, where, clip_ids, columns=["clip_id"])["clip_id"].to_list()
-    kept, _, presence, dataset = _features_for(store, run, ids, drop_missing, _group_column(store, run, ids))
+    kept, _, presence, dataset = run_features(store, run, ids, drop_missing, group_column(store, run, ids))
     probs = predict_proba(run.head, dataset, run.config.encoders)  # (N, C)
     best = probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
     data: dict[str, Any] = {
@@ -317,7 +319,7 @@ def modality_weights(store: Store, run_dir: str | Path | LoadedRun,
     if not ids:
         return {}
     _check_features(store, run)
-    kept, _, _, dataset = _features_for(store, run, ids, True, _group_column(store, run, ids))
+    kept, _, _, dataset = run_features(store, run, ids, True, group_column(store, run, ids))
     if not kept:
         return {}
     _, weights = predict_proba(run.head, dataset, run.config.encoders, with_weights=True)  # (N, M)

@@ -85,3 +85,24 @@ def test_embed_cli_and_its_errors(trained, tmp_path):
         from heads.embed import embed_run
 
         embed_run(store, tmp_path, progress=False)
+
+
+def test_clips_with_some_of_the_runs_feature_sets_are_embedded_like_predict_reads_them(tmp_path):
+    """A fused run (an audio and a face set, each clip having one or both) embeds every clip
+    with either set, as `emofs predict` labels them; a clip with neither is left out."""
+    from heads import HeadConfig, train_head
+    from heads.embed import embed_run
+
+    store = _planted(tmp_path / "store")
+    ids = store.clips(columns=["clip_id"])["clip_id"].to_list()
+    rng = np.random.default_rng(1)
+    half = ids[::2]
+    write_features(store, "other", half, rng.normal(0, 1, (len(half), 8)), {"weights": "noise"}, dtype="float32")
+    store.upsert_clips(pa.table({"clip_id": ["lonely"], "label": ["sad"], "split": ["test"]}))
+    train_head(store, HeadConfig(encoders=["feat", "other"], hidden=16, threads=1, seed=0, drop_missing=True),
+               out=tmp_path / "run", quiet=True)
+    report = embed_run(store, tmp_path / "run", name="emo", progress=False)
+    assert report["rows"] == 360 and report["skipped"] == 1  # 'lonely' has neither set
+    matrix = read_features(store, "emo")
+    only_feat = np.isin(np.asarray(matrix.clip_ids), ids[1::2])
+    assert only_feat.sum() == 180 and np.abs(matrix.vectors[only_feat]).sum(1).min() > 0
