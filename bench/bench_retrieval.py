@@ -97,7 +97,7 @@ def shared(root: Path, k: int, baseline: bool) -> dict:
     return out
 
 
-def corpus(folder: Path, store_dir: Path, sets: list[str], k: int, folds: int = 5) -> dict:
+def corpus(folder: Path, store_dir: Path, runs: Path, sets: list[str], k: int, folds: int = 5) -> dict:
     """Speaker-independent UAR (default head, K folds) and P@k of each feature set."""
     from extractors import ingest
     from extractors.pipeline import extract
@@ -118,10 +118,10 @@ def corpus(folder: Path, store_dir: Path, sets: list[str], k: int, folds: int = 
             cfg = HeadConfig(encoders=encoders, split_by="speaker", folds=folds, normalize=normalize,
                              drop_missing=True, threads=1)
             t1 = time.perf_counter()
-            cv = cross_validate(store, cfg, out=store_dir.parent / f"cv-{spec}-{normalize}", quiet=True)
+            cv = cross_validate(store, cfg, out=runs / f"cv-{spec}-{normalize}", quiet=True)
             row["uar_normalized" if normalize else "uar_raw"] = cv.mean["uar"]
             row["cv_s" if normalize else "cv_raw_s"] = round(time.perf_counter() - t1, 1)
-        run = store_dir.parent / f"run-{spec}"
+        run = runs / f"run-{spec}"
         train_head(store, HeadConfig(encoders=encoders, split_by="speaker", normalize="speaker",
                                      drop_missing=True, threads=1), out=run, quiet=True)
         row["retrieval"] = retrieval_eval(store, run=run, k=k)["p_at_k"]
@@ -186,7 +186,7 @@ def main() -> None:
         if args.corpus:
             store_dir = (args.store or root / "corpus" / "store").resolve()
             store_dir.parent.mkdir(parents=True, exist_ok=True)
-            report = {"k": args.k, "corpus": corpus(args.corpus.resolve(), store_dir, args.sets, args.k)}
+            report = {"k": args.k, "corpus": corpus(args.corpus.resolve(), store_dir, root / "runs", args.sets, args.k)}
             text = json.dumps(report, indent=2)
             print(text)
             if args.json:

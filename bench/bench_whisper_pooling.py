@@ -10,7 +10,8 @@ tag tiny.en; ``--ref`` for another) once per input mode:
 
 and every pooling candidate is computed from the same hidden states: ``last`` (last-layer
 frame mean), ``layers`` (mean over the L+1 hidden states of their frame means),
-``layers_no_emb`` (the same without the embeddings) and ``layer<k>`` (one hidden state).
+``layers_no_emb`` (the same without the embeddings), ``layer<k>`` (one hidden state) and
+``layer_stats`` (each layer output's mean and std over frames, concatenated: the default).
 
 Quality: 5-fold GroupKFold by speaker (speaker-independent), standardised features into a
 class-balanced logistic regression (C=1), UAR (balanced accuracy) over the pooled
@@ -77,7 +78,7 @@ def extract(ref: str, rows: list[dict[str, str]], corpus: Path, padded: bool, ba
         states = enc.hidden_states(waves)  # (L+1, T, D) per clip
         seconds += time.perf_counter() - t0
         for s in states:
-            names = ["last", "layers", "layers_no_emb"] + [f"layer{k}" for k in range(s.shape[0])]
+            names = ["last", "layers", "layers_no_emb", "layer_stats"] + [f"layer{k}" for k in range(s.shape[0])]
             for name in names:
                 pooled.setdefault(name, []).append(pool(s, name))
     return {k: np.stack(v) for k, v in pooled.items()}, len(rows) / seconds, loaded_rss

@@ -88,7 +88,7 @@ def test_ct2_reader_matches_the_ctranslate2_runtime(real_clip):
     from extractors.encoders.whisper import log_mel, run_layers
 
     enc = build_encoder("whisper")  # tiny.en, the default tag
-    assert enc.weights.tag == "tiny.en" and enc.dim == 384 and enc.n_mels == 80
+    assert enc.weights.tag == "tiny.en" and enc.token_dim == 384 and enc.dim == 4 * 2 * 384 and enc.n_mels == 80
     mel = log_mel([real_clip], enc._filters)  # (1, 80, 3000)
     with torch.inference_mode():
         ours = run_layers(enc.model, mel)[-1].numpy()  # (1, 1500, 384)
@@ -111,9 +111,9 @@ def test_base_joins_its_two_packages():
     assert model.spec == "WhisperSpec" and "decoder/embeddings/weight" in model.variables
     enc = build_encoder("whisper:base")
     cfg = enc.model.config
-    assert (enc.dim, cfg.encoder_layers, cfg.encoder_attention_heads) == (512, 6, 8)
+    assert (enc.token_dim, cfg.encoder_layers, cfg.encoder_attention_heads) == (512, 6, 8)
     out = enc.encode([_voice(1.0)])[0]
-    assert out.vector.shape == (512,) and np.isfinite(out.vector).all()
+    assert out.vector.shape == (6 * 2 * 512,) and out.tokens.shape[1] == 512 and np.isfinite(out.vector).all()
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -134,8 +134,12 @@ def test_frames_cut_to_the_clip_and_padding_never_counts(tiny, padded):
     every_enc = build_encoder("whisper:tiny", options={"tokens": 500})
     every_enc.padded = padded
     every = every_enc.encode([clip])[0]
-    assert every.tokens.shape == (100, 32)  # tokens are the frames the vector averages
-    np.testing.assert_allclose(every.tokens.mean(0), alone.vector, atol=1e-5)
+    assert every.tokens.shape == (100, 32)  # one token per frame: the mean of the layer outputs
+    np.testing.assert_allclose(every.tokens, states[1:].mean(0), atol=1e-5)
+    # the vector: each layer output's mean and std over the clip's 100 frames only
+    expected = np.concatenate([states[1:].mean(1), states[1:].std(1)], axis=1).reshape(-1)  # (2 * 2 * 32,)
+    assert alone.vector.shape == (128,)
+    np.testing.assert_allclose(alone.vector, expected, atol=1e-5)
 
 
 def test_clip_over_30_s_runs_in_windows(tiny):
@@ -152,7 +156,7 @@ def test_clip_over_30_s_runs_in_windows(tiny):
 
 def test_table_and_errors(monkeypatch):
     rows = {r["tag"]: r for r in encoder_table() if r["encoder"] == "whisper"}
-    assert rows["tiny.en"]["default"] and rows["tiny.en"]["dim"] == 384 and rows["base"]["dim"] == 512
+    assert rows["tiny.en"]["default"] and rows["tiny.en"]["token_dim"] == 384 and rows["base"]["token_dim"] == 512
     assert rows["tiny.en"]["available"] == HAS_TINY_EN
     with pytest.raises(InputError, match="unknown whisper tag"):
         build_encoder("whisper:small")
@@ -186,7 +190,7 @@ def test_local_ctranslate2_directory_with_parts(tmp_path):
         (tmp_path / f.name).symlink_to(f)
     (tmp_path / "config.json").symlink_to(files[0].parent / "config.json")
     enc = build_encoder(f"whisper:{tmp_path}")
-    assert enc.weights.source == "local" and enc.dim == 512
+    assert enc.weights.source == "local" and enc.token_dim == 512
     wave = [_voice(1.0)]
     np.testing.assert_array_equal(enc.encode(wave)[0].vector, build_encoder("whisper:base").encode(wave)[0].vector)
 
@@ -201,4 +205,4 @@ def test_128_mel_checkpoint_like_large_v3(tmp_path):
     enc = build_encoder(f"whisper:{tmp_path}")
     assert enc.n_mels == 128 and enc.spec("float32")["preprocessing"]["n_mels"] == 128
     out = enc.encode([_voice(1.5)])[0]
-    assert out.vector.shape == (32,) and out.tokens.shape == (64, 32) and np.isfinite(out.vector).all()
+    assert out.vector.shape == (2 * 2 * 32,) and out.tokens.shape == (64, 32) and np.isfinite(out.vector).all()
