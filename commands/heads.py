@@ -48,8 +48,8 @@ _HEAD_FLAGS: tuple[tuple[str, Any, Any], ...] = (
         "--head", help="mlp (projectors + fusion) or linear (logistic regression baseline).")], "mlp"),
     ("fusion", Annotated[str, typer.Option("--fusion", help="concat or attention (softmax over modalities).")],
      "concat"),
-    ("hidden", Annotated[int, typer.Option("--hidden", help="Projector width (Emotion-LLaMA: 4096).")], 256),
-    ("dropout", Annotated[float, typer.Option("--dropout", help="Dropout on projected features.")], 0.2),
+    ("hidden", Annotated[int, typer.Option("--hidden", help="Projector width (Emotion-LLaMA: 4096).")], 512),
+    ("dropout", Annotated[float, typer.Option("--dropout", help="Dropout on projected features.")], 0.5),
     ("epochs", Annotated[Optional[int], typer.Option(
         "--epochs", help="Maximum epochs. [default: from the training-set size, >= 500 steps]")], None),
     ("lr", Annotated[float, typer.Option("--lr", help="AdamW learning rate.")], 1e-3),

@@ -91,8 +91,8 @@ class HeadConfig:
     val_frac: float = 0.15
     test_frac: float = 0.2
     fusion: str = "concat"
-    hidden: int = 256
-    dropout: float = 0.2
+    hidden: int = 512
+    dropout: float = 0.5
     epochs: int | None = None
     max_steps: int = -1
     lr: float = 1e-3

@@ -51,7 +51,7 @@ def run_dir(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run1"
     result = runner.invoke(app, [
         "train", "head", "--encoders", "aud,vis", "--split-by", "speaker", "--epochs", "10",
-        "--batch-size", "32", "--hidden", "32", "--threads", "1", "--out", str(out), "--store", store.uri,
+        "--batch-size", "32", "--hidden", "32", "--dropout", "0.2", "--threads", "1", "--out", str(out), "--store", store.uri,
         "--json",
     ])
     assert result.exit_code == 0, result.output
