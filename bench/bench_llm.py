@@ -19,6 +19,9 @@ clips of ../shared/data.
 Usage::
 
     python bench/bench_llm.py [--steps 30] [--batch-size 8] [--clips 16] [--threads 1] [--device cpu]
+                              [--base gemma3-270m]
+
+``--base`` times another LM than the tiny LLaMA (a built-in name, hub id or directory).
 
 Prints a markdown table and one JSON line with the figures and the speed-ups.
 """
@@ -94,7 +97,7 @@ def prepare(work: Path, n_clips: int, device: str) -> None:
         write_features(store, name, ids, rng.normal(size=(n_clips, dim)), {"encoder": name, "synthetic": True})
 
 
-def make_steps(work: Path, steps_modes, batch_size: int, device: str):
+def make_steps(work: Path, steps_modes, batch_size: int, device: str, base: str | None = None):
     """One training-step function per mode, all on the same model and optimiser."""
     import torch
 
@@ -106,7 +109,7 @@ def make_steps(work: Path, steps_modes, batch_size: int, device: str):
     from llm.train import prepare_training
 
     store = Store(work / "store")
-    config = LLMConfig(base=str(work / "llama"), batch_size=batch_size, lr=1e-3,
+    config = LLMConfig(base=base or str(work / "llama"), batch_size=batch_size, lr=1e-3,
                        precision="32" if device == "cpu" else "auto")
     dataset, _, _, dims, _ = prepare_training(store, config)
     model = EmotionLLM.create(config, dims, device=device)
@@ -144,9 +147,9 @@ def make_steps(work: Path, steps_modes, batch_size: int, device: str):
     return {mode: make(mode) for mode in steps_modes}
 
 
-def time_modes(work: Path, steps: int, batch_size: int, device: str) -> dict:
+def time_modes(work: Path, steps: int, batch_size: int, device: str, base: str | None = None) -> dict:
     """Per-step times, the modes interleaved step by step (fair on a shared machine)."""
-    fns = make_steps(work, MODES, batch_size, device)
+    fns = make_steps(work, MODES, batch_size, device, base)
     for fn in fns.values():
         for _ in range(3):
             fn()  # warm-up
@@ -172,13 +175,13 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peak_memory(work: Path, mode: str, steps: int, batch_size: int, device: str) -> dict:
+def peak_memory(work: Path, mode: str, steps: int, batch_size: int, device: str, base: str | None = None) -> dict:
     """Peak memory of training in one mode alone (run in its own process)."""
     import torch
 
     if device != "cpu":
         torch.cuda.reset_peak_memory_stats()
-    fn = make_steps(work, [mode], batch_size, device)[mode]
+    fn = make_steps(work, [mode], batch_size, device, base)[mode]
     for _ in range(steps):
         fn()
     out = {"peak_rss_mib": _peak_rss_mib()}
@@ -194,6 +197,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per mode")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--base", default=None, help="LM to time instead of the tiny LLaMA (e.g. gemma3-270m)")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -202,24 +206,25 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     if args.mode:  # child process: peak memory of one mode
-        print(json.dumps(peak_memory(Path(args.work), args.mode, 5, args.batch_size, args.device)))
+        print(json.dumps(peak_memory(Path(args.work), args.mode, 5, args.batch_size, args.device, args.base)))
         return
     if not (DATA / "labels.csv").is_file():
         sys.exit(f"real clips not found at {DATA}")
     with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
         work = Path(tmp)
         prepare(work, args.clips, args.device)
-        results = time_modes(work, args.steps, args.batch_size, args.device)
+        results = time_modes(work, args.steps, args.batch_size, args.device, args.base)
         for mode in MODES:
             cmd = [sys.executable, __file__, "--mode", mode, "--work", str(work),
                    "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", args.device]
+            cmd += ["--base", args.base] if args.base else []
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             if proc.returncode != 0:
                 sys.exit(f"mode {mode} failed:\n{proc.stderr[-3000:]}")
             results[mode].update(json.loads(proc.stdout.strip().splitlines()[-1]))
     base = results["store"]["step_ms_median"]
     mem = "peak_cuda_mib" if args.device != "cpu" else "peak_rss_mib"
-    print(f"\nLoRA LLaMA training step, tiny models, batch {args.batch_size}, {args.steps} steps, "
+    print(f"\nLoRA training step, {args.base or 'tiny LLaMA'} + tiny EVA, batch {args.batch_size}, {args.steps} steps, "
           f"device {args.device}, {args.threads} thread(s)\n")
     print(f"| mode | step ms (median) | step ms (mean) | {mem} | store speed-up |")
     print("|---|---|---|---|---|")
@@ -227,7 +232,8 @@ def main() -> None:
         r = results[mode]
         print(f"| {mode} | {r['step_ms_median']:.1f} | {r['step_ms_mean']:.1f} | {r[mem]:.0f} | "
               f"{r['step_ms_median'] / base:.2f}x |")
-    summary = {"device": args.device, "batch_size": args.batch_size, "steps": args.steps, "threads": args.threads,
+    summary = {"device": args.device, "base": args.base or "tiny-llama", "batch_size": args.batch_size,
+               "steps": args.steps, "threads": args.threads,
                "results": results,
                "speedup_vs_eva": results["eva"]["step_ms_median"] / base,
                "speedup_vs_decode_eva": results["decode+eva"]["step_ms_median"] / base,

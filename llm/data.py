@@ -206,7 +206,8 @@ class LLMDataset:
     """Map-style dataset: one example per clip, task drawn by the mixing ratio each access.
 
     Clips that can serve none of the configured tasks (no label, no description) are
-    dropped; ``dropped`` counts them.
+    dropped; ``dropped`` counts them. ``splits`` (clip -> part) and ``split_note`` describe
+    a ``--split-by`` group split (the records are its train and val clips).
     """
 
     records: list[ClipRecord]
@@ -215,6 +216,8 @@ class LLMDataset:
     labels: list[str]
     seed: int = 0
     dropped: int = 0
+    splits: dict[str, str] = field(default_factory=dict)
+    split_note: str | None = None
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

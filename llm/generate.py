@@ -4,7 +4,9 @@
 extracted on the fly with the store's specs). ``eval`` generates the recognition answer
 of every selected clip, maps each answer to a label (the label word it names; answers
 naming none are counted) and reports accuracy, weighted F1, UAR, WAR and a confusion
-matrix.
+matrix, beside the figures of a head run on the same clips when one is given (or is the
+run's ``--projectors-from``). An empty answer is never passed off as one: ``ask`` says it
+is empty and why, ``eval`` counts them.
 """
 
 from __future__ import annotations
@@ -26,13 +28,30 @@ from featurestore.store import Store, sql_quote
 
 from .config import TASKS
 from .data import ClipRecord, StoreFeatures, load_records, make_example
-from .model import EmotionLLM
+from .model import EmotionLLM, Generation
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ask", "evaluate", "answer_to_label", "EvalResult", "NONE_LABEL", "MemoryFeatures"]
+__all__ = ["ask", "evaluate", "answer_to_label", "EvalResult", "NONE_LABEL", "MemoryFeatures", "empty_note",
+           "run_split_ids", "head_figures"]
 
 NONE_LABEL = "(none)"
+_MORE_TRAINING = "train longer (more --epochs or --max-steps, a higher --lr) or on a real base (--base gemma3-270m)"
+
+
+def empty_note(generation: Generation) -> str | None:
+    """Why an answer is empty (None when it is not).
+
+    Args:
+        generation: one :class:`llm.model.Generation`.
+    """
+    if generation.text:
+        return None
+    if generation.tokens == 0 and generation.stop != "max_new_tokens":
+        return (f"the model ended its answer at once (its first token was {generation.stop}): the adapter has "
+                f"not learned to answer yet; {_MORE_TRAINING}")
+    return (f"the model generated {generation.tokens} tokens that decode to nothing (special or blank "
+            f"tokens, stop: {generation.stop}); {_MORE_TRAINING}")
 
 
 def answer_to_label(answer: str, labels: Sequence[str]) -> str | None:
@@ -100,8 +119,11 @@ def ask(
             store (:func:`workflows.ask` extracts it with the store's specs).
 
     Returns:
-        ``{"clip_id", "source", "task", "prompt", "answer", "label"}`` where ``label`` is
-        the label the answer names (or None).
+        ``{"clip_id", "source", "task", "prompt", "answer", "label", "empty", "note",
+        "tokens", "stop"}``: ``label`` is the label the answer names (or None); ``empty``
+        is True when the answer is empty and ``note`` then says why; ``tokens`` counts the
+        generated tokens and ``stop`` names the token that ended them (or
+        ``max_new_tokens``).
     """
     _check_question(task)
     model = model or EmotionLLM.load(run_dir)
@@ -124,9 +146,11 @@ def ask(
         source = "store"
     labels = getattr(model, "labels", None) or cfg.labels or []
     example = make_example(record, features, cfg, labels, task, question=question, with_answer=False)
-    answer = model.generate([example], max_new_tokens)[0]
+    generation = model.generate_detailed([example], max_new_tokens)[0]
+    answer = generation.text
     return {"clip_id": record.clip_id, "source": source, "task": task, "prompt": example["prompt"],
-            "answer": answer, "label": answer_to_label(answer, labels)}
+            "answer": answer, "label": answer_to_label(answer, labels), "empty": not answer,
+            "note": empty_note(generation), "tokens": generation.tokens, "stop": generation.stop}
 
 
 @dataclass
@@ -138,11 +162,70 @@ class EvalResult:
     unmatched: int
     metrics: dict[str, Any]
     seconds: float
+    empty: int = 0
+    head: dict[str, Any] | None = None  # :func:`head_figures` on the same clips
 
     def as_dict(self) -> dict[str, Any]:
-        return {"out_dir": str(self.out_dir), "n": self.n, "unmatched": self.unmatched,
-                "seconds": self.seconds, **{k: self.metrics[k] for k in
-                                            ("accuracy", "weighted_f1", "uar", "war", "macro_f1")}}
+        return {"out_dir": str(self.out_dir), "n": self.n, "unmatched": self.unmatched, "empty": self.empty,
+                "seconds": self.seconds, **{k: self.metrics[k] for k in _HEADLINE}, "head": self.head}
+
+
+_HEADLINE = ("accuracy", "weighted_f1", "uar", "war", "macro_f1")
+
+
+def run_split_ids(run_dir: str | Path, split: str) -> list[str]:
+    """Clip ids of one part (``train``, ``val``, ``test``) of a run's ``splits.csv``.
+
+    Raises:
+        InputError: the run has no ``splits.csv`` (trained without ``--split-by``), or no clip there.
+    """
+    path = Path(run_dir) / "splits.csv"
+    if not path.is_file():
+        raise InputError(f"{run_dir} has no splits.csv (trained without --split-by): select clips with --where")
+    with open(path, newline="") as handle:
+        ids = [row["clip_id"] for row in csv.DictReader(handle) if row["split"] == split]
+    if not ids:
+        raise InputError(f"no {split!r} clips in {path} (parts: train, val, test)")
+    return ids
+
+
+def head_figures(store: Store, head_run: str | Path, clip_ids: Sequence[str],
+                 truth: dict[str, str]) -> dict[str, Any]:
+    """A head run's figures on the given labelled clips (the LLM's eval clips).
+
+    Returns:
+        ``{"run", "n", "accuracy", "weighted_f1", "uar", "war", "macro_f1", "seen_in_training"}``:
+        ``n`` counts the clips the head could predict (it needs one of its feature sets);
+        ``seen_in_training`` the clips its ``splits.csv`` puts in train or val.
+    """
+    from heads.metrics import classification_metrics
+    from heads.predict import predict_clips
+
+    frame = predict_clips(store, head_run, clip_ids=list(clip_ids), drop_missing=True)
+    ids, predicted = frame["clip_id"].to_list(), frame["label"].to_list()
+    vocab = sorted({truth[c] for c in ids} | set(predicted))
+    figures = classification_metrics([vocab.index(truth[c]) for c in ids],
+                                     [vocab.index(p) for p in predicted], vocab) if ids else {}
+    seen = 0
+    splits = Path(head_run) / "splits.csv"
+    if splits.is_file():
+        with open(splits, newline="") as handle:
+            trained = {row["clip_id"] for row in csv.DictReader(handle) if row.get("split") in ("train", "val")}
+        seen = len(trained & set(ids))
+    return {"run": str(head_run), "n": len(ids), **{k: figures.get(k) for k in _HEADLINE},
+            "seen_in_training": seen}
+
+
+def _head_run(run_dir: str | Path, cfg, head: str | Path | None) -> Path | None:
+    """The head run to compare with: the one given, else the run's head ``--projectors-from``."""
+    if head is not None:
+        path = Path(head)
+        if not (path / "checkpoints" / "best.ckpt").is_file():
+            raise InputError(f"--head {head}: not a head run (no checkpoints/best.ckpt): pass an "
+                             "`emofs train head --out` folder")
+        return path
+    source = Path(cfg.projectors_from) if cfg.projectors_from else None
+    return source if source is not None and (source / "checkpoints" / "best.ckpt").is_file() else None
 
 
 def evaluate(
@@ -155,14 +238,22 @@ def evaluate(
     max_new_tokens: int | None = None,
     progress: bool = True,
     model: EmotionLLM | None = None,
+    split: str | None = None,
+    head: str | Path | None = None,
 ) -> EvalResult:
     """Generate the recognition answer of every selected labelled clip and score it.
 
     Writes ``answers.csv``, ``metrics.json`` and ``confusion.png`` to ``out_dir``
     (default ``<run>/eval``).
 
+    Args:
+        split: keep only the clips of this part of the run's ``splits.csv`` (``test``: the
+            held-out groups of a ``--split-by`` run).
+        head: a head run scored on the same clips (default: the run's
+            ``--projectors-from`` when that is a head run); in ``metrics.json["head"]``.
+
     Raises:
-        InputError: no labelled clip with features matches ``where``.
+        InputError: no labelled clip with features matches ``where`` / ``split``.
     """
     from heads.metrics import classification_metrics
     from heads.report import plot_confusion
@@ -172,7 +263,11 @@ def evaluate(
     labels = list(getattr(model, "labels", None) or cfg.labels or [])
     if not labels:
         raise InputError(f"run {run_dir} has no label set (it was trained on task reason only)")
+    head_run = _head_run(run_dir, cfg, head)
     records = [r for r in load_records(store, where, cfg.description_column) if r.label]
+    if split is not None:
+        chosen = set(run_split_ids(run_dir, split))
+        records = [r for r in records if r.clip_id in chosen]
     features = StoreFeatures(store, cfg.feature_encoders, cfg.video_encoder,
                              clip_ids=[r.clip_id for r in records])
     cached = features.clip_ids()
@@ -185,16 +280,22 @@ def evaluate(
         log.warning(f"{sum(r.label in unknown for r in records)} clips have labels the run never saw "
              f"({', '.join(unknown)}): they count as errors")
     if not records:
-        raise InputError(f"no labelled clip with cached features matches --where {where!r}")
+        raise InputError(f"no labelled clip with cached features matches --where {where!r}"
+                         + (f" in split {split!r}" if split else ""))
     start = time.perf_counter()
-    answers: list[str] = []
+    generations: list[Generation] = []
     with track_progress(len(records), "llm eval", enabled=progress) as advance:
         for i in range(0, len(records), batch_size):
             chunk = records[i : i + batch_size]
             examples = [make_example(r, features, cfg, labels, "emotion", with_answer=False) for r in chunk]
-            answers.extend(model.generate(examples, max_new_tokens))
+            generations.extend(model.generate_detailed(examples, max_new_tokens))
             advance(len(chunk))
     seconds = time.perf_counter() - start
+    answers = [g.text for g in generations]
+    empty = sum(not a for a in answers)
+    if empty:
+        note = empty_note(next(g for g in generations if not g.text))
+        log.warning(f"{empty} of {len(answers)} answers are empty (e.g. {note})")
     predicted = [answer_to_label(a, labels) for a in answers]
     vocab = labels + [x for x in unknown if x not in labels] + [NONE_LABEL]
     y_true = [vocab.index(r.label) for r in records]
@@ -202,14 +303,18 @@ def evaluate(
     metrics = classification_metrics(y_true, y_pred, vocab)
     unmatched = sum(p is None for p in predicted)
     metrics["unmatched"] = unmatched
+    metrics["empty"] = empty
     metrics["where"] = where
+    metrics["split"] = split
+    metrics["head"] = (head_figures(store, head_run, [r.clip_id for r in records],
+                                    {r.clip_id: r.label for r in records}) if head_run else None)
     out = Path(out_dir) if out_dir else Path(run_dir) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "answers.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["clip_id", "label", "predicted", "answer"])
-        for r, p, a in zip(records, predicted, answers):
-            writer.writerow([r.clip_id, r.label, p or "", a])
+        writer.writerow(["clip_id", "label", "predicted", "answer", "tokens", "stop"])
+        for r, p, g in zip(records, predicted, generations):
+            writer.writerow([r.clip_id, r.label, p or "", g.text, g.tokens, g.stop])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_confusion(np.asarray(metrics["confusion"]), vocab, out / "confusion.png", title="LLM answers")
-    return EvalResult(out, len(records), unmatched, metrics, seconds)
+    return EvalResult(out, len(records), unmatched, metrics, seconds, empty, metrics["head"])

@@ -7,13 +7,16 @@ The user turn, as in Emotion-LLaMA's ``FeatureFaceDataset``::
 
 ``<VideoHere>`` is replaced by the projected EVA patch tokens and ``<FeatureHere>`` by one
 projected token per encoder vector. A modality a clip lacks is left out and the prompt
-says which. The turn is wrapped in the tokenizer's chat template when it has one, else in
-LLaMA-2's ``[INST] ... [/INST]``.
+says which. The turn is wrapped in the tokenizer's chat template when it has one, else by
+the base's model type: Gemma's turns (``<start_of_turn>user\n ... <end_of_turn>\n
+<start_of_turn>model\n``) for a Gemma, LLaMA-2's ``[INST] ... [/INST]`` otherwise
+(:func:`chat_format`).
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Sequence
 
 __all__ = [
@@ -27,6 +30,9 @@ __all__ = [
     "answer_text",
     "pick_instruction",
     "wrap_chat",
+    "chat_format",
+    "ChatFormat",
+    "GEMMA_MODEL_TYPES",
     "prompt_vocabulary",
 ]
 
@@ -106,19 +112,89 @@ def pick_instruction(task: str, labels: Sequence[str], rng: random.Random | None
     return rng.choice(REASON_INSTRUCTIONS)
 
 
-def wrap_chat(tokenizer, user: str) -> tuple[str, bool]:
+#: transformers model types that take Gemma's turn format when the tokenizer has no template.
+GEMMA_MODEL_TYPES = ("gemma", "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text")
+GEMMA_END_OF_TURN = "<end_of_turn>"
+_PROBE = "ANSWER-PROBE-7"
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How a base wants its turn: the name, the answer's lead text and its end token.
+
+    Attributes:
+        name: ``template`` (the tokenizer's chat template), ``gemma`` (Gemma's turns) or
+            ``inst`` (LLaMA-2 / Emotion-LLaMA ``[INST] ... [/INST]``).
+        answer_prefix: text put before the answer (``" "`` after ``[/INST]``; ``""`` after
+            Gemma's ``model\n``).
+        end_token: the token closing an answer (trained on, and a stop token besides EOS);
+            None: the tokenizer's EOS.
+    """
+
+    name: str
+    answer_prefix: str = " "
+    end_token: str | None = None
+
+
+def _has_token(tokenizer, token: str) -> bool:
+    ids = tokenizer.convert_tokens_to_ids([token])
+    return bool(ids) and ids[0] is not None and ids[0] != tokenizer.unk_token_id
+
+
+def _template_end_token(tokenizer) -> str | None:
+    """The special token a chat template puts right after an assistant answer (None: EOS)."""
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Q"}, {"role": "assistant", "content": _PROBE}], tokenize=False)
+    except Exception:  # a template that refuses this shape: fall back to EOS
+        return None
+    _, _, after = text.partition(_PROBE)
+    special = set(tokenizer.all_special_ids)
+    for token_id in tokenizer(after, add_special_tokens=False)["input_ids"]:
+        if token_id in special:
+            token = tokenizer.convert_ids_to_tokens(token_id)
+            return None if token == tokenizer.eos_token else token
+        if tokenizer.decode([token_id]).strip():
+            break  # plain text before any special token: no end token to learn
+    return None
+
+
+def chat_format(tokenizer, model_type: str | None = None) -> ChatFormat:
+    """The turn format of a base: its chat template, else Gemma's turns, else ``[INST]``.
+
+    Args:
+        tokenizer: the base's tokenizer.
+        model_type: the base's ``config.model_type`` (picks Gemma's turns without a template).
+    """
+    if getattr(tokenizer, "chat_template", None):
+        text, _ = _render_template(tokenizer, "Q")
+        return ChatFormat("template", "" if text.endswith("\n") else " ", _template_end_token(tokenizer))
+    if (model_type or "") in GEMMA_MODEL_TYPES:
+        end = GEMMA_END_OF_TURN if _has_token(tokenizer, GEMMA_END_OF_TURN) else None
+        return ChatFormat("gemma", "", end)
+    return ChatFormat("inst", " ", None)
+
+
+def _render_template(tokenizer, user: str) -> tuple[str, bool]:
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+    )
+    bos = tokenizer.bos_token
+    return text, bool(bos) and text.startswith(bos)
+
+
+def wrap_chat(tokenizer, user: str, model_type: str | None = None) -> tuple[str, bool]:
     """Wrap a user turn for generation; returns ``(text, text_has_bos)``.
 
-    Uses the tokenizer's chat template when it has one, else ``[INST] user [/INST]``
-    (LLaMA-2 / Emotion-LLaMA) with the BOS token added by the caller.
+    Uses the tokenizer's chat template when it has one, else Gemma's turns for a Gemma
+    ``model_type``, else ``[INST] user [/INST]`` (LLaMA-2 / Emotion-LLaMA); the caller adds
+    the BOS token when the text lacks it.
     """
-    template = getattr(tokenizer, "chat_template", None)
-    if template:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
-        )
-        bos = tokenizer.bos_token
-        return text, bool(bos) and text.startswith(bos)
+    name = chat_format(tokenizer, model_type).name
+    if name == "template":
+        return _render_template(tokenizer, user)
+    if name == "gemma":
+        return f"<start_of_turn>user\n{user}{GEMMA_END_OF_TURN}\n<start_of_turn>model\n", False
     return f"[INST] {user} [/INST]", False
 
 

@@ -1,9 +1,11 @@
-"""A tiny LLaMA + tokenizer built offline (random weights) for tests and the demo.
+"""A tiny LLaMA or Gemma 3 + tokenizer built offline (random weights) for tests and demos.
 
 The tokenizer is a small BPE trained with ``tokenizers`` on the prompt vocabulary, the
 label words and any extra text; the model is a ``LlamaForCausalLM`` from a small
-``LlamaConfig``. Both are saved with ``save_pretrained`` so they load by path through the
-same code as a real checkpoint.
+``LlamaConfig`` or a ``Gemma3ForCausalLM`` from a small ``Gemma3TextConfig`` (the
+architecture of ``--base gemma3-270m``, with Gemma's special tokens ``<start_of_turn>`` /
+``<end_of_turn>``). Both are saved with ``save_pretrained`` so they load by path through
+the same code as a real checkpoint.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from featurestore.errors import InputError
 
+from .bases import quiet_transformers
+
 if TYPE_CHECKING:
     from featurestore.store import Store
 
-__all__ = ["build_tiny_llama", "vocabulary_from_store", "TINY_CHAT_TEMPLATE"]
+__all__ = ["build_tiny_llama", "build_tiny_gemma", "vocabulary_from_store", "TINY_CHAT_TEMPLATE",
+           "GEMMA_CHAT_TEMPLATE"]
 
 # A minimal chat template (different from the [INST] fallback, so tests can tell them apart).
 TINY_CHAT_TEMPLATE = (
@@ -24,7 +29,14 @@ TINY_CHAT_TEMPLATE = (
     "{% else %} ASSISTANT: {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %} ASSISTANT:{% endif %}"
 )
+#: Gemma's turn format as a chat template (the instruction-tuned Gemma's, without system turns).
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+    "<start_of_turn>{{ role }}\n{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
 _SPECIAL = ["<unk>", "<s>", "</s>", "<pad>"]
+_GEMMA_SPECIAL = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 #: Clip columns whose texts the tiny tokenizer learns (besides the label words).
 _TEXT_COLUMNS = ("subtitle", "description")
 
@@ -77,25 +89,12 @@ def build_tiny_llama(
         ``out_dir`` as a Path.
     """
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from .prompts import prompt_vocabulary
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    corpus = [*prompt_vocabulary(labels), *labels, *[str(t) for t in extra_text]]
-    corpus += ["<video> </video> <feature> </feature> <VideoHere> <FeatureHere>"]
-    corpus += list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?'\"()[]-_<>/")
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=_SPECIAL, show_progress=False)
-    tok.train_from_iterator(corpus * 4, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
+    fast = _tokenizer(labels, extra_text, _SPECIAL, vocab_size,
+                      unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     if chat_template:
         fast.chat_template = TINY_CHAT_TEMPLATE
     fast.save_pretrained(out)
@@ -115,5 +114,83 @@ def build_tiny_llama(
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
-    model.save_pretrained(out)
+    with quiet_transformers():
+        model.save_pretrained(out)
+    return out
+
+
+def _tokenizer(labels: Sequence[str], extra_text: Iterable[str], special: list[str], vocab_size: int, **tokens):
+    """A small BPE (Metaspace) trained on the prompt vocabulary, labels and extra text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from .prompts import prompt_vocabulary
+
+    corpus = [*prompt_vocabulary(labels), *labels, *[str(t) for t in extra_text]]
+    corpus += ["<video> </video> <feature> </feature> <VideoHere> <FeatureHere> user model"]
+    corpus += list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?'\"()[]-_<>/\n")
+    tok = Tokenizer(models.BPE(unk_token=tokens["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False)
+    tok.train_from_iterator(corpus * 4, trainer=trainer)
+    extra = [t for t in special if t not in tokens.values()]
+    return PreTrainedTokenizerFast(tokenizer_object=tok, additional_special_tokens=extra or None, **tokens)
+
+
+def build_tiny_gemma(
+    out_dir: str | Path,
+    labels: Sequence[str],
+    *,
+    extra_text: Iterable[str] = (),
+    chat_template: bool = False,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    vocab_size: int = 600,
+    seed: int = 0,
+) -> Path:
+    """A tiny random ``Gemma3ForCausalLM`` + tokenizer with Gemma's special tokens, saved to ``out_dir``.
+
+    Args:
+        out_dir: folder to write (``config.json``, weights, tokenizer files).
+        labels: label words the tokenizer must know.
+        extra_text: more sentences for the tokenizer.
+        chat_template: give the tokenizer Gemma's chat template; without one (as
+            ``gemma3-270m``, a base model) the model type picks Gemma's turns.
+        hidden_size, layers, heads, vocab_size: model size (one key/value head, as Gemma 3 270M).
+        seed: torch seed of the random weights.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fast = _tokenizer(labels, extra_text, _GEMMA_SPECIAL, vocab_size,
+                      unk_token="<unk>", bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+    if chat_template:
+        fast.chat_template = GEMMA_CHAT_TEMPLATE
+    fast.save_pretrained(out)
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=len(fast),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=1,
+        head_dim=hidden_size // heads,
+        max_position_embeddings=1024,
+        sliding_window=64,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=[fast.eos_token_id, fast.convert_tokens_to_ids("<end_of_turn>")],
+        pad_token_id=fast.pad_token_id,
+    )
+    model = Gemma3ForCausalLM(config)
+    with quiet_transformers():
+        model.save_pretrained(out)
     return out

@@ -2,14 +2,19 @@
 
 A run directory holds::
 
-    config.json              resolved LLMConfig, projector dims, labels, clips, store
+    config.json              resolved LLMConfig, projector dims, labels, clips, store, the
+                             base's identity (built-in: package version, gguf sha256),
+                             LoRA targets, turn format
     adapter/                 PEFT LoRA adapter (adapter_model.safetensors + config)
     projectors.safetensors   per-encoder projectors (and the video projector)
+    standardize.safetensors  per-set mean / std of the training vectors (``--standardize``)
+    splits.csv               clip_id, split (with ``--split-by``: test groups are held out)
     metrics.csv              train loss per step / epoch (Lightning CSVLogger)
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,7 +30,8 @@ from .model import VIDEO_KEY, EmotionLLM
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train", "TrainResult", "lightning_precision", "prepare_training"]
+__all__ = ["train", "TrainResult", "lightning_precision", "prepare_training", "split_records",
+           "vector_stats"]
 
 
 @dataclass
@@ -40,6 +46,8 @@ class TrainResult:
     trainable_params: int
     labels: list[str]
     dropped: dict[str, int] = field(default_factory=dict)
+    split: str | None = None  # the group split's description (``--split-by``)
+    step_seconds: float | None = None  # mean seconds per optimiser step
     model: Any = field(default=None, repr=False, compare=False)  # the trained EmotionLLM
 
     def as_dict(self) -> dict[str, Any]:
@@ -59,11 +67,57 @@ def lightning_precision(precision: str) -> str:
     return {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}[precision]
 
 
+def split_records(store: Store, records: list, config: LLMConfig) -> tuple[dict[str, str], str]:
+    """``--split-by``: the group split ``emofs train head --split-by`` makes of these clips.
+
+    Returns:
+        ``({clip_id: "train" | "val" | "test"}, one-line description)``.
+
+    Raises:
+        InputError: the column is not a clip column, or has under 3 groups.
+    """
+    import numpy as np
+    import polars as pl
+
+    from heads.config import HeadConfig
+    from heads.data import assign_splits
+
+    column = config.split_by
+    frame = store.clips(where=config.where)
+    if column not in frame.columns:
+        raise InputError(f"--split-by {column}: clips have no such column (columns: {', '.join(frame.columns)})")
+    group_of = dict(zip(frame["clip_id"].to_list(), frame[column].to_list()))
+    groups = [str(g) if (g := group_of.get(r.clip_id)) is not None else "(none)" for r in records]
+    vocab = sorted({r.label or "" for r in records})
+    labels = np.array([vocab.index(r.label or "") for r in records])
+    cfg = HeadConfig(encoders=["llm"], split_by=column, seed=config.seed)
+    split, note = assign_splits(pl.DataFrame({"clip_id": [r.clip_id for r in records], column: groups}),
+                                labels, cfg)
+    return {r.clip_id: str(part) for r, part in zip(records, split)}, note
+
+
+def vector_stats(features: StoreFeatures, clip_ids) -> dict[str, tuple]:
+    """Per feature set ``((D,) mean, (D,) std)`` of the given clips' vectors."""
+    import numpy as np
+
+    out = {}
+    for name in features.feature_encoders:
+        rows = [v for v in (features.vector(name, c) for c in clip_ids) if v is not None]
+        if rows:
+            matrix = np.stack(rows).astype(np.float64)  # (N, D)
+            out[name] = (matrix.mean(0).astype(np.float32), matrix.std(0).astype(np.float32))
+    return out
+
+
 def prepare_training(store: Store, config: LLMConfig):
     """Records, features, labels and projector dims of a run (no model loaded).
 
+    With ``config.split_by`` the test groups' clips are left out of the dataset (counted
+    in ``dropped["held_out"]``); ``splits`` maps every clip to its part.
+
     Returns:
-        ``(dataset, features, labels, dims, dropped)``.
+        ``(dataset, features, labels, dims, dropped)``; the dataset carries ``splits``
+        (``{clip_id: part}``, empty without ``--split-by``) and ``split_note``.
     """
     records = load_records(store, config.where, config.description_column)
     features = StoreFeatures(store, config.feature_encoders, config.video_encoder,
@@ -80,7 +134,11 @@ def prepare_training(store: Store, config: LLMConfig):
         labels = sorted({r.label for r in records if r.label})
     if "emotion" in config.tasks and not labels:
         raise InputError("task emotion needs labelled clips: ingest with --labels, or use --task reason")
-    dataset = LLMDataset(records, features, config, labels, seed=config.seed)
+    splits, note = split_records(store, records, config) if config.split_by else ({}, None)
+    if splits:
+        dropped["held_out"] = sum(splits[r.clip_id] == "test" for r in records)
+        records = [r for r in records if splits[r.clip_id] != "test"]
+    dataset = LLMDataset(records, features, config, labels, seed=config.seed, splits=splits, split_note=note)
     dropped["no_answer"] = dataset.dropped
     if len(dataset) == 0:
         raise InputError(
@@ -147,12 +205,17 @@ def train(store: Store, config: LLMConfig, out_dir: str | Path, *, progress: boo
     out = Path(out_dir)
     if (out / "config.json").exists():
         raise InputError(f"{out} already holds an llm run: pass a new --out folder (nothing was changed)")
-    dataset, _, labels, dims, dropped = prepare_training(store, config)
+    dataset, features, labels, dims, dropped = prepare_training(store, config)
     for reason, count in dropped.items():
-        if count:
+        if count and reason != "held_out":
             log.warning(f"{count} clips skipped ({reason.replace('_', ' ')})")
+    if dataset.split_note:
+        log.info(f"{dataset.split_note}: {dropped['held_out']} test clips held out")
+    if config.threads:
+        torch.set_num_threads(config.threads)
     L.seed_everything(config.seed, verbose=False)
-    model = EmotionLLM.create(config, dims)
+    stats = vector_stats(features, [r.clip_id for r in dataset.records]) if config.standardize else None
+    model = EmotionLLM.create(config, dims, standardize=stats)
     model.labels = labels
     n_trainable = sum(p.numel() for p in model.trainable_parameters())
     generator = torch.Generator().manual_seed(config.seed)
@@ -176,15 +239,22 @@ def train(store: Store, config: LLMConfig, out_dir: str | Path, *, progress: boo
         num_sanity_val_steps=0,
     )
     log.info(f"training on {len(dataset)} clips, {n_trainable:,} trainable parameters "
-         f"(LoRA r={config.lora_r} on {','.join(config.target_modules)} + {len(dims)} projectors)")
+         f"(LoRA r={config.lora_r} on {','.join(model.targets)} + {len(dims)} projectors)")
     model.train()  # from_pretrained returns eval mode; LoRA dropout must be on
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader)
     seconds = time.perf_counter() - start
     final = trainer.callback_metrics.get("train_loss_epoch", trainer.callback_metrics.get("train_loss"))
     model.eval()
-    result = TrainResult(out, len(dataset), int(trainer.global_step), seconds,
-                         None if final is None else float(final), n_trainable, labels, dropped, model)
+    steps = int(trainer.global_step)
+    result = TrainResult(out, len(dataset), steps, seconds, None if final is None else float(final),
+                         n_trainable, labels, dropped, dataset.split_note,
+                         round(seconds / steps, 3) if steps else None, model)
+    if dataset.splits:
+        with open(out / "splits.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["clip_id", "split"])
+            writer.writerows(dataset.splits.items())
     model.save(out, extra={
         "labels": labels,
         "store": store.uri,
@@ -192,3 +262,4 @@ def train(store: Store, config: LLMConfig, out_dir: str | Path, *, progress: boo
         "result": {k: v for k, v in result.as_dict().items() if k not in ("labels",)},
     })
     return result
+

@@ -150,7 +150,9 @@ def test_config_checks_name_the_flag():
     with pytest.raises(InputError, match="--encoders"):
         LLMConfig(base="x", feature_encoders=(), video_encoder=None)
     cfg = LLMConfig(base="x")
-    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules) == (64, 16, 0.05, ("q_proj", "v_proj"))
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules) == (64, 16, 0.05, ("auto",))
+    with pytest.raises(InputError, match="--lora-targets auto stands alone"):
+        LLMConfig(base="x", target_modules=("auto", "q_proj"))
     assert LLMConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
@@ -307,9 +309,20 @@ def test_projectors_init_from_head_run_and_llm_run(tiny_base, tmp_path, trained)
     x = torch.randn(24)
     with torch.no_grad():
         torch.testing.assert_close(model.projectors["mae"](x), w @ ((x - mean) / std) + b, rtol=1e-4, atol=1e-4)
+    # The trained run standardises its vectors; its projectors are unfolded to take raw ones
+    # here (no standardisation) and refolded for a model that standardises with other stats.
+    mean_t, std_t = trained.model.standardize["mae"]
+    with torch.no_grad():
+        expected = trained.model.projectors["mae"]((x - mean_t) / std_t)
     from_run = EmotionLLM.create(LLMConfig(base=str(tiny_base), projectors_from=str(trained.run_dir), lora_r=4),
                                  {"mae": 24, "video": 48})
-    torch.testing.assert_close(from_run.projectors["mae"].weight, trained.model.projectors["mae"].weight)
+    stats = {"mae": (torch.randn(24), torch.rand(24) + 0.5)}
+    refolded = EmotionLLM.create(LLMConfig(base=str(tiny_base), projectors_from=str(trained.run_dir), lora_r=4),
+                                 {"mae": 24, "video": 48}, standardize=stats)
+    with torch.no_grad():
+        torch.testing.assert_close(from_run.projectors["mae"](x), expected, rtol=1e-4, atol=1e-4)
+        z = (x - stats["mae"][0]) / stats["mae"][1]
+        torch.testing.assert_close(refolded.projectors["mae"](z), expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(InputError, match="LM hidden size"):
         _mismatch(tiny_base, head)
 
