@@ -6,6 +6,15 @@ versions, so ``emofs clips`` shows the corrected label at once and the history s
 changed what. An undo is a correction too: it restores the old value and marks the
 undone row (``undone_by``), so nothing is ever erased.
 
+The history row is written first, then the clip (then, for an undo, the undone row's
+``undone_by``): a crash between the writes leaves a history row the clip does not show
+yet, never a changed clip without its row. :func:`history_disagreements` finds such pairs
+(``emofs check``) and :func:`reconcile_corrections` completes them (``emofs check
+--repair``): a clip still holding the latest row's ``old_value`` gets its ``new_value``
+(the write that was cut short is redone: the row is the record of a change that passed
+every check under the write lock); a clip whose value changed by another way since (an
+``ingest --labels``) keeps it, and a row by ``emofs check --repair`` records the change.
+
 Row schema::
 
     correction_id  string   uuid hex
@@ -38,6 +47,8 @@ __all__ = [
     "correct_clip",
     "undo_correction",
     "read_corrections",
+    "history_disagreements",
+    "reconcile_corrections",
 ]
 
 CORRECTIONS = "corrections.lance"
@@ -89,6 +100,7 @@ def _merge_tags(old: str | None, add: Iterable[str]) -> str:
 
 def _write(store: Store, clip_id: str, column: str, old: str | None, new: str | None, who: str,
            undoes: str | None = None) -> dict[str, Any]:
+    """The history row, then the clip (a crash between: see :func:`reconcile_corrections`)."""
     row = {"correction_id": uuid.uuid4().hex, "clip_id": clip_id, "column": column,
            "old_value": old, "new_value": new, "who": who, "at": datetime.now(timezone.utc),
            "undoes": undoes, "undone_by": None}
@@ -178,3 +190,91 @@ def read_corrections(store: Store, where: str | None = None):
     table = store.table(CORRECTIONS, where=where) if store.dataset(CORRECTIONS) is not None else None
     frame = pl.from_arrow(table if table is not None else corrections_schema().empty_table())
     return frame.sort("at", descending=True)
+
+
+#: ``who`` of the rows :func:`reconcile_corrections` writes.
+REPAIR_WHO = "emofs check --repair"
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return (a or "") == (b or "")  # an empty tags value is stored as null or ""
+
+
+def history_disagreements(store: Store) -> list[dict[str, Any]]:
+    """Where the corrections history and the clips disagree (what a crash between the writes
+    of a correction leaves); changes nothing.
+
+    Returns:
+        One dict per problem: ``kind`` (``unapplied``: the clip still holds the latest
+        correction's old value; ``changed``: the clip holds a value the history never set;
+        ``undo_unmarked``: an undo whose undone row has no ``undone_by``), ``clip_id``,
+        ``column``, ``correction_id`` (the latest row; the undone row for ``undo_unmarked``),
+        ``history`` (the value the history says), ``clip`` (the clip's value) and, for
+        ``undo_unmarked``, ``undo_id``.
+    """
+    rows = read_corrections(store)
+    if not rows.height:
+        return []
+    out: list[dict[str, Any]] = []
+    by_id = {r["correction_id"]: r for r in rows.to_dicts()}
+    for row in by_id.values():
+        undone = by_id.get(row["undoes"]) if row["undoes"] else None
+        if undone is not None and not undone["undone_by"]:
+            out.append({"kind": "undo_unmarked", "clip_id": undone["clip_id"], "column": undone["column"],
+                        "correction_id": undone["correction_id"], "undo_id": row["correction_id"],
+                        "history": row["new_value"], "clip": None})
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows.sort(["at", "correction_id"]).to_dicts():  # oldest first: the last one wins
+        latest[(row["clip_id"], row["column"])] = row
+    ds = store.dataset(CLIPS)
+    have = set(ds.schema.names) if ds is not None else set()
+    columns = sorted({c for _, c in latest if c in have})
+    clips = store.clips(columns=["clip_id", *columns]).to_dicts() if ds is not None else []
+    values = {r["clip_id"]: r for r in clips}
+    for (clip_id, column), row in sorted(latest.items()):
+        if clip_id not in values:
+            continue  # the clip is gone: nothing to disagree with
+        now = values[clip_id].get(column)
+        if _same(now, row["new_value"]):
+            continue
+        out.append({"kind": "unapplied" if _same(now, row["old_value"]) else "changed",
+                    "clip_id": clip_id, "column": column, "correction_id": row["correction_id"],
+                    "history": row["new_value"], "clip": now})
+    return out
+
+
+def reconcile_corrections(store: Store) -> dict[str, int]:
+    """Make the history and the clips agree again (``emofs check --repair``).
+
+    ``unapplied``: the clip gets the latest correction's new value (the cut-short write is
+    redone); ``changed``: the clip keeps its value and a correction row (who ``emofs check
+    --repair``) records it; ``undo_unmarked``: the undone row gets its ``undone_by``.
+
+    Returns:
+        ``{"rolled_forward": n, "recorded": n, "undos_marked": n}``.
+    """
+    done = {"rolled_forward": 0, "recorded": 0, "undos_marked": 0}
+    with store.writing():
+        problems = history_disagreements(store)
+        marks = [p for p in problems if p["kind"] == "undo_unmarked"]
+        if marks:
+            store.upsert(CORRECTIONS, pa.table({"correction_id": [p["correction_id"] for p in marks],
+                                                "undone_by": [p["undo_id"] for p in marks]}),
+                         key="correction_id")
+            done["undos_marked"] = len(marks)
+        for column in sorted({p["column"] for p in problems if p["kind"] == "unapplied"}):
+            fix = [p for p in problems if p["kind"] == "unapplied" and p["column"] == column]
+            store.upsert_clips(pa.table({"clip_id": [p["clip_id"] for p in fix],
+                                         column: pa.array([p["history"] for p in fix], pa.string())}))
+            done["rolled_forward"] += len(fix)
+        changed = [p for p in problems if p["kind"] == "changed"]
+        if changed:
+            now = datetime.now(timezone.utc)
+            rows = [{"correction_id": uuid.uuid4().hex, "clip_id": p["clip_id"], "column": p["column"],
+                     "old_value": p["history"], "new_value": p["clip"], "who": REPAIR_WHO, "at": now,
+                     "undoes": None, "undone_by": None} for p in changed]
+            schema = corrections_schema()
+            store.upsert(CORRECTIONS, pa.Table.from_pylist(rows, schema=schema), key="correction_id",
+                         schema=schema)
+            done["recorded"] = len(changed)
+    return done

@@ -6,11 +6,14 @@ of the training folds), and the directory gets::
     cv.json        config, per-fold figures, mean and std over folds, pooled test figures
     cv.csv         one row per fold
     confusion.png  one confusion matrix pooled over every test fold
+
+``cv.json`` is written last (atomically): a directory with fold runs and no ``cv.json`` is
+a cross-validation that was killed or failed, and a new one with the same ``--out``
+replaces its folds (with a warning).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -88,6 +91,7 @@ def cross_validate(store: Store, cfg: HeadConfig, *, out: str | Path | None = No
 
     from .data import prepare_data
     from .report import plot_confusion
+    from .rundir import clear_run, write_json_atomic
     from .train import train_head
 
     if not cfg.folds or not cfg.split_by:
@@ -95,13 +99,18 @@ def cross_validate(store: Store, cfg: HeadConfig, *, out: str | Path | None = No
     run_dir = Path(out) if out else _default_dir(cfg)
     if (run_dir / "cv.json").exists():
         raise InputError(f"{run_dir} already holds a cross-validation: pass another --out (nothing was overwritten)")
+    leftovers = sorted(d for d in run_dir.glob("fold-*") if (d / "config.json").exists())
+    if leftovers:
+        log.warning(f"{run_dir} holds an unfinished cross-validation (no cv.json: it was killed or "
+                    f"failed): replacing its {len(leftovers)} fold runs")
     first = prepare_data(store, cfg.replace(fold=0), quiet=quiet)
     k_folds = len(np.unique(first.groups)) if cfg.folds == "loo" else int(cfg.folds)
     rows, pooled_cm = [], None
     for fold in range(k_folds):
         fold_cfg = cfg.replace(fold=fold)
         prepared = first if fold == 0 else prepare_data(store, fold_cfg, quiet=True)
-        result = train_head(store, fold_cfg, out=run_dir / f"fold-{fold}", prepared=prepared, quiet=True)
+        result = train_head(store, fold_cfg, out=run_dir / f"fold-{fold}", prepared=prepared, quiet=True,
+                            replace=bool(leftovers))
         cm = np.asarray(result.test["confusion"], dtype=np.int64)  # (C, C)
         pooled_cm = cm if pooled_cm is None else pooled_cm + cm
         test_groups = sorted(set(prepared.groups[prepared.indices("test")].tolist()))
@@ -116,8 +125,13 @@ def cross_validate(store: Store, cfg: HeadConfig, *, out: str | Path | None = No
     std = {k: round(float(np.std([r[k] for r in rows])), 4) for k in CV_FIGURES}
     pooled = _from_confusion(pooled_cm, first.vocabulary)
     result = CVResult(run_dir=run_dir, rows=rows, mean=mean, std=std, pooled=pooled, config=cfg.to_dict())
-    (run_dir / "cv.json").write_text(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
+    for stale in leftovers:  # folds of the killed one beyond this one's
+        if stale.name not in {f"fold-{k}" for k in range(k_folds)}:
+            clear_run(stale)
+            if not any(stale.iterdir()):
+                stale.rmdir()
     pl.DataFrame(rows).write_csv(run_dir / "cv.csv")
     plot_confusion(pooled_cm, first.vocabulary, run_dir / "confusion.png",
                    title=f"{run_dir.name}: {k_folds} test folds pooled")
+    write_json_atomic(run_dir / "cv.json", result.as_dict())  # last: the cross-validation is finished
     return result

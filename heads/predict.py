@@ -2,6 +2,8 @@
 
 Loading a run needs torch only (not Lightning): the head is rebuilt from ``config.json``,
 ``labels.json`` and ``features.json`` and takes the weights of ``checkpoints/best.ckpt``.
+A run is finished once ``metrics.json`` is there (training writes it last, atomically): a
+directory without it is what a killed or failed training left, and is refused.
 
 A clip is predicted from the run's feature sets it has (at least one; a run with
 ``require_all``, and every run trained before presence masks, needs all of them), and the
@@ -26,10 +28,31 @@ from .config import PRESENCE_KEYS, HeadConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoadedRun", "load_run", "read_checkpoint", "predict_proba", "predict_clips", "evaluate_run", "predict_to_store",
+__all__ = ["LoadedRun", "load_run", "run_finished", "check_finished", "FINISHED", "read_checkpoint",
+           "predict_proba", "predict_clips", "evaluate_run", "predict_to_store",
            "modality_weights", "run_features", "group_column"]
 
 _CHECKPOINT = "checkpoints/best.ckpt"
+#: Written last by ``emofs train head``: a run directory without it is unfinished.
+FINISHED = "metrics.json"
+
+
+def run_finished(run_dir: str | Path) -> bool:
+    """True when ``run_dir`` is a finished head run (its ``metrics.json`` was written)."""
+    return (Path(run_dir) / FINISHED).is_file()
+
+
+def unfinished_message(run_dir: str | Path) -> str:
+    return (f"{run_dir} is an unfinished head run (no {FINISHED}: its training was killed or failed): "
+            f"train it again (`emofs train head --out {run_dir}` with the flags in its config.json "
+            "replaces it) or pass a finished run")
+
+
+def check_finished(run_dir: str | Path) -> None:
+    """Raise :class:`InputError` when ``run_dir`` holds a run that never finished."""
+    run_dir = Path(run_dir)
+    if (run_dir / "config.json").exists() and not run_finished(run_dir):
+        raise InputError(unfinished_message(run_dir))
 
 
 @dataclass
@@ -55,16 +78,23 @@ class LoadedRun:
     normalizer: Any = None  # heads.normalize.GroupNormalizer of a --normalize run
 
 
-def load_run(run_dir: str | Path) -> LoadedRun:
+def load_run(run_dir: str | Path, *, unfinished_ok: bool = False) -> LoadedRun:
     """Load a run directory written by ``emofs train head``.
 
+    Args:
+        unfinished_ok: load a run without ``metrics.json`` (training itself, before it
+            writes it).
+
     Raises:
-        InputError: the directory is not a finished run (names the missing file), or one of
-            its files is damaged (a truncated checkpoint: names the file and the way out).
+        InputError: the directory is not a finished run (unfinished: no ``metrics.json``;
+            or names the missing file), or one of its files is damaged (a truncated
+            checkpoint: names the file and the way out).
     """
     from .models import build_head
 
     run_dir = Path(run_dir)
+    if not unfinished_ok:
+        check_finished(run_dir)
     for name in ("config.json", "labels.json", "features.json", _CHECKPOINT):
         if not (run_dir / name).exists():
             raise InputError(

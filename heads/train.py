@@ -16,6 +16,11 @@ A run directory holds::
                     more than one feature set, test figures per presence pattern
                     (``by_modalities``: both, <set> only, ...)
     confusion.png   test confusion matrix;  curves.png   loss and val figure per epoch
+
+``metrics.json`` is written last (atomically): a directory without it is an unfinished
+run (training was killed or failed), which eval / predict / label / embed / the app refuse
+and a new ``train head --out`` into it replaces (with a warning); a finished run is never
+overwritten.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from featurestore.store import Store
 from .config import HeadConfig
 from .data import PreparedData, prepare_data, split_dataset
 from .presence import figures_by_pattern, pattern_names
+from .rundir import check_out, make_dir, prepare_run_dir, refuse_finished, write_json, write_json_atomic
 from .metrics import HEADLINE, classification_metrics
 
 log = logging.getLogger(__name__)
@@ -295,41 +301,6 @@ def _check_splits(prepared: PreparedData) -> None:
         )
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def _check_out(out: str | Path | None) -> None:
-    """Refuse an --out that can never be a directory (a file, or under one) before any work."""
-    if out is None:
-        return
-    out = Path(out)
-    for path in (out, *out.parents):
-        if path.exists() and not path.is_dir():
-            where = "is a file" if path == out else f"is under {path}, which is a file"
-            raise InputError(f"--out {out} {where}, not a directory: pass a new or existing "
-                             "directory for the run")
-        if path.exists():
-            return
-
-
-def _make_dir(path: Path) -> None:
-    _check_out(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create --out {path} ({exc.strerror or exc}): pass a directory "
-                         "you can write to") from exc
-
-
-def _prepare_run_dir(run_dir: Path) -> Path:
-    run_dir = Path(run_dir)
-    if (run_dir / "config.json").exists():
-        raise InputError(f"{run_dir} already holds a run: pass another --out (nothing was overwritten)")
-    _make_dir(run_dir)
-    return run_dir
-
-
 def train_head(
     store: Store,
     cfg: HeadConfig,
@@ -338,6 +309,7 @@ def train_head(
     prepared: PreparedData | None = None,
     quiet: bool = False,
     trainer: str | None = None,
+    replace: bool = False,
 ) -> RunResult:
     """Train a projector + fusion + classifier head and write a complete run directory.
 
@@ -349,6 +321,7 @@ def train_head(
         quiet: no status lines on stderr.
         trainer: ``auto`` (plain loop when preloaded, else Lightning), ``plain`` or
             ``lightning``; None: the :func:`use_trainer` choice (default ``auto``).
+        replace: replace a finished run at ``out`` too (an unfinished one always is).
 
     Returns:
         The :class:`RunResult` (also written to ``metrics.json``).
@@ -358,7 +331,9 @@ def train_head(
     """
     started = time.time()
     process_start = _process_start()
-    _check_out(out)  # before minutes of data preparation
+    check_out(out)  # before minutes of data preparation
+    if out is not None and not replace:
+        refuse_finished(Path(out))
     if _check_trainer(trainer or _trainer.get()) == "lightning":
         prefetch_lightning()
     if prepared is None:
@@ -368,7 +343,7 @@ def train_head(
     from .schedule import resolve_schedule
 
     cfg, schedule = resolve_schedule(cfg, prepared.counts()["train"])
-    run_dir = _prepare_run_dir(Path(out) if out else default_run_dir(cfg))
+    run_dir = prepare_run_dir(Path(out) if out else default_run_dir(cfg), replace)
     if not quiet:
         counts = prepared.counts()
         log.info(f"run {run_dir}: {len(prepared.clip_ids)} clips (train {counts['train']}, val "
@@ -376,8 +351,8 @@ def train_head(
              f"{prepared.split_note}; {'preloaded' if prepared.features is not None else 'streaming'}")
 
     cfg.save(run_dir / "config.json")
-    _write_json(run_dir / "labels.json", prepared.vocabulary)
-    _write_json(run_dir / "features.json", {e: prepared.feature_info[e] for e in cfg.encoders})
+    write_json(run_dir / "labels.json", prepared.vocabulary)
+    write_json(run_dir / "features.json", {e: prepared.feature_info[e] for e in cfg.encoders})
     _write_splits(run_dir / "splits.csv", prepared)
     if prepared.normalizer is not None:
         prepared.normalizer.save(run_dir)
@@ -399,7 +374,7 @@ def train_head(
     from .predict import load_run, predict_proba
     from .report import plot_confusion, plot_curves
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, unfinished_ok=True)
     figures = {}
     attention = by_modalities = None
     for part in ("val", "test"):
@@ -427,10 +402,10 @@ def train_head(
                        counts=prepared.counts(), split_note=prepared.split_note,
                        timings=timings, attention=attention, normalize=prepared.normalize_report,
                        schedule=schedule, by_modalities=by_modalities)
-    _write_json(run_dir / "metrics.json", result.as_dict())
     plot_confusion(np.array(figures["test"]["confusion"]), prepared.vocabulary,
                    run_dir / "confusion.png", title=f"{run_dir.name}: test")
     plot_curves(run_dir / "metrics.csv", run_dir / "curves.png", monitor=cfg.monitor)
+    write_json_atomic(run_dir / "metrics.json", result.as_dict())  # last: the run is finished
     return result
 
 
@@ -555,14 +530,20 @@ def ablate(
         "ablation-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
     if (out / "ablation.csv").exists():
         raise InputError(f"{out} already holds an ablation: pass another --out (nothing was overwritten)")
-    _make_dir(out)
-    cfg = cfg.replace(require_all=True)  # every subset on the same clips: those having every set
-    prepared = prepare_data(store, cfg, quiet=quiet)
-    _check_splits(prepared)
+    make_dir(out)
     subsets = [s for k in range(1, len(cfg.encoders) + 1)
                for s in itertools.combinations(cfg.encoders, k)]
     # Reference row: the linear baseline on every feature set (same clips and split).
     runs = [(s, cfg.head) for s in subsets] + ([(tuple(cfg.encoders), "linear")] if cfg.head == "mlp" else [])
+    # Subset runs already there without ablation.csv: an ablation killed or failed midway.
+    redo = any((out / ("+".join(s) + (".linear" if h != cfg.head else "")) / "config.json").exists()
+               for s, h in runs)
+    if redo:
+        log.warning(f"{out} holds an unfinished ablation (no ablation.csv: it was killed or failed): "
+                    "replacing its runs")
+    cfg = cfg.replace(require_all=True)  # every subset on the same clips: those having every set
+    prepared = prepare_data(store, cfg, quiet=quiet)
+    _check_splits(prepared)
     rows = []
     for i, (subset, head) in enumerate(runs, 1):
         name = "+".join(subset) + (" (linear)" if head != cfg.head else "")
@@ -570,7 +551,7 @@ def ablate(
             log.info(f"[{i}/{len(runs)}] {name}")
         result = train_head(store, cfg.replace(encoders=list(subset), head=head),
                             out=out / name.replace(" (linear)", ".linear"),
-                            prepared=prepared.subset(subset), quiet=True)
+                            prepared=prepared.subset(subset), quiet=True, replace=redo)
         row = {"encoders": name, "head": head, "n_encoders": len(subset)}
         row.update({k: round(result.test[k], 4) for k in HEADLINE})
         row[f"val_{cfg.monitor}"] = round(result.val[cfg.monitor], 4)
@@ -578,8 +559,9 @@ def ablate(
         row["run_dir"] = str(result.run_dir)
         rows.append(row)
     frame = pl.DataFrame(rows)
-    frame.write_csv(out / "ablation.csv")
-    _write_json(out / "ablation.json", {"split": prepared.split_note, "counts": prepared.counts(),
+    write_json(out / "ablation.json", {"split": prepared.split_note, "counts": prepared.counts(),
                                         "config": cfg.to_dict(), "rows": rows})
     plot_ablation(frame, out / "ablation.png", metric="weighted_f1")
+    frame.write_csv(out / ".ablation.csv.tmp")
+    (out / ".ablation.csv.tmp").replace(out / "ablation.csv")  # last: the ablation is finished
     return frame

@@ -223,6 +223,9 @@ def _head_run(run_dir: str | Path, cfg, head: str | Path | None) -> Path | None:
         if not (path / "checkpoints" / "best.ckpt").is_file():
             raise InputError(f"--head {head}: not a head run (no checkpoints/best.ckpt): pass an "
                              "`emofs train head --out` folder")
+        from heads.predict import check_finished
+
+        check_finished(path)
         return path
     source = Path(cfg.projectors_from) if cfg.projectors_from else None
     return source if source is not None and (source / "checkpoints" / "best.ckpt").is_file() else None

@@ -30,6 +30,10 @@ __all__ = ["EmotionLLM", "Generation", "load_base", "resolve_dtype", "VIDEO_KEY"
 
 VIDEO_KEY = "video"  # projector name of the <VideoHere> tokens
 STANDARDIZE_FILE = "standardize.safetensors"  # ``<set>.mean`` / ``<set>.std`` of a run's vectors
+#: What an llm run holds before its ``config.json`` (written last): a folder with some of
+#: these and no ``config.json`` is a run that was killed or failed.
+LEFTOVERS = ("adapter", "projectors.safetensors", STANDARDIZE_FILE, "splits.csv", "metrics.csv",
+             "hparams.yaml", ".config.json.tmp")
 _SPLIT = re.compile(f"({re.escape(VIDEO_PLACEHOLDER)}|{re.escape(FEATURE_PLACEHOLDER)})")
 IGNORE = -100
 
@@ -183,6 +187,10 @@ class EmotionLLM:
         run = Path(run_dir)
         meta_path = run / "config.json"
         if not meta_path.is_file():
+            if any((run / name).exists() for name in LEFTOVERS):
+                raise InputError(f"{run} is an unfinished llm run (no config.json, which `emofs llm train` "
+                                 f"writes last: it was killed or failed): train it again (`emofs llm train "
+                                 f"--out {run}` replaces it) or pass a finished run")
             raise InputError(f"{run} is not an llm run (no config.json): pass the --out folder of `emofs llm train`")
         meta = json.loads(meta_path.read_text())
         config = LLMConfig.from_dict(meta["config"])
@@ -221,7 +229,9 @@ class EmotionLLM:
                 "base": self.identity, "model_type": self.model_type, "lora_targets": self.targets,
                 "chat_format": self.format.name}
         meta.update(extra or {})
-        (run / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+        tmp = run / ".config.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2, default=str))
+        tmp.replace(run / "config.json")  # last, whole: the run is finished
 
     def init_projectors(self, source: str | Path) -> None:
         """Copy projector weights from a head run or a projectors file.
@@ -478,8 +488,9 @@ def _projector_state(path: Path) -> dict:
 
     ckpt = path / "checkpoints" / "best.ckpt"
     if path.is_dir() and ckpt.is_file():  # a head run (heads.train)
-        from heads.predict import read_checkpoint
+        from heads.predict import check_finished, read_checkpoint
 
+        check_finished(path)  # a killed run's checkpoint is an intermediate one
         data = read_checkpoint(ckpt)  # a damaged file: InputError naming it, not a zip traceback
         encoders = list((data.get("hyper_parameters") or {}).get("encoders") or [])
         sd = data.get("state_dict", {})

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from featurestore import Store
+from featurestore import InputError, Store
 from featurestore.features import write_features
 
 LABELS = ["angry", "happy", "sad"]
@@ -174,3 +174,26 @@ def test_linear_head_matches_sklearn_logistic_regression(tmp_path):
     from heads import predict_clips
 
     assert predict_clips(store, tmp_path / "lin").height == n
+
+
+def test_killed_cross_validation_is_redone(speakers, tmp_path):
+    """Before: a cross-validation killed after fold 0 refused its --out forever (fold-0
+    "already holds a run"). Now the folds are replaced, with a warning, and cv.json comes last."""
+    from heads import HeadConfig, load_run
+    from heads.cv import cross_validate
+
+    out = tmp_path / "cv"
+    cfg = HeadConfig(encoders=["feat"], split_by="speaker", folds=2, head="linear", threads=1)
+    first = cross_validate(speakers, cfg, out=out, quiet=True)
+    (out / "cv.json").unlink()  # as if killed before the summary
+    (out / "fold-1" / "metrics.json").unlink()  # ... and during fold 1
+    (out / "fold-5").mkdir()
+    HeadConfig(encoders=["feat"]).save(out / "fold-5" / "config.json")  # a fold this run does not have
+    with pytest.raises(InputError, match="unfinished head run"):
+        load_run(out / "fold-1")
+    again = cross_validate(speakers, cfg, out=out, quiet=True)
+    assert [r["uar"] for r in again.rows] == [r["uar"] for r in first.rows]
+    assert json.loads((out / "cv.json").read_text())["folds"] == 2
+    assert not (out / "fold-5").exists()
+    with pytest.raises(InputError, match="already holds a cross-validation"):
+        cross_validate(speakers, cfg, out=out, quiet=True)

@@ -339,3 +339,58 @@ def test_write_predictions_refuses_another_vocabulary(store):
         write_predictions(store, "manual", ["clip0000"], probs, ["a", "b"], model_fingerprint="y")
     with pytest.raises(InputError, match="invalid prediction run name"):
         write_predictions(store, "../x", ["clip0000"], probs[:1], ["a", "b"], model_fingerprint="y")
+
+
+# ------------------------------------------------------------ unfinished (killed) runs
+def test_killed_run_is_refused_then_replaced(store, tmp_path, monkeypatch):
+    """Before: a run killed after a checkpoint (no metrics.json) was predicted from silently,
+    and one killed before any checkpoint blocked its --out forever ("already holds a run")."""
+    import heads.report
+    from heads import HeadConfig, train_head
+
+    out = tmp_path / "killed"
+    cfg = HeadConfig(encoders=["aud"], head="linear", threads=1)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies after the checkpoint, before metrics.json
+
+    with monkeypatch.context() as m:
+        m.setattr(heads.report, "plot_curves", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train_head(store, cfg, out=out, quiet=True)
+    assert (out / "checkpoints/best.ckpt").is_file() and not (out / "metrics.json").exists()
+    for argv in (["eval", str(out)], ["predict", str(out)], ["embed", str(out)]):
+        result = runner.invoke(app, [*argv, "--store", store.uri])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        errors = [l for l in result.output.splitlines() if l.startswith("error: ")]
+        assert len(errors) == 1 and "unfinished head run" in errors[0] and "--out" in errors[0], result.output
+    assert "predictions/killed.lance" not in {f"predictions/{n}.lance" for n in store.prediction_runs()}
+
+    # train head --out on the leftover replaces it (with a warning line); a finished run is refused.
+    (out / "lightning").mkdir()
+    (out / "lightning" / "metrics.csv").write_text("stale\n")
+    result = runner.invoke(app, ["train", "head", "-e", "aud", "--head", "linear", "--threads", "1",
+                                 "--out", str(out), "--store", store.uri])
+    assert result.exit_code == 0, result.output
+    assert "holds an unfinished run" in result.output and "replacing it" in result.output
+    assert (out / "metrics.json").is_file() and not (out / "lightning").exists()
+    assert runner.invoke(app, ["eval", str(out), "--store", store.uri]).exit_code == 0
+    result = runner.invoke(app, ["train", "head", "-e", "aud", "--head", "linear", "--out", str(out),
+                                 "--store", store.uri])
+    assert result.exit_code == 1 and "already holds a run" in result.output
+
+
+def test_leftover_without_checkpoint_and_the_app(store, tmp_path):
+    """Killed before any checkpoint: refused as unfinished (not 'no best.ckpt'); the app's
+    run lookup skips it."""
+    from heads import HeadConfig, load_run
+    from workflows.app.rundirs import run_dir_of
+
+    out = tmp_path / "runs" / "early"
+    out.mkdir(parents=True)
+    HeadConfig(encoders=["aud"]).save(out / "config.json")
+    with pytest.raises(InputError, match="unfinished head run .*killed"):
+        load_run(out)
+    assert run_dir_of(store, tmp_path / "runs", "early") is None
+    (out / "metrics.json").write_text("{}")
+    assert run_dir_of(store, tmp_path / "runs", "early") == out

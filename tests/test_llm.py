@@ -422,11 +422,14 @@ def test_cli_ask_clip_file_and_errors(trained, llm_store, tmp_path, monkeypatch)
 def test_cli_train_smoke_and_refuses_existing_run(tiny_base, llm_store, tmp_path):
     store, _, _ = llm_store
     out = tmp_path / "cli-run"
+    (out / "adapter").mkdir(parents=True)  # what a killed run leaves: no config.json
+    (out / "metrics.csv").write_text("epoch,step,stale\n9,9,9\n")
     args = ["llm", "train", "--base", str(tiny_base), "--out", str(out), "--store", store.uri,
             "--encoders", "mae,hubert", "--video", "none", "--task", "emotion=1,reason=1",
             "--max-steps", "2", "--lora-r", "4", "--batch-size", "4", "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert "unfinished llm run" in result.output and "stale" not in (out / "metrics.csv").read_text()
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["steps"] == 2
     meta = json.loads((out / "config.json").read_text())
@@ -464,3 +467,17 @@ def test_real_clips_extract_train_eval_ask(shared_data, tmp_path):
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     assert answer["source"] == "file" and "<VideoHere>" in answer["prompt"]
+
+
+def test_unfinished_llm_run_is_refused(tmp_path):
+    """A run killed before config.json (written last) is named unfinished, not loaded."""
+    from featurestore import InputError
+    from llm.model import EmotionLLM
+
+    run = tmp_path / "killed"
+    (run / "adapter").mkdir(parents=True)
+    (run / "projectors.safetensors").write_bytes(b"")
+    with pytest.raises(InputError, match="unfinished llm run .*killed.*replaces it"):
+        EmotionLLM.load(run)
+    with pytest.raises(InputError, match="not an llm run"):
+        EmotionLLM.load(tmp_path)

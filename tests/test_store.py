@@ -217,3 +217,68 @@ def test_repair_keeps_orphans_when_clips_are_missing(tmp_path):
     assert not report.ok and report.orphans["features/enc.lance"]["rows"] == 2
     assert "clips.lance is empty or missing" in report.repaired["notes"][0]
     assert store.table("features/enc.lance").num_rows == 2
+
+
+# ------------------------------------------- check: corrections history vs clips
+class _Killed(Exception):
+    pass
+
+
+def _kill_clip_write(monkeypatch, store):
+    """The process dies between a correction's history row and its clip update."""
+    def boom(table):
+        raise _Killed()
+
+    monkeypatch.setattr(store, "upsert_clips", boom)
+
+
+def test_correction_cut_short_is_found_and_rolled_forward(tmp_path, monkeypatch):
+    """Before: a kill between the two writes left `happy->k3_6` in the history while the clip
+    said `happy`, and `emofs check` said ok."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from featurestore.check import check_store, repair_store
+    from featurestore.corrections import correct_clip, read_corrections, undo_correction
+
+    store = Store(tmp_path / "s")
+    store.upsert_clips(pa.table({"clip_id": ["a", "b"], "label": ["happy", "sad"]}))
+    undone = correct_clip(store, "b", who="ann", label="angry")[0]
+    with monkeypatch.context() as m:
+        _kill_clip_write(m, store)
+        with pytest.raises(_Killed):
+            correct_clip(store, "a", who="ann", label="k3_6")
+        with pytest.raises(_Killed):  # an undo cut short: its row written, clip and mark not
+            undo_correction(store, undone["correction_id"], who="bob")
+    assert dict(store.clips().select("clip_id", "label").iter_rows()) == {"a": "happy", "b": "angry"}
+    report = check_store(store)
+    assert not report.ok
+    assert sorted((p["kind"], p["clip_id"]) for p in report.corrections) == [
+        ("unapplied", "a"), ("unapplied", "b"), ("undo_unmarked", "b")]
+    assert any("corrections.lance: 2 corrections the clips do not show" in line for line in report.problems())
+    result = CliRunner().invoke(app, ["check", "--store", store.uri])
+    assert result.exit_code == 1 and "a label is 'happy', history 'k3_6'" in result.output
+
+    result = CliRunner().invoke(app, ["check", "--repair", "--store", store.uri])
+    assert result.exit_code == 0, result.output
+    assert "corrections: 2 rolled forward onto the clips, 0 later changes recorded, 1 undos marked" in result.output
+    assert dict(store.clips().select("clip_id", "label").iter_rows()) == {"a": "k3_6", "b": "sad"}
+    history = {r["correction_id"]: r for r in read_corrections(store).to_dicts()}
+    assert history[undone["correction_id"]]["undone_by"]  # the undo is complete
+    assert check_store(store).ok and repair_store(store).repaired["corrections"] == {}
+
+
+def test_clip_changed_outside_corrections_is_recorded_not_overwritten(tmp_path):
+    from featurestore.check import check_store, repair_store
+    from featurestore.corrections import REPAIR_WHO, correct_clip, read_corrections
+
+    store = Store(tmp_path / "s")
+    store.upsert_clips(pa.table({"clip_id": ["a"], "label": ["happy"]}))
+    correct_clip(store, "a", who="ann", label="sad")
+    store.upsert_clips(pa.table({"clip_id": ["a"], "label": ["calm"]}))  # e.g. ingest --labels
+    assert [p["kind"] for p in check_store(store).corrections] == ["changed"]
+    report = repair_store(store)
+    assert report.ok and report.repaired["corrections"]["recorded"] == 1
+    assert store.clips()["label"].to_list() == ["calm"]  # the clip keeps its value
+    newest = read_corrections(store).to_dicts()[0]
+    assert (newest["who"], newest["old_value"], newest["new_value"]) == (REPAIR_WHO, "sad", "calm")

@@ -21,6 +21,7 @@ from featurestore.errors import EmofsError
 from featurestore.predictions import RUN_KEY
 from featurestore.schema import predictions_name
 from featurestore.store import Store
+from heads.predict import FINISHED
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ def _children(folder: Path) -> dict[str, Path]:
 
 
 def run_dir_of(store: Store, runs_dir: str | Path, run: str) -> Path | None:
-    """The head run directory that wrote prediction run ``run``, or None when not found."""
+    """The finished head run directory that wrote prediction run ``run``, or None when not
+    found (or unfinished: killed while training)."""
     ds = store.dataset(predictions_name(run))
     meta = (ds.schema.metadata or {}) if ds is not None else {}
     run_id = meta.get(RUN_KEY.encode(), b"").decode()
@@ -47,8 +49,8 @@ def run_dir_of(store: Store, runs_dir: str | Path, run: str) -> Path | None:
     nested = {name: path for parent in top.values() for name, path in _children(parent).items()}
     for name in dict.fromkeys(n for n in (run_id, run) if n):
         for found in (top.get(name), nested.get(name)):
-            if found is not None and (found / "config.json").is_file():
-                return found
+            if found is not None and (found / "config.json").is_file() and (found / FINISHED).is_file():
+                return found  # a finished run only: training writes metrics.json last
     return None
 
 
