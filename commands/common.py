@@ -149,6 +149,19 @@ def print_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str, *,
     typer.echo(f"{len(rows)} rows", err=True)
 
 
+#: Characters of one table cell shown (json / csv keep whole values): a long free-text
+#: value (a description, a 4 KiB subtitle) would otherwise fill the screen and take rich
+#: seconds to wrap.
+CELL_CHARS = 200
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = f"{value:.3f}" if isinstance(value, float) else str(value)
+    return text if len(text) <= CELL_CHARS else text[:CELL_CHARS - 1] + "…"
+
+
 def _print_table(shown: list[str], rows) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -157,7 +170,7 @@ def _print_table(shown: list[str], rows) -> None:
     for column in shown:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*["" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row])
+        table.add_row(*[_cell(v) for v in row])
     # Piped into a file or a pager, a table wrapped at rich's default 80 columns is
     # unreadable: give it room (a terminal keeps its own width).
     Console(width=None if sys.stdout.isatty() else 160).print(table)

@@ -120,7 +120,7 @@ def _print_info(summary: dict[str, Any]) -> None:
         + (f", no media {mods['none']}" if mods.get("none") else "") + ")"
     )
     if summary["labels"]:
-        console.print("[bold]labels[/bold] " + ", ".join(f"{k} {v}" for k, v in summary["labels"].items()))
+        console.print("[bold]labels[/bold] " + _labels_line(summary["labels"]))
     if summary["features"]:
         console.print(_feature_table(summary["features"]))
     else:
@@ -137,6 +137,23 @@ def _print_info(summary: dict[str, Any]) -> None:
     errors = summary["errors"]
     stages = ", ".join(f"{k} {v}" for k, v in summary["errors_by_stage"].items())
     console.print(f"[bold]errors[/bold] {errors}" + (f" ({stages}; see `emofs errors`)" if errors else ""))
+
+
+#: Labels ``emofs info`` names (most frequent first) and characters shown of each.
+_INFO_LABELS, _LABEL_CHARS = 30, 60
+
+
+def _labels_line(labels: dict[str, int]) -> str:
+    """``sad 12, happy 9, ...``: the most frequent labels, each cut to a readable length
+    (a free-text column used as --label must not flood the summary)."""
+    from rich.markup import escape
+
+    def short(text: str) -> str:
+        return text if len(text) <= _LABEL_CHARS else text[:_LABEL_CHARS - 1] + "…"
+
+    shown = [f"{escape(short(str(k)))} {v}" for k, v in list(labels.items())[:_INFO_LABELS]]
+    rest = len(labels) - _INFO_LABELS
+    return ", ".join(shown) + (f", … {rest} more (`emofs info --json`)" if rest > 0 else "")
 
 
 def _feature_table(features: dict[str, Any]):
@@ -228,16 +245,18 @@ def vacuum_command(
 # ------------------------------------------------------------------------- check
 def check_command(
     repair: Annotated[
-        bool, typer.Option("--repair", help="Remove duplicate and orphan rows, rebuild damaged indexes.")
+        bool, typer.Option("--repair", help="Remove duplicate and orphan rows, rebuild damaged indexes, "
+                                            "reconcile corrections with the clips.")
     ] = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check the store: duplicate keys, feature rows without a clip, damaged index files.
+    """Check the store: duplicate keys, feature rows without a clip, damaged index files,
+    corrections the clips do not show.
 
     With --repair, keeps the newest row of each duplicated key, deletes orphan feature and
-    prediction rows and rebuilds damaged indexes (under the store's write lock). Exits 1
-    while problems remain.
+    prediction rows, rebuilds damaged indexes and gives a clip the value of a correction
+    cut short (under the store's write lock). Exits 1 while problems remain.
 
     Examples:
       emofs check
@@ -255,6 +274,13 @@ def check_command(
             typer.echo(f"repaired: {sum(done['duplicate_rows_removed'].values())} duplicate rows and "
                        f"{sum(done['orphan_rows_removed'].values())} orphan rows removed, "
                        f"{len(done['indexes_rebuilt'])} indexes rebuilt")
+            if done.get("nonfinite_rows_quarantined"):
+                typer.echo(f"quarantined: {sum(done['nonfinite_rows_quarantined'].values())} feature rows "
+                           "holding NaN or inf (errors rows say so; `emofs extract` redoes them)")
+            if done.get("corrections"):
+                fixed = done["corrections"]
+                typer.echo(f"corrections: {fixed['rolled_forward']} rolled forward onto the clips, "
+                           f"{fixed['recorded']} later changes recorded, {fixed['undos_marked']} undos marked")
             for note in done["notes"]:
                 typer.echo(note, err=True)
         problems = report.problems()

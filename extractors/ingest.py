@@ -25,7 +25,7 @@ from .probe import MEDIA_EXTENSIONS, ProbeError, probe, sha256_file
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IngestReport", "ingest", "find_media"]
+__all__ = ["IngestReport", "ingest", "find_media", "printable_path"]
 
 _MEDIA_SCHEMA = pa.schema(list(MEDIA_COLUMNS))
 _EXAMPLES = 5
@@ -96,16 +96,22 @@ def find_media(
         path = Path(raw).expanduser()
         if not path.exists():
             if path.is_symlink():  # a dangling link or a link loop given by name
-                raise InputError(f"{path} is a {_unreadable_reason(path)}")
-            raise InputError(f"{path} does not exist: pass existing folders or media files")
+                raise InputError(f"{printable_path(path)} is a {_unreadable_reason(path)}")
+            raise InputError(f"{printable_path(path)} does not exist: pass existing folders or media files")
         path = path.resolve()
         if path.is_file():
             if path.suffix.lower() not in MEDIA_EXTENSIONS:
                 raise InputError(
-                    f"{path} is not a media file emofs reads (extensions: "
+                    f"{printable_path(path)} is not a media file emofs reads (extensions: "
                     f"{', '.join(sorted(MEDIA_EXTENSIONS))})"
                 )
-            yield path.parent, path
+            reason = _name_problem(path)
+            if reason is None:
+                yield path.parent, path
+            elif unreadable is not None:
+                unreadable.append((path, reason))
+            else:
+                raise InputError(f"{printable_path(path)}: {reason}")
             continue
         for folder, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -119,7 +125,7 @@ def find_media(
                 elif unreadable is not None:
                     unreadable.append((file, reason))
                 else:
-                    log.debug(f"skipped {file}: {reason}")
+                    log.debug(f"skipped {printable_path(file)}: {reason}")
 
 
 def _find_remote_media(uri: str):
@@ -138,10 +144,34 @@ def _find_remote_media(uri: str):
             yield root, file
 
 
+def printable_path(path: str | os.PathLike) -> str:
+    """``path`` as valid UTF-8 text: bytes of a name that is not UTF-8 (held by Python as
+    lone surrogates) shown as ``\\xNN`` escapes, so the name can be printed, logged and
+    stored in Arrow (``lat\\xe9.wav``)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def _name_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be stored (its name is not UTF-8), or None.
+
+    Arrow strings, and so ``clip_id`` / ``uri``, hold UTF-8 only: such a file becomes an
+    ``ingest`` errors row (under its printable name) and the other files go on.
+    """
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return ("file name is not valid UTF-8: rename it to UTF-8 (e.g. `convmv -f latin1 "
+                "-t utf8 --notest FILE`) and ingest again")
+    return None
+
+
 def _unreadable_reason(path: Path) -> str | None:
     """Why ``path`` cannot be read as a media file (None when it can be)."""
     import stat
 
+    name = _name_problem(path)
+    if name is not None:
+        return name
     try:
         info = os.stat(path)  # follows links: a loop or a dangling one fails here
     except OSError as exc:
@@ -162,13 +192,13 @@ def _record_unreadable(store: Store, unreadable: list[tuple[Path, str]], report:
         return
     now = datetime.now(timezone.utc)
     store.record_errors(
-        {"clip_id": None, "uri": str(path), "stage": "ingest", "encoder": None,
+        {"clip_id": None, "uri": printable_path(path), "stage": "ingest", "encoder": None,
          "message": reason, "at": now}
         for path, reason in unreadable
     )
     for path, reason in unreadable:
-        log.warning(f"skipped {path}: {reason}")
-        report.errors.append((str(path), reason))
+        log.warning(f"skipped {printable_path(path)}: {reason}")
+        report.errors.append((printable_path(path), reason))
 
 
 def ingest(

@@ -33,7 +33,7 @@ from featurestore.schema import features_name
 from featurestore.store import sql_quote
 
 from .media import MediaConfig
-from .prepare import Job, chunked_outputs, encoder_outputs, need_key, prepare_clip
+from .prepare import Job, chunked_outputs, encoder_outputs, finite_output, need_key, prepare_clip
 from .registry import EncoderRef, load_encoders, parse_ref
 from .specs import applies, group_by_settings, rebuild_encoder
 from .workers import cores, parse_workers, prepared, resolve_workers
@@ -442,8 +442,8 @@ class BatchWriter:
         clips and :data:`CPU_FORWARD_BYTES` of input (one face clip: ~14 MB of floats and activations;
         16 hold 150 MB of frames alone): a CPU runs no faster for the larger batch."""
         if self.report.device != "cpu" or enc.in_worker:
-            return encoder_outputs(enc, items)
-        return chunked_outputs(enc, items, CPU_FORWARD_CLIPS, CPU_FORWARD_BYTES)
+            return encoder_outputs(enc, items, self.cfg.dtype)
+        return chunked_outputs(enc, items, CPU_FORWARD_CLIPS, CPU_FORWARD_BYTES, self.cfg.dtype)
 
     def encode_ahead(self, items: list[dict[str, Any]]) -> None:
         """(CPU) Run the main-process encoders over ``items`` now, keep the results in ``encoded``
@@ -509,8 +509,8 @@ def extract_file(
 
     Raises:
         MissingFeatureSetError: a feature set does not exist (a :class:`StoreError`, as is
-        a set not written by ``emofs extract``). InputError: unreadable file, or the
-        encoder rebuilt from the spec no longer matches it (weights changed).
+        a set not written by ``emofs extract``). InputError: unreadable file, the encoder
+        rebuilt from the spec no longer matches it (weights changed), or NaN/inf output.
     """
     from .encoders.base import resolve_device
     from .probe import ProbeError, probe
@@ -541,8 +541,8 @@ def extract_file(
     applicable = [e for e in encoders if applies(e.modality, row)]
     for e in encoders:
         if e not in applicable:
-            log.warning(f"feature set {e.name!r} does not apply to {path.name} ({facts['modality']}"
-                 f"{', no subtitle' if e.modality == 'text' else ''}); left out")
+            why = facts["modality"] + (", no subtitle" if e.modality == "text" else "")
+            log.warning(f"feature set {e.name!r} does not apply to {path.name} ({why}); left out")
     if not applicable:
         return {}
     needs = tuple(dict.fromkeys(e.need for e in applicable))
@@ -553,10 +553,10 @@ def extract_file(
     for enc in applicable:
         encoded = enc.encode([item["inputs"][need_key(enc.need)]])[0]
         np_dtype = np.float16 if specs[enc.name]["dtype"] == "float16" else np.float32
-        out[enc.name] = {
-            "vector": encoded.vector.astype(np_dtype).astype(np.float32),
-            "tokens": None if encoded.tokens is None else encoded.tokens.astype(np_dtype).astype(np.float32),
-        }
+        if not finite_output(encoded, np_dtype):
+            raise InputError(f"{enc.name} gives NaN or inf for {path.name}: it cannot be compared")
+        tokens = None if encoded.tokens is None else encoded.tokens.astype(np_dtype).astype(np.float32)
+        out[enc.name] = {"vector": encoded.vector.astype(np_dtype).astype(np.float32), "tokens": tokens}
     return out
 
 

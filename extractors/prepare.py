@@ -14,7 +14,7 @@ import numpy as np
 from .media import DecodedClip, MediaConfig, MediaError, decode_clip
 
 __all__ = ["Job", "need_key", "prepare_clip", "empty_result", "error_message", "encode_isolated",
-           "encoder_outputs", "chunked_outputs", "in_worker_refs", "built_in_this_process"]
+           "encoder_outputs", "chunked_outputs", "finite_output", "in_worker_refs", "built_in_this_process"]
 
 
 @dataclass
@@ -134,21 +134,23 @@ def built_in_this_process(refs: tuple) -> list:
     return _BUILT[refs]
 
 
-def encoder_outputs(enc, items: list[dict[str, Any]]) -> list:
+def encoder_outputs(enc, items: list[dict[str, Any]], dtype: str | None = None) -> list:
     """``enc``'s result for each prepared item: the one its decoding process computed
     (``in_worker`` encoders), else encoded here (:func:`encode_isolated`). Each result is an
-    ``Encoded`` with finite values, or an error message."""
+    ``Encoded`` with finite values (also once cast to the storage ``dtype``: a float32 value
+    past 65504 is inf in float16), or an error message (an ``encode`` errors row)."""
     outputs = [it.get("encoded", {}).get(enc.name) for it in items]
     missing = [i for i, out in enumerate(outputs) if out is None]
     if missing:
         key = need_key(enc.need)
         for i, out in zip(missing, encode_isolated(enc, [items[i]["inputs"][key] for i in missing])):
             outputs[i] = out
-    return [out if isinstance(out, str) or _finite(out) else "encoder output holds NaN or inf"
+    return [out if isinstance(out, str) or finite_output(out, dtype) else _nonfinite_message(out, dtype)
             for out in outputs]
 
 
-def chunked_outputs(enc, items: list[dict[str, Any]], max_clips: int, max_bytes: int) -> list:
+def chunked_outputs(enc, items: list[dict[str, Any]], max_clips: int, max_bytes: int,
+                    dtype: str | None = None) -> list:
     """:func:`encoder_outputs` over ``items`` in forwards of at most ``max_clips`` clips and
     ``max_bytes`` of input (a clip over ``max_bytes`` goes alone): what one forward holds
     in memory stays bounded whatever the batch."""
@@ -159,15 +161,28 @@ def chunked_outputs(enc, items: list[dict[str, Any]], max_clips: int, max_bytes:
     for it in items:
         nbytes = getattr(it["inputs"].get(key), "nbytes", 0)
         if chunk and (size + nbytes > max_bytes or len(chunk) >= max_clips):
-            outputs += encoder_outputs(enc, chunk)
+            outputs += encoder_outputs(enc, chunk, dtype)
             chunk, size = [], 0
         chunk.append(it)
         size += nbytes
-    return outputs + (encoder_outputs(enc, chunk) if chunk else [])
+    return outputs + (encoder_outputs(enc, chunk, dtype) if chunk else [])
 
 
-def _finite(out) -> bool:
-    return bool(np.isfinite(out.vector).all()) and (out.tokens is None or bool(np.isfinite(out.tokens).all()))
+def finite_output(out, dtype: str | None = None) -> bool:
+    """Whether an encoder's ``Encoded`` (vector and tokens) is finite, also once cast to the
+    storage ``dtype``."""
+    from featurestore.finite import finite_rows
+
+    vector = np.asarray(out.vector).reshape(1, -1)  # (1, D)
+    return bool(finite_rows(vector, [out.tokens], dtype)[0])
+
+
+def _nonfinite_message(out, dtype: str | None) -> str:
+    from featurestore.finite import NONFINITE_MESSAGE
+
+    if dtype and finite_output(out):
+        return f"{NONFINITE_MESSAGE} once stored as {dtype} (values past its range): extract with --dtype float32"
+    return f"{NONFINITE_MESSAGE}: the encoder's output for this clip is not finite"
 
 
 def error_message(exc: BaseException) -> str:

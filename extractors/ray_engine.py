@@ -260,7 +260,8 @@ class _EncoderActor:
             if not mine:
                 continue
             good, vectors, tokens = [], [], []
-            for it, res in zip(mine, encoder_outputs(enc, mine)):
+            dtype = "float16" if self.schemas[name].field("vector").type.value_type == pa.float16() else "float32"
+            for it, res in zip(mine, encoder_outputs(enc, mine, dtype)):
                 if isinstance(res, str):
                     emit(it["clip_id"], it["uri"], name, "encode", res[:500])
                     continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -11,7 +12,16 @@ import pyarrow as pa
 from .errors import LabelsError
 from .schema import ANNOTATION_COLUMNS, MEDIA_COLUMNS
 
-__all__ = ["LabelMatch", "read_labels_csv", "match_labels", "JOIN_COLUMNS"]
+__all__ = ["LabelMatch", "read_labels_csv", "match_labels", "JOIN_COLUMNS", "MAX_TEXT_CHARS",
+           "truncate_text_columns", "truncate_text_values"]
+
+log = logging.getLogger(__name__)
+
+#: Longest text value kept per annotation field (labels CSV, ``emofs import annotations``):
+#: longer values are cut to this many characters at ingest, with one warning line. A
+#: subtitle or description is far shorter; a 10 MB cell (a pasted file, a broken quote)
+#: would otherwise slow every listing, search page and summary that shows the column.
+MAX_TEXT_CHARS = 4096
 
 #: Columns that say which clip a row describes, in order of preference.
 JOIN_COLUMNS = ("path", "clip_id", "name")
@@ -60,7 +70,50 @@ def read_labels_csv(path: str | Path) -> pa.Table:
         ) from exc
     frame = frame.rename({c: c.strip().lower() for c in frame.columns})
     _join_column(frame.columns, path)
-    return frame.to_arrow()
+    return truncate_text_columns(frame.to_arrow(), path, keep=JOIN_COLUMNS)
+
+
+def truncate_text_columns(table: pa.Table, source: str | Path, *, keep: Iterable[str] = ()) -> pa.Table:
+    """``table`` with every text value over :data:`MAX_TEXT_CHARS` characters cut to that
+    length; one warning line names the columns and how many rows each had cut.
+
+    Args:
+        table: rows read from ``source``.
+        source: the file, for the warning.
+        keep: columns left whole (the keys that say which clip a row is).
+    """
+    import pyarrow.compute as pc
+
+    cut: dict[str, int] = {}
+    for i, fld in enumerate(table.schema):
+        if fld.name in keep or not (pa.types.is_string(fld.type) or pa.types.is_large_string(fld.type)):
+            continue
+        column = table.column(i)
+        long = pc.greater(pc.utf8_length(column), MAX_TEXT_CHARS)
+        n = int(pc.sum(long).as_py() or 0)
+        if n:
+            cut[fld.name] = n
+            table = table.set_column(i, fld, pc.utf8_slice_codeunits(column, 0, MAX_TEXT_CHARS))
+    _warn_cut(cut, source)
+    return table
+
+
+def truncate_text_values(rows: Iterable[dict[str, Any]], source: str | Path) -> None:
+    """:func:`truncate_text_columns` for row dicts (changed in place)."""
+    cut: dict[str, int] = {}
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+                row[key] = value[:MAX_TEXT_CHARS]
+                cut[key] = cut.get(key, 0) + 1
+    _warn_cut(cut, source)
+
+
+def _warn_cut(cut: dict[str, int], source: str | Path) -> None:
+    if cut:
+        columns = ", ".join(f"{c} ({n} row{'s' if n > 1 else ''})" for c, n in cut.items())
+        log.warning(f"{source}: values longer than {MAX_TEXT_CHARS} characters cut to "
+                    f"{MAX_TEXT_CHARS}: {columns}")
 
 
 def _join_column(columns: list[str], csv_path: Path) -> str:

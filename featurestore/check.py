@@ -8,6 +8,12 @@ What is checked:
 - orphan rows: feature or prediction rows whose clip is not in ``clips.lance``;
 - indexes whose files do not match their manifest: a missing file, a byte that changed
   since the build (sha256 in the manifest), row counts that disagree with the id map.
+- feature rows whose vector (or tokens, where cheap) hold NaN or inf (written by an older
+  emofs or another tool): ``--repair`` quarantines them (:mod:`featurestore.finite`) and
+  rebuilds the indexes over those sets;
+- a corrections history that disagrees with the clips (a crash between a correction's
+  history row and its clip update): see :func:`featurestore.corrections.reconcile_corrections`
+  for what ``--repair`` does (rolls the correction forward, or records a later change).
 
 :func:`repair_store` fixes them under the store's write lock: of each duplicated key it
 keeps the newest row (the latest timestamp where the dataset has one: ``ingested_at``,
@@ -63,11 +69,13 @@ class CheckReport:
     orphans: dict[str, dict[str, Any]] = field(default_factory=dict)
     indexes: dict[str, str] = field(default_factory=dict)
     repaired: dict[str, Any] = field(default_factory=dict)
+    corrections: list[dict[str, Any]] = field(default_factory=list)  # history vs clips
+    nonfinite: dict[str, dict[str, Any]] = field(default_factory=dict)  # NaN/inf feature rows
 
     @property
     def ok(self) -> bool:
         """True when nothing is wrong."""
-        return not (self.duplicates or self.orphans or self.indexes)
+        return not (self.duplicates or self.orphans or self.indexes or self.corrections or self.nonfinite)
 
     def problems(self) -> list[str]:
         """One line per problem, each saying what is wrong and how to fix it."""
@@ -80,12 +88,15 @@ class CheckReport:
                          f"{', '.join(map(str, orphan['examples']))}): run `emofs check --repair`")
         for name, why in self.indexes.items():
             lines.append(f"index {name}: {why}")
+        lines.extend(_correction_lines(self.corrections))
+        lines.extend(_nonfinite_lines(self.nonfinite))
         return lines
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (``emofs check --json``)."""
         return {"store": self.store, "ok": self.ok, "rows": self.rows, "duplicates": self.duplicates,
-                "orphans": self.orphans, "indexes": self.indexes, "problems": self.problems(),
+                "orphans": self.orphans, "indexes": self.indexes, "corrections": self.corrections,
+                "nonfinite": _nonfinite_summary(self.nonfinite), "problems": self.problems(),
                 "repaired": self.repaired}
 
 
@@ -123,6 +134,8 @@ def check_store(store: Store) -> CheckReport:
         why = _index_problem(store, name)
         if why:
             report.indexes[name] = why
+    report.corrections = _correction_problems(store)
+    report.nonfinite = _find_nonfinite(store)
     return report
 
 
@@ -157,18 +170,60 @@ def repair_store(store: Store) -> CheckReport:
             clips = store.table(CLIPS, columns=["clip_id"]).column("clip_id")
             for name in before.orphans:
                 orphans_removed[name] = _drop_orphans(store, name, clips)
-        for name in before.indexes:
+        quarantined, stale = _quarantine_nonfinite(store, before.nonfinite)
+        for name in sorted(set(before.indexes) | stale):
             outcome = _rebuild_index(store, name)
             if outcome is None:
                 rebuilt[name] = "rebuilt"
             else:
                 notes.append(f"index {name} not rebuilt: {outcome}")
+        corrections = _reconcile_corrections(store) if before.corrections else {}
         after = check_store(store)
     after.repaired = {"duplicate_rows_removed": removed, "orphan_rows_removed": orphans_removed,
-                      "indexes_rebuilt": sorted(rebuilt), "notes": notes}
+                      "indexes_rebuilt": sorted(rebuilt), "notes": notes, "corrections": corrections,
+                      "nonfinite_rows_quarantined": quarantined}
     for line in notes:
         log.warning(line)
     return after
+
+
+# ---------------------------------------------------------------------- NaN / inf
+def _find_nonfinite(store: Store) -> dict[str, dict[str, Any]]:
+    from .finite import find_nonfinite
+
+    return find_nonfinite(store)
+
+
+def _nonfinite_lines(found: dict[str, dict[str, Any]]) -> list[str]:
+    from .finite import nonfinite_lines
+
+    return nonfinite_lines(found)
+
+
+def _nonfinite_summary(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    from .finite import nonfinite_summary
+
+    return nonfinite_summary(found)
+
+
+def _quarantine_nonfinite(store: Store, found: dict[str, dict[str, Any]]) -> tuple[dict[str, int], set[str]]:
+    """Quarantine the NaN/inf rows (:func:`featurestore.finite.repair_nonfinite`); returns the
+    rows removed per set and the indexes built over those sets (rebuilt without them)."""
+    if not found:
+        return {}, set()
+    from .finite import repair_nonfinite
+    from .index import read_manifest
+
+    removed = repair_nonfinite(store, found)
+    stale = set()
+    for name in _index_names(store):
+        try:
+            encoders = (read_manifest(store, name) or {}).get("encoders") or []
+        except IndexCorruptError:
+            continue  # damaged: check_store lists it and the repair rebuilds it anyway
+        if set(encoders) & set(found):
+            stale.add(name)
+    return removed, stale
 
 
 # ----------------------------------------------------------------------- datasets
@@ -223,6 +278,35 @@ def _drop_orphans(store: Store, name: str, clip_ids) -> int:
     if addresses:
         ds.delete(f"_rowaddr IN ({', '.join(str(a) for a in addresses)})")
     return len(addresses)
+
+
+# -------------------------------------------------------------------- corrections
+def _correction_problems(store: Store) -> list[dict[str, Any]]:
+    from .corrections import history_disagreements
+
+    return history_disagreements(store)
+
+
+def _reconcile_corrections(store: Store) -> dict[str, int]:
+    from .corrections import reconcile_corrections
+
+    return reconcile_corrections(store)
+
+
+def _correction_lines(problems: list[dict[str, Any]]) -> list[str]:
+    """One line per kind of disagreement between corrections.lance and the clips."""
+    lines = []
+    for kind, what in (("unapplied", "corrections the clips do not show (a write cut short: "
+                                     "--repair gives the clips the corrected values)"),
+                       ("changed", "clips changed since their last correction by another way "
+                                   "(--repair records their current values in the history)"),
+                       ("undo_unmarked", "undone corrections not marked undone (--repair marks them)")):
+        found = [p for p in problems if p["kind"] == kind]
+        if found:
+            examples = ", ".join(f"{p['clip_id']} {p['column']} is {p['clip']!r}, history {p['history']!r}"
+                                 if kind != "undo_unmarked" else p["correction_id"] for p in found[:_EXAMPLES])
+            lines.append(f"corrections.lance: {len(found)} {what}, e.g. {examples}: run `emofs check --repair`")
+    return lines
 
 
 # ------------------------------------------------------------------------ indexes

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from .errors import InputError, MissingFeatureSetError
 from .filters import validate_where
+from .finite import finite_rows
 from .inventory import FINGERPRINT_KEY, SPEC_KEY
 from .schema import features_name
 from .store import Store, sql_in, sql_quote
@@ -98,12 +99,18 @@ def write_features(
         raise InputError(
             f"vectors must be (N, D) with N = {len(clip_ids)} clip ids (got {vectors.shape})"
         )
-    if not np.isfinite(vectors).all():
-        raise InputError(f"feature set {name!r}: vectors contain NaN or inf")
     token_dim = None
     if tokens is not None:
         if len(tokens) != len(clip_ids):
             raise InputError("tokens must hold one (T, Dt) array per clip id")
+    good = finite_rows(vectors, tokens, dtype if dtype in _DTYPES else None)  # stored dtype: 1e5 is inf in float16
+    if not good.all():
+        bad = [clip_ids[i] for i in np.flatnonzero(~good)]
+        raise InputError(
+            f"feature set {name!r}: {len(bad)} of {len(clip_ids)} rows hold NaN or inf (or values "
+            f"beyond {dtype}), e.g. {', '.join(map(str, bad[:3]))}: leave them out (the extract and "
+            "import commands record them in errors.lance) or store float32")
+    if tokens is not None:
         token_dim = int(np.asarray(tokens[0]).shape[-1])
     schema = feature_schema(vectors.shape[1], dtype, spec, token_dim=token_dim)
     table = feature_table(clip_ids, vectors, tokens, schema)

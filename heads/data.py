@@ -161,6 +161,18 @@ def read_aligned(store: Store, name: str, clip_ids: Sequence[str]) -> tuple[np.n
     return vectors, present  # (N, D), (N,)
 
 
+def _refuse_nonfinite(name: str, vectors: np.ndarray, present: np.ndarray, clip_ids: Sequence[str]) -> None:
+    """InputError naming the clips whose ``name`` vector holds NaN or inf (one such row makes
+    the loss NaN and the head predict one class)."""
+    bad = np.flatnonzero(present & ~np.isfinite(vectors).all(axis=1))  # (K,)
+    if len(bad):
+        examples = ", ".join(str(clip_ids[i]) for i in bad[:3])
+        raise InputError(
+            f"{len(bad)} of the selected clips have a {name!r} vector holding NaN or inf (e.g. {examples}): "
+            f"run `emofs check --repair` to quarantine them, then `emofs extract --encoders {name}` "
+            "redoes them")
+
+
 def _labelled_clips(store: Store, cfg: HeadConfig):
     import polars as pl
 
@@ -223,6 +235,7 @@ def prepare_data(
     for name in cfg.encoders:
         if preload:
             arrays[name], has = read_aligned(store, name, clip_ids)
+            _refuse_nonfinite(name, arrays[name], has, clip_ids)
         else:
             table = store.table(features_name(name), columns=["clip_id"])
             import pyarrow.compute as pc

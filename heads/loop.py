@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from featurestore.errors import InputError
+
 from .metrics import classification_metrics
 
 __all__ = ["fit_plain", "fit_prepared", "head_logits", "training_loss", "VAL_FIGURES"]
@@ -53,6 +55,9 @@ def training_loss(head, batch: dict[str, Any], encoders: Sequence[str], class_we
 
     Returns:
         ``(loss scalar, logits (B, C))``.
+
+    Raises:
+        InputError: the loss is NaN or inf (names the feature sets and ``emofs check``).
     """
     import torch
     import torch.nn.functional as F
@@ -68,7 +73,13 @@ def training_loss(head, batch: dict[str, Any], encoders: Sequence[str], class_we
                                  device=batch["label"].device)
         present = drop_modalities(present, modality_dropout)
     logits = head_logits(head, batch, encoders, present)  # (B, C)
-    return F.cross_entropy(logits, batch["label"], weight=class_weight), logits
+    loss = F.cross_entropy(logits, batch["label"], weight=class_weight)
+    if not bool(torch.isfinite(loss)):  # NaN only grows: stop now, not after a useless run
+        raise InputError(
+            f"training loss is {float(loss.detach())}: the features of {', '.join(encoders)} may hold NaN or "
+            "inf (run `emofs check`; `emofs check --repair` quarantines such rows), or the "
+            "learning rate is too high (lower --lr)")
+    return loss, logits
 
 
 def _device(accelerator: str):

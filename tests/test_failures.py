@@ -163,6 +163,7 @@ def damaged_run(tmp_path) -> Path:
     HeadConfig(encoders=["egemaps"]).save(run / "config.json")
     (run / "labels.json").write_text(json.dumps(["happy", "sad"]))
     (run / "features.json").write_text(json.dumps({"egemaps": {"dim": 88, "fingerprint": "f"}}))
+    (run / "metrics.json").write_text("{}")  # a finished run whose checkpoint broke since
     buffer = io.BytesIO()
     torch.save({"state_dict": {"head.w": torch.zeros(64, 88)}, "epoch": 3}, buffer)
     (run / "checkpoints" / "best.ckpt").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
@@ -351,3 +352,224 @@ def test_empty_similar_query(tiny_store):
 def test_empty_llm_ask_target(tiny_store, tmp_path):
     result = runner.invoke(app, ["llm", "ask", "", "--run", str(tmp_path / "run"), "--store", tiny_store.uri])
     _one_error_line(result, "TARGET is empty")
+
+
+# ------------------------------------------------- 9. bad values are stopped at the door
+def _store_with_nonfinite_rows(root: Path) -> Store:
+    """40 labelled clips with an 8-d feature set ``feat``; c00..c02 hold NaN / inf (stored
+    as an older emofs or another tool could have: through the table, past the door)."""
+    from featurestore.features import feature_table, features_name, write_features
+
+    store = Store(root)
+    ids = [f"c{i:02d}" for i in range(40)]
+    store.upsert_clips(pa.table({"clip_id": ids, "label": ["a", "b"] * 20,
+                                 "split": ["train"] * 30 + ["test"] * 10}))
+    x = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    x[:, 0] += np.tile([2.0, -2.0], 20)
+    write_features(store, "feat", ids, x, {"weights": "synthetic"}, dtype="float32")
+    bad = x[:3].copy()
+    bad[0, 1], bad[1, 2], bad[2] = np.nan, np.inf, np.nan
+    schema = store.dataset(features_name("feat")).schema
+    store.upsert(features_name("feat"), feature_table(ids[:3], bad, None, schema), schema=schema)
+    return store
+
+
+def test_nonfinite_vectors_never_enter_a_feature_set(tmp_path):
+    """The writers' door: NaN / inf (also a float32 value past float16's range) is refused."""
+    from types import SimpleNamespace
+
+    from extractors.prepare import encoder_outputs
+    from featurestore.errors import InputError
+    from featurestore.features import write_features
+    from featurestore.finite import finite_rows
+
+    store = Store(tmp_path / "store")
+    x = np.ones((3, 4), np.float32)
+    x[1, 0] = 1e5  # finite in float32, inf in float16
+    assert finite_rows(x).tolist() == [True, True, True]
+    assert finite_rows(x, dtype="float16").tolist() == [True, False, True]
+    assert finite_rows(np.ones((2, 4)), [np.ones((3, 4)), np.full((2, 4), np.nan)]).tolist() == [True, False]
+    with pytest.raises(InputError, match=r"1 of 3 rows hold NaN or inf .*e\.g\. b"):
+        write_features(store, "f", ["a", "b", "c"], x, {"w": 1})  # float16 by default
+    assert store.dataset("features/f.lance") is None
+    write_features(store, "f", ["a", "b", "c"], x, {"w": 1}, dtype="float32")  # fits float32
+
+    # extract (local and Ray share encoder_outputs): a bad clip becomes an error message
+    enc = SimpleNamespace(name="e", need="audio")
+    good, nan, big = (SimpleNamespace(vector=v, tokens=None) for v in
+                      (np.ones(4, np.float32), np.array([0, np.nan, 1, 1], np.float32),
+                       np.array([0, 1e6, 1, 1], np.float32)))
+    items = [{"encoded": {"e": out}} for out in (good, nan, big)]
+    outs = encoder_outputs(enc, items, "float16")
+    assert outs[0] is good
+    assert "NaN or inf" in outs[1] and "not finite" in outs[1]
+    assert "float16" in outs[2] and "--dtype float32" in outs[2]
+    assert encoder_outputs(enc, items[2:], "float32")[0] is big
+
+
+def test_extract_records_a_nonfinite_clip_and_writes_the_rest(tmp_path, media_samples, monkeypatch):
+    from extractors import extract, ingest
+    from extractors.encoders.egemaps import EgemapsEncoder
+
+    folder = tmp_path / "media"
+    for name in ("a.wav", "b.wav"):
+        copy_to(media_samples["wav"], folder / name)
+    store = Store(tmp_path / "store")
+    ingest([folder], store, progress=False)
+    real = EgemapsEncoder.encode
+    calls = []
+
+    def encode(self, inputs):
+        out = real(self, inputs)
+        calls.append(1)
+        if len(calls) == 1:  # the first clip's functionals blow past float16
+            out[0].vector = out[0].vector * np.float32(1e6)
+        return out
+
+    monkeypatch.setattr(EgemapsEncoder, "encode", encode)
+    report = extract(store, ["egemaps"], workers=0, progress=False)
+    assert report.encoders["egemaps"].extracted == 1 and report.encoders["egemaps"].failed == 1
+    assert store.dataset("features/egemaps.lance").count_rows() == 1
+    errors = store.errors()
+    assert errors["stage"].to_list() == ["encode"] and "NaN or inf" in errors["message"][0]
+
+
+def test_check_finds_and_repair_quarantines_nonfinite_rows(tmp_path):
+    """Before: `emofs check` said ok over 3 NaN/inf rows."""
+    from featurestore.index import IndexConfig, build_index
+
+    store = _store_with_nonfinite_rows(tmp_path / "store")
+    build_index(store, IndexConfig(["feat"], name="feat"), progress=False)
+    result = runner.invoke(app, ["check", "--store", store.uri])
+    assert result.exit_code == 1 and "3 rows hold NaN or inf" in result.output, result.output
+    assert "c00, c01, c02" in result.output and "emofs check --repair" in result.output
+
+    result = runner.invoke(app, ["check", "--repair", "--json", "--store", store.uri])
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.output)
+    assert done["ok"] and done["repaired"]["nonfinite_rows_quarantined"] == {"feat": 3}
+    assert done["repaired"]["indexes_rebuilt"] == ["feat"]
+    assert store.dataset("features/feat.lance").count_rows() == 37
+    errors = store.errors().sort("clip_id")
+    assert errors["clip_id"].to_list() == ["c00", "c01", "c02"]
+    assert set(errors["stage"]) == {"encode"} and set(errors["encoder"]) == {"feat"}
+    assert "emofs extract --encoders feat" in errors["message"][0]
+    from featurestore.features import up_to_date_clip_ids
+    from featurestore.inventory import feature_set_info
+
+    fp = feature_set_info(store, "feat")["fingerprint"]
+    assert "c00" not in up_to_date_clip_ids(store, "feat", fp)  # so a re-extract redoes it
+
+
+def test_nonfinite_tokens_are_found(tmp_path):
+    from featurestore.features import feature_schema, feature_table, features_name
+    from featurestore.finite import nonfinite_clip_ids
+
+    store = Store(tmp_path / "store")
+    schema = feature_schema(2, "float32", {"w": 1}, token_dim=2)
+    tokens = [np.ones((3, 2)), np.zeros((0, 2)), np.array([[1.0, np.inf]]), np.ones((2, 2))]
+    table = feature_table(["a", "b", "c", "d"], np.ones((4, 2)), tokens, schema)
+    store.upsert(features_name("t"), table, schema=schema)
+    assert nonfinite_clip_ids(store, "t") == ["c"]
+    assert nonfinite_clip_ids(store, "t", tokens=False) == []
+
+
+def test_index_build_leaves_out_nonfinite_rows(tmp_path):
+    """Before: after `index build --rebuild` (standardised) EVERY similar failed with a NaN score."""
+    from featurestore.index import IndexConfig, build_index
+
+    store = _store_with_nonfinite_rows(tmp_path / "store")
+    report = build_index(store, IndexConfig(["feat"], name="feat", standardize=True, rebuild=True),
+                         progress=False)
+    assert report.rows == 37 and report.nonfinite == {"feat": 3}
+    again = build_index(store, IndexConfig(["feat"], name="feat", standardize=True), progress=False)
+    assert again.mode == "unchanged" and again.nonfinite == {"feat": 3}
+    result = runner.invoke(app, ["similar", "c05", "-k", "3", "--format", "json", "--store", store.uri])
+    assert result.exit_code == 0, result.output
+    _one_error_line(runner.invoke(app, ["similar", "c00", "--store", store.uri]),
+                    "'feat' vector holds NaN or inf", "emofs check --repair")
+
+
+def test_training_stops_on_nonfinite_inputs_and_loss(tmp_path):
+    """Before: `train head` exited 0 with a NaN loss and one class predicted."""
+    import torch
+
+    from featurestore.errors import InputError
+    from heads.config import HeadConfig
+    from heads.data import prepare_data
+    from heads.loop import training_loss
+    from heads.models import FusionHead
+
+    store = _store_with_nonfinite_rows(tmp_path / "store")
+    with pytest.raises(InputError, match=r"3 of the selected clips have a 'feat' vector holding NaN.*"
+                                         r"emofs check --repair"):
+        prepare_data(store, HeadConfig(encoders=["feat"], preload="always"), quiet=True)
+    head = FusionHead([4], 2, hidden=8)
+    batch = {"e": torch.ones(3, 4), "label": torch.tensor([0, 1, 0])}
+    loss, _ = training_loss(head, batch, ["e"], None, 0.0)
+    assert torch.isfinite(loss)
+    batch["e"][1, 2] = float("nan")
+    with pytest.raises(InputError, match=r"training loss is nan: the features of e .*emofs check"):
+        training_loss(head, batch, ["e"], None, 0.0)
+
+
+def test_long_annotation_values_are_cut_at_ingest(tmp_path, media_samples, caplog):
+    """Before: a 10 MB field was stored; `clips --limit 3` took 58 s and printed 26 MB."""
+    from featurestore.annotations import MAX_TEXT_CHARS
+    from featurestore.interop import import_annotations
+
+    folder = tmp_path / "media"
+    copy_to(media_samples["wav"], folder / "a.wav")
+    copy_to(media_samples["wav"], folder / "b.wav")
+    huge = "lorem ipsum " * 100_000  # 1.2 MB
+    (tmp_path / "labels.csv").write_text(f"path,label,description\na.wav,{huge},{huge}\nb.wav,sad,{huge}\n")
+    store = str(tmp_path / "store")
+    result = runner.invoke(app, ["ingest", str(folder), "--labels", str(tmp_path / "labels.csv"),
+                                 "--store", store])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "characters cut to" in line]
+    assert len(warnings) == 1 and "label (1 row)" in warnings[0] and "description (2 rows)" in warnings[0]
+    clips = Store(store).clips().sort("clip_id")
+    assert [len(v) for v in clips["description"].to_list()] == [MAX_TEXT_CHARS] * 2
+    assert clips["label"].to_list() == [huge[:MAX_TEXT_CHARS], "sad"]
+
+    started = time.perf_counter()
+    for argv in (["clips", "--limit", "3"], ["info"]):
+        result = runner.invoke(app, [*argv, "--store", store])
+        assert result.exit_code == 0 and len(result.output) < 5000, (argv, len(result.output))
+    assert time.perf_counter() - started < 10
+
+    (tmp_path / "subs.csv").write_text(f"name,sentence\na,{huge}\n")
+    with caplog.at_level("WARNING"):
+        import_annotations(Store(store), tmp_path / "subs.csv")
+    assert len(Store(store).clips(where="clip_id = 'a.wav'")["subtitle"][0]) == MAX_TEXT_CHARS
+    assert any("subtitle (1 row)" in r.getMessage() for r in caplog.records)
+
+
+def test_table_cells_are_cut_for_stores_written_before_the_limit(tiny_store):
+    tiny_store.upsert_clips(pa.table({"clip_id": ["a"], "label": ["x" * 2_000_000]}))
+    result = runner.invoke(app, ["clips", "--store", tiny_store.uri])
+    assert result.exit_code == 0 and len(result.output) < 5000
+    result = runner.invoke(app, ["info", "--store", tiny_store.uri])
+    assert result.exit_code == 0 and len(result.output) < 5000
+
+
+def test_non_utf8_file_name_is_an_error_row_and_the_rest_goes_on(tmp_path, media_samples):
+    """Before: `ingest` and `label` died with a UnicodeEncodeError traceback, nothing ingested."""
+    from workflows.label import _archive_files
+
+    folder = tmp_path / "media"
+    for i in range(4):
+        copy_to(media_samples["wav"], folder / f"good{i}.wav")
+    bad = os.fsencode(folder) + b"/lat\xe9.wav"
+    with open(bad, "wb") as handle:
+        handle.write(media_samples["wav"].read_bytes())
+    store = str(tmp_path / "store")
+    result = runner.invoke(app, ["ingest", str(folder), "--store", store])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "4 new" in result.output and "1 unreadable" in result.output
+    assert "lat\\xe9.wav" in result.output and "not valid UTF-8" in result.output
+    errors = Store(store).errors()
+    assert errors["uri"].to_list() == [f"{folder}/lat\\xe9.wav"] and errors["stage"][0] == "ingest"
+    # label's file list keeps the file under that name, so --out shows it with its error
+    assert _archive_files([folder])[-1] == f"{folder}/lat\\xe9.wav"

@@ -129,9 +129,14 @@ class LabelReport:
 
 # --------------------------------------------------------------------------- plan
 def _archive_files(archives: Sequence[str | Path]) -> list[str]:
-    from extractors.ingest import find_media
+    """Every media file of the archives, in order; the unreadable ones (a dangling link, a
+    name that is not UTF-8) under their printable name, which is the ``uri`` of the errors
+    row ``ingest`` records for them (``--out`` lists them with that error)."""
+    from extractors.ingest import find_media, printable_path
 
-    return list(dict.fromkeys(str(path) for _, path in find_media(archives)))
+    unreadable: list = []
+    files = [str(path) for _, path in find_media(archives, unreadable=unreadable)]
+    return list(dict.fromkeys(files + [printable_path(path) for path, _ in unreadable]))
 
 
 def _archive_clips(store: Store, files: list[str]):

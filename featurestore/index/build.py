@@ -68,6 +68,7 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
 
     existing = None
     reason = ""
+    nonfinite: dict[str, int] = {}  # NaN/inf rows left out, per encoder
     if not config.rebuild:
         try:
             has_manifest = read_manifest(store, config.name) is not None
@@ -81,16 +82,20 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
         current = set(common_clip_ids(store, config.encoders, fingerprints))
         indexed = set(loaded.clip_ids)
         removed = indexed - current
+        fresh = current - indexed
+        if fresh and not removed:  # NaN/inf rows never count as new (nor rebuild a normalised index)
+            fresh = set(aligned_parts(store, config.encoders, clip_ids=sorted(fresh),
+                                      fingerprints=fingerprints, nonfinite=nonfinite)[0])
         if removed:
             reason = f"{len(removed)} indexed clips no longer have current features"
-        elif config.normalize and current - indexed:
-            reason = (f"{len(current - indexed)} new clips change their groups' statistics "
+        elif config.normalize and fresh:
+            reason = (f"{len(fresh)} new clips change their groups' statistics "
                       f"(--normalize {config.normalize})")
         elif config.normalize and _digest(loaded.clip_ids, clip_groups(
                 store, config.normalize, loaded.clip_ids)) != loaded.manifest["normalize"].get("digest"):
             reason = f"the clips' {config.normalize} values changed"
         else:
-            new_ids = sorted(current - indexed)
+            new_ids = sorted(fresh)
             params = dict(loaded.manifest["params"])
             if new_ids:
                 got_ids, vectors, _ = fused_matrix(
@@ -108,18 +113,21 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
             return IndexBuildReport(
                 config.name, loaded.kind, "added" if got_ids else "unchanged", len(ids),
                 len(got_ids), loaded.dim, time.perf_counter() - start, params, "", skipped,
-                _summary(loaded.manifest.get("normalize")))
+                _summary(loaded.manifest.get("normalize")), nonfinite)
 
     normalize = None
+    nonfinite.clear()
     if config.normalize:
-        ids, vectors, stats, normalize = _group_normalised(store, config, fingerprints)
+        ids, vectors, stats, normalize = _group_normalised(store, config, fingerprints, nonfinite)
     else:
         ids, vectors, stats = fused_matrix(store, config.encoders, config.weights,
-                                           fingerprints=fingerprints,
+                                           fingerprints=fingerprints, nonfinite=nonfinite,
                                            stats="compute" if config.standardize else None)
     if not ids:
+        bad = f" (left out {sum(nonfinite.values())} rows holding NaN or inf: `emofs check --repair` " \
+              "quarantines them)" if nonfinite else ""
         raise InputError(
-            f"no clip has current features for all of {', '.join(config.encoders)}: run "
+            f"no clip has current features for all of {', '.join(config.encoders)}{bad}: run "
             f"`emofs extract --encoders {','.join(config.encoders)}` first"
         )
     dim = int(sum(dims.values()))
@@ -134,12 +142,14 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
     _save(store, config.name, index, ids, manifest)
     mode = "rebuilt" if reason else "created"
     return IndexBuildReport(config.name, kind, mode, len(ids), len(ids), dim,
-                            time.perf_counter() - start, params, reason, skipped, _summary(normalize))
+                            time.perf_counter() - start, params, reason, skipped, _summary(normalize),
+                            nonfinite)
 
 
-def _group_normalised(store: Store, config: IndexConfig, fingerprints: dict[str, Any]):
+def _group_normalised(store: Store, config: IndexConfig, fingerprints: dict[str, Any],
+                      nonfinite: dict[str, int]):
     """``(ids, vectors (N, sum D_i), stats, normalize)`` with each group z-scored on its own."""
-    ids, parts = aligned_parts(store, config.encoders, fingerprints=fingerprints)
+    ids, parts = aligned_parts(store, config.encoders, fingerprints=fingerprints, nonfinite=nonfinite)
     if not ids:
         return ids, None, None, None
     groups = clip_groups(store, config.normalize, ids)

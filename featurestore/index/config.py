@@ -142,6 +142,8 @@ class IndexBuildReport:
         params: build and tuned search parameters.
         reason: why it was rebuilt (empty otherwise).
         skipped: rows per encoder left out because they have an older spec.
+        nonfinite: rows per encoder left out because their vector holds NaN or inf
+            (``emofs check --repair`` quarantines them).
         normalize: with ``--normalize``: the column, groups with their own statistics and
             the groups (with rows) that use the indexed rows' statistics.
     """
@@ -157,6 +159,7 @@ class IndexBuildReport:
     reason: str = ""
     skipped: dict[str, int] = field(default_factory=dict)
     normalize: dict[str, Any] | None = None
+    nonfinite: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly summary."""
@@ -164,5 +167,5 @@ class IndexBuildReport:
             "name": self.name, "kind": self.kind, "mode": self.mode, "rows": self.rows,
             "added": self.added, "dim": self.dim, "seconds": round(self.seconds, 3),
             "params": self.params, "reason": self.reason, "skipped": self.skipped,
-            "normalize": self.normalize,
+            "normalize": self.normalize, "nonfinite": self.nonfinite,
         }

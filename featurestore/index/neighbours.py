@@ -233,6 +233,10 @@ def _stored_vector(store: Store, loaded: LoadedIndex, clip_id: str, stats) -> np
             raise InputError(
                 f"clip {clip_id!r} has no {enc!r} features: run `emofs extract --encoders {enc} "
                 f"--where \"clip_id = {sql_quote(clip_id)}\"` first")
+        if not np.isfinite(matrix.vectors[:1]).all():
+            raise InputError(
+                f"clip {clip_id!r}: its {enc!r} vector holds NaN or inf, so it has no neighbours: "
+                f"run `emofs check --repair`, then `emofs extract --encoders {enc}` to redo it")
         parts.append(_check_dim(matrix.vectors[:1], enc, manifest, loaded.name))  # (1, D_i)
     return fuse_vectors(parts, manifest["weights"], stats)[0]  # (D,)
 

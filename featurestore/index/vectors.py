@@ -11,6 +11,7 @@ std, or (``--normalize speaker``) with the mean / std of the row's own group
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Sequence
 
@@ -23,6 +24,8 @@ from ..inventory import feature_set_info
 from ..schema import features_name
 from ..store import Store, sql_quote
 from ..versioned import manifest_stamp
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "l2_normalise",
@@ -130,10 +133,16 @@ def aligned_parts(
     *,
     clip_ids: Sequence[str] | None = None,
     fingerprints: dict[str, str | None] | None = None,
+    nonfinite: dict[str, int] | None = None,
 ) -> tuple[list[str], list[np.ndarray]]:
     """The raw vectors of ``encoders`` for the clips present in all of them.
 
-    Only rows written with the feature set's current spec (``fingerprints``) are used.
+    Only rows written with the feature set's current spec (``fingerprints``) are used. Rows
+    holding NaN or inf are left out (one would turn every standardised or fused vector into
+    NaN), with a warning that names ``emofs check --repair``.
+
+    Args:
+        nonfinite: when given, gets the number of NaN/inf rows left out per encoder.
 
     Returns:
         ``(clip_ids, parts)``: ids in a stable (sorted) order and one ``(N, D_i)`` array
@@ -142,13 +151,24 @@ def aligned_parts(
     fingerprints = fingerprints or {}
     wanted = None if clip_ids is None else list(clip_ids)
     per_encoder = []
+    bad: set[str] = set()
     for enc in encoders:
         fp = fingerprints.get(enc)
         where = f"fingerprint = {sql_quote(fp)}" if fp else None
-        per_encoder.append(read_features(store, enc, clip_ids=wanted, where=where))
+        matrix = read_features(store, enc, clip_ids=wanted, where=where)
+        finite = np.isfinite(matrix.vectors).all(axis=1) if matrix.vectors.ndim == 2 else np.ones(0, bool)
+        if not finite.all():
+            dropped = [c for c, ok in zip(matrix.clip_ids, finite) if not ok]
+            bad.update(dropped)
+            if nonfinite is not None:
+                nonfinite[enc] = len(dropped)
+            log.warning(f"{len(dropped)} rows of {enc!r} hold NaN or inf and are left out (e.g. "
+                        f"{', '.join(dropped[:3])}): run `emofs check --repair` to quarantine them")
+        per_encoder.append(matrix)
     common = set(per_encoder[0].clip_ids)
     for matrix in per_encoder[1:]:
         common &= set(matrix.clip_ids)
+    common -= bad
     ordered = sorted(common)
     parts = []
     for matrix in per_encoder:
@@ -170,18 +190,21 @@ def fused_matrix(
     clip_ids: Sequence[str] | None = None,
     fingerprints: dict[str, str | None] | None = None,
     stats: Sequence[dict[str, list[float]]] | str | None = None,
+    nonfinite: dict[str, int] | None = None,
 ) -> tuple[list[str], np.ndarray, list[dict[str, list[float]]] | None]:
     """Read and fuse the vectors of ``encoders`` for the clips present in all of them.
 
     Only rows written with the feature set's current spec (``fingerprints``) are used.
     ``stats``: per-encoder standardisation to apply, ``"compute"`` to derive it from
-    these rows, or None for plain cosine.
+    these rows, or None for plain cosine. Rows holding NaN or inf are left out (counted
+    per encoder in ``nonfinite`` when given).
 
     Returns:
         ``(clip_ids, vectors, stats)``: ids in a stable (sorted) order, ``(N, sum D_i)``
         float32 fused unit vectors, and the standardisation used.
     """
-    ordered, parts = aligned_parts(store, encoders, clip_ids=clip_ids, fingerprints=fingerprints)
+    ordered, parts = aligned_parts(store, encoders, clip_ids=clip_ids, fingerprints=fingerprints,
+                                   nonfinite=nonfinite)
     if not ordered:
         dim = sum(p.shape[1] for p in parts)
         return [], np.zeros((0, dim), dtype=np.float32), None

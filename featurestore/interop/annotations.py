@@ -39,6 +39,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
+from ..annotations import truncate_text_values
 from ..errors import InputError, LabelsError
 from ..schema import CLIPS
 from ..store import Store
@@ -266,8 +267,17 @@ def _csv_header(path: Path) -> list[str]:
 
 
 def _read_csv(path: Path, fmt: str) -> ParsedAnnotations:
-    parsed = ParsedAnnotations(fmt)
     text = _text(path)
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))  # a long field is cut on import, not a parse error
+    try:
+        return _parse_csv(path, fmt, text)
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _parse_csv(path: Path, fmt: str, text: str) -> ParsedAnnotations:
+    parsed = ParsedAnnotations(fmt)
     reader = csv.reader(text.splitlines(keepends=True))
     try:
         header = [h.strip().lower() for h in next(reader)]
@@ -460,6 +470,7 @@ def import_annotations(
     report.ambiguous = sorted(match.ambiguous)
 
     values = {match.ids[n]: v for n, v in by_name.items() if n in match.ids}
+    truncate_text_values(values.values(), path)  # a 10 MB caption must not slow every listing
     report.columns = sorted({c for v in values.values() for c in v})
     _upsert_values(store, values, path)
     report.annotated = len(values)
