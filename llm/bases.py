@@ -119,9 +119,14 @@ def resolve_base(base: str, *, progress: bool = True) -> ResolvedBase:
 
 @contextlib.contextmanager
 def quiet_transformers():
-    """Turn off transformers' own progress bars for the block (the library never prints)."""
+    """Turn off transformers' own progress bars for the block (the library never prints),
+    and PEFT's call of a transformers method deprecated for v6 (a FutureWarning per load
+    that no emofs user can act on)."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
     was = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:

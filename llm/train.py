@@ -10,6 +10,9 @@ A run directory holds::
     standardize.safetensors  per-set mean / std of the training vectors (``--standardize``)
     splits.csv               clip_id, split (with ``--split-by``: test groups are held out)
     metrics.csv              train loss per step / epoch (Lightning CSVLogger)
+
+``config.json`` is written last (atomically): a folder without it is an unfinished run
+(killed or failed), which loading refuses and a new ``emofs llm train --out`` replaces.
 """
 
 from __future__ import annotations
@@ -183,6 +186,22 @@ def _module(model: EmotionLLM, config: LLMConfig, total_steps: int):
     return _LLMModule()
 
 
+def _clear_unfinished(out: Path) -> None:
+    """Remove what a killed or failed run left in ``out`` (no config.json, which is written
+    last), with a warning; other files there are kept."""
+    import shutil
+
+    from .model import LEFTOVERS
+
+    found = [name for name in LEFTOVERS if (out / name).exists()]
+    if not found:
+        return
+    log.warning(f"{out} holds an unfinished llm run (no config.json: it was killed or failed): replacing it")
+    for name in found:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def train(store: Store, config: LLMConfig, out_dir: str | Path, *, progress: bool = True) -> TrainResult:
     """Train LoRA + projectors on the store's cached features and save the run.
 
@@ -202,9 +221,13 @@ def train(store: Store, config: LLMConfig, out_dir: str | Path, *, progress: boo
     import torch
     from lightning.pytorch.loggers import CSVLogger
 
+    from heads.train import quiet_lightning
+
+    quiet_lightning()  # no GPU/TPU banners, tips or Lightning deprecation lines on a default run
     out = Path(out_dir)
     if (out / "config.json").exists():
         raise InputError(f"{out} already holds an llm run: pass a new --out folder (nothing was changed)")
+    _clear_unfinished(out)
     dataset, features, labels, dims, dropped = prepare_training(store, config)
     for reason, count in dropped.items():
         if count and reason != "held_out":
