@@ -4,6 +4,7 @@ Knows nothing about models: encoders live in ``extractors``, training in ``heads
 """
 
 from .errors import (
+    DatasetChangedError,
     DimensionMismatchError,
     EmofsError,
     IndexCorruptError,
@@ -51,6 +52,7 @@ __all__ = [
     "SchemaVersionError",
     "StoreError",
     "StoreNotFoundError",
+    "DatasetChangedError",
     "IndexNotFoundError",
     "IndexCorruptError",
     "DimensionMismatchError",

@@ -10,6 +10,7 @@ __all__ = [
     "EmofsError",
     "StoreError",
     "StoreNotFoundError",
+    "DatasetChangedError",
     "SchemaVersionError",
     "MissingFeatureSetError",
     "InputError",
@@ -18,6 +19,7 @@ __all__ = [
     "IndexNotFoundError",
     "IndexCorruptError",
     "DimensionMismatchError",
+    "DiskFullError",
 ]
 
 
@@ -31,6 +33,11 @@ class StoreError(EmofsError):
 
 class StoreNotFoundError(StoreError):
     """A command that reads the store was pointed at a store that does not exist."""
+
+
+class DatasetChangedError(StoreError):
+    """A read kept losing its files to a concurrent vacuum (retried on the latest version
+    first); running it again usually succeeds."""
 
 
 class SchemaVersionError(StoreError):
@@ -98,3 +105,11 @@ class IndexCorruptError(StoreError):
 
 class DimensionMismatchError(InputError):
     """A query vector's dimension differs from the index's."""
+
+
+class DiskFullError(StoreError):
+    """A write ran out of disk space (ENOSPC): the message names the path, the space the
+    write needed (where known) and what is free; what was committed before is intact.
+
+    Built by :func:`featurestore.diskspace.disk_full_error`.
+    """

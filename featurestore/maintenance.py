@@ -3,15 +3,21 @@ versions still reference.
 
 Batched writes leave small fragments, and compaction (``featurestore.compaction``, or here)
 rewrites them into large ones; the replaced files stay on disk for Lance's version history
-until old versions are cleaned up. Only versions older than ``older_than`` are removed
-(never the current one), so readers of a recent version are safe. Each dataset is vacuumed
-under the store's write lock, so writers of other emofs processes wait for it (and it for
-them) instead of racing its compaction.
+until old versions are cleaned up. A version is removed only once it has not been the
+current one for ``older_than`` (its age counts from the commit that replaced it, not from
+its own commit as Lance counts: a version current for a week and replaced a second ago is
+what a running reader holds), and never the current one. So a reader that opened a version
+is safe for ``older_than`` after it opened it; ``--older-than 0`` removes every version but
+the current one at once, and emofs readers caught mid-read reopen the latest version and
+read again (``featurestore.vanished``). Each dataset is vacuumed under the store's write
+lock, so writers of other emofs processes wait for it (and it for them) instead of racing
+its compaction.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -22,7 +28,7 @@ from .predictions import predictions_name
 from .schema import CLIPS, ERRORS
 from .store import Store
 
-__all__ = ["VacuumRow", "VacuumReport", "vacuum", "parse_age"]
+__all__ = ["VacuumRow", "VacuumReport", "vacuum", "parse_age", "cleanup_retired"]
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -73,8 +79,8 @@ def vacuum(store: Store, older_than: timedelta | str = timedelta(hours=1)) -> Va
 
     Args:
         store: the store to vacuum (other emofs writers wait for each dataset's turn).
-        older_than: delete the files only versions older than this still use; a
-            timedelta or a :func:`parse_age` string (``"0"``, ``"12h"``, ``"7d"``).
+        older_than: delete the files only versions replaced longer ago than this still
+            use; a timedelta or a :func:`parse_age` string (``"0"``, ``"12h"``, ``"7d"``).
 
     Returns:
         A :class:`VacuumReport`: per-dataset rows and the store size before and after.
@@ -99,8 +105,30 @@ def vacuum(store: Store, older_than: timedelta | str = timedelta(hours=1)) -> Va
             if len(fragments) > 1 or any(f.metadata.num_deletions for f in fragments):
                 ds.optimize.compact_files()
             ds = store.dataset(name)
-            stats = ds.cleanup_old_versions(older_than=older_than)
+            removed = cleanup_retired(ds, older_than)
             report.datasets.append(VacuumRow(name, len(fragments), len(ds.get_fragments()),
-                                             int(stats.old_versions), size, store.size_bytes(name)))
+                                             removed, size, store.size_bytes(name)))
     report.bytes_after = store.size_bytes()
     return report
+
+
+def cleanup_retired(ds, older_than: timedelta) -> int:
+    """Delete the versions of ``ds`` (and the files only they use) that stopped being the
+    current version more than ``older_than`` ago; returns how many were removed.
+
+    A version stops being current when the next one is committed, so its age is the next
+    version's commit time. ``older_than`` of 0 removes every version but the current one.
+    """
+    if older_than <= timedelta(0):
+        return int(ds.cleanup_old_versions(older_than=timedelta(0)).old_versions)
+    history = sorted(ds.versions(), key=lambda v: v["version"])
+    now = time.time()  # Lance's timestamps are naive local times: .timestamp() reads them so
+    retired = [v["version"] for v, successor in zip(history, history[1:])
+               if now - successor["timestamp"].timestamp() >= older_than.total_seconds()]
+    if not retired:
+        return 0
+    try:
+        stats = ds.cleanup_old_versions(older_than=timedelta(0), versions=retired)
+    except TypeError:  # a pylance without ``versions=``: Lance's own age (since each commit)
+        stats = ds.cleanup_old_versions(older_than=older_than)
+    return int(stats.old_versions)

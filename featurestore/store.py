@@ -22,15 +22,16 @@ import shutil
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .errors import QueryError, SchemaVersionError, StoreError, StoreNotFoundError
+from .errors import DatasetChangedError, QueryError, SchemaVersionError, StoreError, StoreNotFoundError
 from .locking import WriteLock
 from .manifests import newest_manifest
 from .filters import default_schema, validate_where
+from .vanished import ATTEMPTS, is_storage_error, is_vanished, is_vanished_manifest, read_latest
 from .remote import check_remote, filesystem, is_remote, lance_options
 from .schema import (
     CLIPS,
@@ -53,6 +54,7 @@ DEFAULT_STORE = "./emofs-store"
 #: holds nest across objects and threads of one process serialise).
 _LOCKS: dict[str, WriteLock] = {}
 _LOCKS_GUARD = threading.Lock()
+T = TypeVar("T")
 
 
 def _write_lock(uri: str, local: bool) -> WriteLock:
@@ -170,17 +172,39 @@ class Store:
         import lance
 
         uri = self.path(name)
-        if self.is_local and not Path(uri).exists():
-            return None
-        try:
-            return lance.dataset(uri, version=version, storage_options=lance_options(uri))
-        except (FileNotFoundError, ValueError) as exc:
-            if self.is_local and Path(uri).exists():
-                raise StoreError(
-                    f"{uri} exists but is not a readable Lance dataset ({_first_line(exc)}): "
-                    "move it aside and re-run the command that writes it"
-                ) from exc
-            return None
+        for attempt in range(1, ATTEMPTS + 1):
+            if self.is_local and not Path(uri).exists():
+                return None
+            try:
+                return lance.dataset(uri, version=version, storage_options=lance_options(uri))
+            except (FileNotFoundError, ValueError, OSError) as exc:
+                if is_vanished_manifest(exc):
+                    if version is None and attempt < ATTEMPTS:
+                        continue  # the manifest listed as the latest was vacuumed: list again
+                    raise DatasetChangedError(
+                        f"{'version %d of ' % version if version is not None else ''}{uri} was "
+                        f"deleted by a concurrent `emofs vacuum` while opening it "
+                        f"({_first_line(exc)}): run it again"
+                    ) from exc
+                if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+                    raise
+                if self.is_local and Path(uri).exists():
+                    raise StoreError(
+                        f"{uri} exists but is not a readable Lance dataset ({_first_line(exc)}): "
+                        "move it aside and re-run the command that writes it"
+                    ) from exc
+                return None
+        return None  # pragma: no cover - the loop returns or raises
+
+    def read(self, name: str, read: Callable[[Any], T]) -> T:
+        """``read(dataset)`` on the latest version of ``name`` (None when it does not exist),
+        run again on a freshly opened latest version when a concurrent ``emofs vacuum``
+        deletes a file of the version being read (``featurestore.vanished``).
+
+        Raises:
+            DatasetChangedError: files kept vanishing (every attempt raced a vacuum).
+        """
+        return read_latest(lambda: self.dataset(name), read, what=self.path(name))
 
     def table(
         self,
@@ -195,13 +219,23 @@ class Store:
         validate_where(where, ds.schema if ds is not None else default_schema(name))
         if ds is None:
             return None
-        try:
-            return ds.to_table(filter=where or None, columns=columns, limit=limit)
-        except (ValueError, OSError) as exc:
-            raise QueryError(
-                f"cannot evaluate --where {where!r} on {name}: {_first_line(exc)} "
-                f"(columns: {', '.join(ds.schema.names)})"
-            ) from exc
+
+        def scan(ds):
+            if ds is None:  # removed since the first open
+                return None
+            try:
+                return ds.to_table(filter=where or None, columns=columns, limit=limit)
+            except (ValueError, OSError) as exc:
+                if is_vanished(exc):
+                    raise  # read_latest reopens the latest version
+                if not where or is_storage_error(exc):
+                    raise StoreError(f"cannot read {self.path(name)}: {_first_line(exc)}") from exc
+                raise QueryError(  # the filter passed validate_where: a data-dependent failure
+                    f"cannot evaluate --where {where!r} on {name}: {_first_line(exc)} "
+                    f"(columns: {', '.join(ds.schema.names)})"
+                ) from exc
+
+        return read_latest(lambda: self.dataset(name), scan, what=self.path(name), first=ds)
 
     def upsert(
         self,

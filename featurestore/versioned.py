@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
 
-from .errors import SchemaVersionError
+from .errors import DatasetChangedError, SchemaVersionError
 from .manifests import local_latest_version, newest_manifest
 from .schema import SCHEMA_VERSION, schema_version_of
 from .store import Store
+from .vanished import read_latest
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,14 @@ def per_version(store: Store, name: str, what: str, build: Callable[[Any], T], *
             return saved
         handle = _HANDLES.get(store.path(name))  # opened by dataset_version: reuse it
         ds = handle if handle is not None and handle.version == version else store.dataset(name)
-        value = build(ds)
+        try:  # a vacuum deleting the files of ``ds`` mid-build: rebuilt from the latest version
+            ds, value = read_latest(lambda: store.dataset(name), lambda d: (d, build(d)),
+                                    what=store.path(name), first=ds)
+        except DatasetChangedError:
+            _HANDLES.pop(store.path(name), None)
+            raise
+        if ds is not None and handle is not None and ds is not handle:
+            _HANDLES[store.path(name)] = ds  # the stale handle's version is gone
         built = None if ds is None else ds.version
         _VALUES[key] = (built, value)
         if snapshot and ds is not None:

@@ -216,3 +216,176 @@ def test_sigkill_mid_ingest_then_rerun_keeps_every_file_once(tmp_path):
     ids = store.clips(columns=["clip_id", "uri"])
     assert ids.height == 240 and ids["clip_id"].n_unique() == 240 and ids["uri"].n_unique() == 240
     assert report.new == 240 - partial
+
+
+# ------------------------------------------------- readers while ingest and vacuum run
+def _clip_table(ids: list[str], round_: int) -> pa.Table:
+    """Clip rows whose label never changes (a third are 'sad') and whose speaker does."""
+    labels = ["sad", "happy", "angry"]
+    return pa.table({"clip_id": ids, "name": ids, "rel_path": [f"{c}.wav" for c in ids],
+                     "label": [labels[int(c[1:]) % 3] for c in ids],
+                     "speaker": [f"round{round_}"] * len(ids)})
+
+
+def _stale_handle(store: Store):
+    """A handle on the clips version before a write and a ``vacuum --older-than 0``: its
+    data and deletion files are gone, as for a reader caught by a concurrent vacuum."""
+    from featurestore.maintenance import vacuum
+    from featurestore.schema import CLIPS
+
+    stale = store.dataset(CLIPS)
+    store.upsert_clips(_clip_table([f"c{i:03d}" for i in range(0, 60, 7)], 99))
+    vacuum(store, "0")
+    return stale
+
+
+def test_readers_survive_concurrent_ingest_and_vacuum_older_than_0(tmp_path):
+    """Writes plus ``vacuum --older-than 0`` in a loop while threads read clips with a
+    ``--where`` filter (store API and ``/api/clips``) and single clips (``/api/clip``):
+    not one read fails or sees a wrong answer."""
+    import threading
+
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from featurestore.maintenance import vacuum
+    from workflows.app import AppConfig, create_app
+
+    ids = [f"c{i:03d}" for i in range(60)]
+    sad = sorted(c for c in ids if int(c[1:]) % 3 == 0)
+    store = Store(tmp_path / "s")
+    store.upsert_clips(_clip_table(ids, 0))
+    app = create_app(AppConfig(store=store.uri), store=store)
+    stop = threading.Event()
+    failures: list[str] = []
+    reads = {"store": 0, "clips": 0, "clip": 0}
+    cycles = {"writes": 0, "removed": 0}
+
+    def maintain():
+        round_ = 0
+        while not stop.is_set():
+            round_ += 1
+            for start in range(0, len(ids), 20):  # ingest-like batches: many commits
+                store.upsert_clips(_clip_table(ids[start : start + 20], round_))
+                cycles["writes"] += 1
+            report = vacuum(store, "0")
+            cycles["removed"] += sum(r.versions_removed for r in report.datasets)
+
+    def read_store():
+        while not stop.is_set():
+            try:
+                got = sorted(Store(store.uri).clips(where="label = 'sad'", columns=["clip_id"])["clip_id"])
+                if got != sad:
+                    failures.append(f"store.clips: {len(got)} sad clips")
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                failures.append(f"store.clips: {type(exc).__name__}: {exc}")
+            reads["store"] += 1
+
+    def read_app(kind: str):
+        client = TestClient(app, base_url="http://127.0.0.1:8765")
+        n = 0
+        while not stop.is_set():
+            n += 1
+            if kind == "clips":
+                answer = client.get("/api/clips", params={"where": "label = 'sad'", "limit": 100})
+                ok = answer.status_code == 200 and sorted(r["clip_id"] for r in answer.json()["rows"]) == sad
+            else:
+                clip_id = ids[n % len(ids)]
+                answer = client.get(f"/api/clip/{clip_id}")
+                ok = answer.status_code == 200 and answer.json()["clip"]["clip_id"] == clip_id
+            if not ok:
+                failures.append(f"/api/{kind}: {answer.status_code} {answer.text[:300]}")
+            reads[kind] += 1
+
+    threads = [threading.Thread(target=maintain), threading.Thread(target=read_store),
+               threading.Thread(target=read_app, args=("clips",)),
+               threading.Thread(target=read_app, args=("clip",))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline and not failures:
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert not failures, f"{len(failures)} failed reads of {sum(reads.values())}: {failures[:3]}"
+    assert cycles["removed"] > 0 and min(reads.values()) > 0, (cycles, reads)
+
+
+def test_a_vanished_file_is_read_again_from_the_latest_version(tmp_path, monkeypatch):
+    """The real pylance error of a vacuumed file is recognised and retried on the latest
+    version, by ``Store.table`` and by ``per_version`` (the app's clip cards)."""
+    from featurestore.schema import CLIPS
+    from featurestore.vanished import is_vanished
+    from featurestore.versioned import per_version
+
+    store = Store(tmp_path / "s")
+    store.upsert_clips(_clip_table([f"c{i:03d}" for i in range(60)], 0))
+    stale = _stale_handle(store)
+    with pytest.raises((OSError, ValueError)) as gone:
+        stale.to_table(filter="label = 'sad'")
+    assert is_vanished(gone.value), gone.value  # the exact exception pylance raises
+    assert not is_vanished(ValueError("Invalid user input: Schema error: No field named nope"))
+
+    opened = []
+    real = Store.dataset
+
+    def first_stale(self, name, version=None):  # the first open returns the vacuumed version
+        opened.append(name)
+        return stale if len(opened) == 1 else real(self, name, version)
+
+    monkeypatch.setattr(Store, "dataset", first_stale)
+    table = store.table(CLIPS, where="label = 'sad'", columns=["clip_id"])
+    assert table.num_rows == 20 and len(opened) == 2
+    opened.clear()
+    rows = per_version(store, CLIPS, "test-vanished", lambda ds: ds.to_table(columns=["clip_id"]).num_rows)
+    assert rows == 60 and len(opened) == 2
+
+
+def test_bad_filter_is_a_400_naming_it_and_storage_errors_never_are(tmp_path, monkeypatch):
+    """A wrong ``where`` is still a 400 that names the filter (a parse error and an error
+    only the data shows); files that keep vanishing are a 503 that blames the vacuum."""
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from featurestore.errors import DatasetChangedError, QueryError
+    from featurestore.schema import CLIPS
+    from workflows.app import AppConfig, create_app
+
+    store = Store(tmp_path / "s")
+    store.upsert_clips(_clip_table([f"c{i:03d}" for i in range(60)], 0))
+    client = TestClient(create_app(AppConfig(store=store.uri), store=store), base_url="http://127.0.0.1:8765")
+    for where in ("nosuchcol = 1", "CAST(label AS INT) = 1"):
+        answer = client.get("/api/clips", params={"where": where})
+        assert answer.status_code == 400, answer.text
+        assert f"--where {where!r}" in answer.json()["error"] and answer.json()["type"] == "QueryError"
+
+    stale = _stale_handle(store)
+    monkeypatch.setattr(Store, "dataset", lambda self, name, version=None: stale)  # never recovers
+    with pytest.raises(DatasetChangedError) as err:
+        store.table(CLIPS, where="label = 'sad'")
+    assert not isinstance(err.value, QueryError) and "vacuum" in str(err.value)
+    answer = client.get("/api/clips", params={"where": "label = 'sad'"})
+    assert answer.status_code == 503, answer.text
+    assert "--where" not in answer.json()["error"] and answer.json()["type"] == "DatasetChangedError"
+
+
+def test_vacuum_age_counts_from_when_a_version_was_replaced(tmp_path):
+    """``older_than`` spares a version replaced moments ago even when it was committed long
+    before (what a running reader holds); ``0`` keeps only the current version."""
+    from datetime import timedelta
+
+    from featurestore.maintenance import cleanup_retired
+    from featurestore.schema import CLIPS
+
+    store = Store(tmp_path / "s")
+    store.upsert_clips(_clip_table(["c000"], 1))
+    store.upsert_clips(_clip_table(["c001"], 2))
+    time.sleep(1.2)
+    store.upsert_clips(_clip_table(["c002"], 3))  # the previous version: 1.2 s old, replaced now
+    versions = [v["version"] for v in store.dataset(CLIPS).versions()]
+    assert cleanup_retired(store.dataset(CLIPS), timedelta(seconds=1)) == len(versions) - 2
+    assert [v["version"] for v in store.dataset(CLIPS).versions()] == versions[-2:]
+    assert cleanup_retired(store.dataset(CLIPS), timedelta(0)) == 1
+    assert [v["version"] for v in store.dataset(CLIPS).versions()] == versions[-1:]
+    assert store.clips().height == 3

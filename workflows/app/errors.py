@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from featurestore.errors import (
+    DatasetChangedError,
     EmofsError,
     IndexNotFoundError,
     MissingFeatureSetError,
@@ -32,9 +33,12 @@ class PayloadError(InputError):
 
 
 def status_of(exc: BaseException) -> int:
-    """The HTTP status of an exception: 404 for missing things, 4xx for bad input, else 500."""
+    """The HTTP status of an exception: 404 for missing things, 4xx for bad input, 503 when a
+    concurrent vacuum kept deleting what a read was reading (try again), else 500."""
     if isinstance(exc, PayloadError):
         return exc.status
+    if isinstance(exc, DatasetChangedError):
+        return 503
     if isinstance(exc, (NotFoundError, StoreNotFoundError, IndexNotFoundError, MissingFeatureSetError)):
         return 404
     if isinstance(exc, EmofsError):
