@@ -104,7 +104,8 @@ def cross_validate(store: Store, cfg: HeadConfig, *, out: str | Path | None = No
         log.warning(f"{run_dir} holds an unfinished cross-validation (no cv.json: it was killed or "
                     f"failed): replacing its {len(leftovers)} fold runs")
     first = prepare_data(store, cfg.replace(fold=0), quiet=quiet)
-    k_folds = len(np.unique(first.groups)) if cfg.folds == "loo" else int(cfg.folds)
+    groups = len(np.unique(first.groups))
+    k_folds = groups if cfg.folds == "loo" else min(int(cfg.folds), groups)  # fewer groups: one a fold
     rows, pooled_cm = [], None
     for fold in range(k_folds):
         fold_cfg = cfg.replace(fold=fold)

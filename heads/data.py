@@ -246,8 +246,8 @@ def prepare_data(
         if cfg.require_all and not has.all() and not cfg.drop_missing:
             raise InputError(
                 f"{int((~has).sum())} of {n} labelled clips have no {name!r} features: run "
-                f"`emofs extract --encoders {name}`, pass --drop-missing to train without them, "
-                "or drop --require-all to train them on the feature sets they have"
+                f"`emofs extract --encoders {name}` or pass --drop-missing to leave them out "
+                "(ablate and --require-all compare feature sets on the clips having every one)"
             )
     matrix = presence_matrix(has_set, cfg.encoders, n)  # (N, M)
     present = matrix.all(1) if cfg.require_all else matrix.any(1)  # (N,) clips kept
@@ -438,10 +438,15 @@ def _group_kfold(groups: np.ndarray, cfg: HeadConfig, rng) -> tuple[np.ndarray, 
     order, size = _group_sizes(groups, rng)
     k_folds = len(order) if cfg.folds == "loo" else int(cfg.folds)
     fold = cfg.fold or 0
-    if len(order) < max(3, k_folds):
+    if 3 <= len(order) < k_folds and fold == 0:  # fewer groups than asked: one group a fold
+        log.warning(f"--folds {cfg.folds}: --split-by {cfg.split_by} has only {len(order)} groups; "
+                    f"using {len(order)} folds (one group each)")
+    if len(order) >= 3:
+        k_folds = min(k_folds, len(order))
+    if len(order) < 3:
         raise InputError(
-            f"--folds {cfg.folds}: --split-by {cfg.split_by} has only {len(order)} groups; "
-            f"use --folds {max(2, len(order) - 1)} or fewer (at least 3 groups: test, val, train)"
+            f"--split-by {cfg.split_by} has only {len(order)} group(s): cross-validation needs at "
+            "least 3 (test, val, train); split by another column or drop --folds"
         )
     if fold >= k_folds:
         raise InputError(f"--fold must be in 0..{k_folds - 1} (got {fold})")

@@ -120,6 +120,22 @@ def test_leave_one_group_out_and_single_fold(speakers, tmp_path):
     assert (pl.read_csv(tmp_path / "one/splits.csv").equals(pl.read_csv(tmp_path / "loo/fold-3/splits.csv")))
 
 
+def test_more_folds_than_groups_uses_one_group_a_fold(tmp_path, caplog):
+    """--folds 5 on 4 speakers (the demo store's case) runs 4 folds and says so; 2 groups is one line."""
+    from heads import HeadConfig
+    from heads.cv import cross_validate
+
+    store = _speaker_store(tmp_path / "four", n_speakers=4, per_speaker=24)
+    cfg = HeadConfig(encoders=["feat"], split_by="speaker", folds=5, hidden=8, max_steps=3, threads=1)
+    with caplog.at_level("WARNING"):
+        cv = cross_validate(store, cfg, out=tmp_path / "cv", quiet=True)
+    assert len(cv.rows) == 4 and sorted(r["test_groups"] for r in cv.rows) == [f"spk{i}" for i in range(4)]
+    assert "only 4 groups; using 4 folds" in caplog.text
+    two = _speaker_store(tmp_path / "two", n_speakers=2, per_speaker=24)
+    with pytest.raises(InputError, match="only 2 group"):
+        cross_validate(two, cfg, out=tmp_path / "cv2", quiet=True)
+
+
 # ------------------------------------------------------------------ derived schedule
 def test_schedule_scales_with_the_training_set():
     from heads import HeadConfig
