@@ -106,6 +106,7 @@ def resolve_base(base: str, *, progress: bool = True) -> ResolvedBase:
     """
     spec = BUILTIN_BASES.get(base)
     if spec is None or Path(base).exists():
+        _check_reachable(base)
         return ResolvedBase(base)
     module, version, sha = _package(spec)
     key = hashlib.sha256(f"{spec.package}=={version}|{sha}|{_CONVERSION}".encode()).hexdigest()[:12]
@@ -115,6 +116,24 @@ def resolve_base(base: str, *, progress: bool = True) -> ResolvedBase:
     if not (folder / IDENTITY_FILE).is_file():
         _convert(spec, module, folder, identity, progress)
     return ResolvedBase(str(folder), identity)
+
+
+def _check_reachable(base: str) -> None:
+    """Fail at once, in one line, on a hub id that is neither cached nor reachable (transformers
+    would retry for about a minute, printing a line per attempt)."""
+    import os
+
+    from extractors.encoders.base import hub_cache, hub_reachable
+
+    if Path(base).expanduser().exists() or "/" not in base or base.startswith((".", "/", "~")):
+        return  # a local path (or a name transformers will refuse with its own message)
+    if hub_cache(base).cached_dir is not None:
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    if offline or not hub_reachable(timeout=2.0):
+        why = "HF_HUB_OFFLINE is set" if offline else "the hub is unreachable"
+        raise InputError(f"--base {base!r} is not in the local Hugging Face cache and {why}: pass a "
+                         f"local directory (save_pretrained) or a built-in base ({', '.join(BUILTIN_BASES)})")
 
 
 @contextlib.contextmanager

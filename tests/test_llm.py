@@ -481,3 +481,19 @@ def test_unfinished_llm_run_is_refused(tmp_path):
         EmotionLLM.load(run)
     with pytest.raises(InputError, match="not an llm run"):
         EmotionLLM.load(tmp_path)
+
+
+def test_uncached_hub_base_fails_at_once_offline(monkeypatch):
+    """An uncached hub id offline is one line naming the ways out, before transformers'
+    minute of retries."""
+    import transformers
+
+    from llm.bases import resolve_base
+
+    def never(*args, **kwargs):
+        raise AssertionError("transformers was asked to fetch an uncached hub id offline")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", never)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match="not in the local Hugging Face cache and HF_HUB_OFFLINE is set.*gemma3-270m"):
+        resolve_base("nobody/no-such-llm")

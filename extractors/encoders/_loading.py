@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from featurestore.errors import InputError
 
-from .base import TINY_SEED, Weights, config_hash, hash_files, hub_cache
+from .base import TINY_SEED, Weights, config_hash, hash_files, hub_cache, hub_reachable
 
 __all__ = ["unavailable", "load_transformers", "seeded", "check_hub"]
 
@@ -41,21 +41,6 @@ def check_hub(name: str, repo_id: str, filename: str = "config.json") -> dict[st
     if check.cached_dir is None and not hub_reachable():
         raise unavailable(name, repo_id, "not in the local Hugging Face cache and the hub is unreachable")
     return {"revision": check.revision}
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face endpoint accepts a TCP connection (a few seconds at most)."""
-    import os
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def load_transformers(name: str, model_cls, weights: Weights, tiny_config: Callable[[], Any],

@@ -23,6 +23,8 @@ __all__ = [
     "emofs_version",
     "hash_files",
     "TINY_SEED",
+    "hub_cache",
+    "hub_reachable",
 ]
 
 TINY_SEED = 0
@@ -264,3 +266,18 @@ def hub_cache(repo_id: str, filename: str = "config.json") -> HubCheck:
         check.cached_dir = Path(found).parent
         check.revision = check.cached_dir.name
     return check
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint accepts a TCP connection (a few seconds at most)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
