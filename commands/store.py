@@ -70,16 +70,25 @@ def _print_ingest(report) -> None:
     typer.echo(
         f"{report.files} files: {report.new} new, {report.updated} updated, "
         f"{report.unchanged} unchanged, {len(report.errors)} unreadable; "
-        f"{report.annotated} clips got new labels ({report.seconds:.1f}s, "
-        f"store version {report.version_before} -> {report.version_after})"
+        f"{report.annotated} clips got new annotations"
+        + (f" ({', '.join(report.annotated_columns)})" if report.annotated_columns else "")
+        + f" ({report.seconds:.1f}s, store version {report.version_before} -> {report.version_after})"
     )
+    columns = report.annotated_columns
+    if columns and "label" not in columns:
+        typer.echo(f"note: the labels file has no `label` column (it has {', '.join(columns)}); training "
+                   f"and `info` read `label`: rename the column, or pass --label {columns[0]} to "
+                   "`emofs train head`", err=True)
     unmatched = report.unmatched_labels
     if unmatched:
         examples = ", ".join(k for _, k in unmatched[:5])
         lines = ", ".join(str(n) for n, _ in unmatched[:5])
         typer.echo(
             f"{len(unmatched)} label rows matched no clip "
-            f"(lines {lines}: {examples}{', ...' if len(unmatched) > 5 else ''})",
+            f"(lines {lines}: {examples}{', ...' if len(unmatched) > 5 else ''})"
+            + ("; none matched: a path column is read relative to the ingested folder or to the "
+               "CSV's folder (or absolute); a clip_id or name (file stem) column also works"
+               if not report.annotated and not report.annotated_columns else ""),
             err=True,
         )
     if report.ambiguous_labels:

@@ -40,6 +40,8 @@ class IngestReport:
     updated: int = 0
     unchanged: int = 0
     annotated: int = 0
+    #: Columns of the labels CSV that landed on clip rows.
+    annotated_columns: list[str] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
     unmatched_labels: list[tuple[int, str]] = field(default_factory=list)
     ambiguous_labels: list[str] = field(default_factory=list)
@@ -56,6 +58,7 @@ class IngestReport:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "annotated": self.annotated,
+            "annotated_columns": self.annotated_columns,
             "errors": [{"uri": u, "message": m} for u, m in self.errors],
             "unmatched_labels": len(self.unmatched_labels),
             "unmatched_label_examples": [k for _, k in self.unmatched_labels[:_EXAMPLES]],
@@ -422,6 +425,7 @@ def _apply_labels(store, labels_table, csv_path, roots, failed, report) -> None:
         return
 
     names = [f.name for f in match.columns]
+    report.annotated_columns = names
     current = {
         row["clip_id"]: row
         for row in clips.select(["clip_id", *[n for n in names if n in clips.columns]]).to_dicts()

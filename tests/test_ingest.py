@@ -187,3 +187,24 @@ def test_ids_committed_by_another_ingest_mid_run_are_never_overwritten(tmp_path,
     assert len(rows) == 6
     assert {c: Path(u).parent.name for c, u in rows.items()} == {
         **{f"clip{i}.wav": "copy1" for i in range(3)}, **{f"copy2/clip{i}.wav": "copy2" for i in range(3)}}
+
+
+def test_labels_hints_lead_somewhere(tmp_path, media_samples):
+    """A CSV without a `label` column says so and how to use it; a CSV whose paths match
+    nothing says how paths are read (both were silent: '122 clips got new labels')."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    folder = tmp_path / "clips"
+    copy_to(media_samples["wav"], folder / "a.wav")
+    (folder / "emotions.csv").write_text("path,emotion\na.wav,sad\n")
+    store = str(tmp_path / "store")
+    runner = CliRunner()
+    result = runner.invoke(app, ["ingest", str(folder), "--labels", str(folder / "emotions.csv"), "--store", store])
+    assert result.exit_code == 0, result.output
+    assert "1 clips got new annotations (emotion)" in result.output
+    assert "no `label` column" in result.output and "--label emotion" in result.output
+    (tmp_path / "parent.csv").write_text("path,label\nelsewhere/a.wav,sad\n")
+    result = runner.invoke(app, ["ingest", str(folder), "--labels", str(tmp_path / "parent.csv"), "--store", store])
+    assert result.exit_code == 0 and "none matched: a path column is read relative to" in result.output
