@@ -92,13 +92,9 @@ def build_tiny_llama(
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fast = _tokenizer(labels, extra_text, _SPECIAL, vocab_size,
-                      unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    if chat_template:
-        fast.chat_template = TINY_CHAT_TEMPLATE
-    fast.save_pretrained(out)
-
+    fast = _saved_tokenizer(out, labels, extra_text, _SPECIAL, vocab_size,
+                            TINY_CHAT_TEMPLATE if chat_template else None,
+                            unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(fast),
@@ -113,7 +109,22 @@ def build_tiny_llama(
         pad_token_id=fast.pad_token_id,
         tie_word_embeddings=False,
     )
-    model = LlamaForCausalLM(config)
+    return _saved_model(out, LlamaForCausalLM(config))
+
+
+def _saved_tokenizer(out: Path, labels: Sequence[str], extra_text: Iterable[str], special: list[str],
+                     vocab_size: int, chat_template: str | None, **tokens):
+    """:func:`_tokenizer` with its chat template (None: none), saved into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    fast = _tokenizer(labels, extra_text, special, vocab_size, **tokens)
+    if chat_template:
+        fast.chat_template = chat_template
+    fast.save_pretrained(out)
+    return fast
+
+
+def _saved_model(out: Path, model) -> Path:
+    """Save a freshly built tiny model beside its tokenizer; returns ``out``."""
     with quiet_transformers():
         model.save_pretrained(out)
     return out
@@ -168,13 +179,9 @@ def build_tiny_gemma(
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fast = _tokenizer(labels, extra_text, _GEMMA_SPECIAL, vocab_size,
-                      unk_token="<unk>", bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
-    if chat_template:
-        fast.chat_template = GEMMA_CHAT_TEMPLATE
-    fast.save_pretrained(out)
-
+    fast = _saved_tokenizer(out, labels, extra_text, _GEMMA_SPECIAL, vocab_size,
+                            GEMMA_CHAT_TEMPLATE if chat_template else None,
+                            unk_token="<unk>", bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
     torch.manual_seed(seed)
     config = Gemma3TextConfig(
         vocab_size=len(fast),
@@ -190,7 +197,4 @@ def build_tiny_gemma(
         eos_token_id=[fast.eos_token_id, fast.convert_tokens_to_ids("<end_of_turn>")],
         pad_token_id=fast.pad_token_id,
     )
-    model = Gemma3ForCausalLM(config)
-    with quiet_transformers():
-        model.save_pretrained(out)
-    return out
+    return _saved_model(out, Gemma3ForCausalLM(config))
