@@ -3,9 +3,17 @@
 Each command parses its flags, calls one library function and renders its report.
 Errors raised on purpose (:class:`featurestore.EmofsError`) print as one line and exit 1;
 ``EMOFS_DEBUG=1`` shows the traceback instead.
+
+Run as a process (the ``emofs`` script, :func:`main`), the CLI ends the process itself
+once Python has cleaned up (:mod:`commands.process`): the native thread pools of Arrow,
+Lance and faiss are never torn down at exit, where they could abort a finished command.
 """
 
 from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
 
 import typer
 
@@ -13,9 +21,27 @@ from commands import app as analyst_app
 from commands import extract, heads, index, interop, label, llm, store
 from commands.common import EmofsGroup
 
-__all__ = ["app"]
+__all__ = ["app", "main"]
 
-app = typer.Typer(
+
+class _EmofsApp(typer.Typer):
+    """The Typer app; called bare by the ``emofs`` console script, it runs :func:`main`."""
+
+    def __call__(self, *args, **kwargs):
+        if not args and not kwargs and os.path.basename(sys.argv[0] or "") == "emofs":
+            main()
+        return super().__call__(*args, **kwargs)
+
+
+def main() -> NoReturn:
+    """Run the CLI on ``sys.argv`` and end the process with its exit code, after Python's
+    clean-up and without native teardown (:func:`commands.process.run_and_exit`)."""
+    from commands.process import run_and_exit
+
+    run_and_exit(lambda: typer.Typer.__call__(app))
+
+
+app = _EmofsApp(
     cls=EmofsGroup,
     help="emofs: an offline feature store and trainer for multimodal emotion recognition.",
     no_args_is_help=True,
@@ -49,4 +75,4 @@ app.add_typer(llm.llm_app, name="llm")
 app.add_typer(heads.train_app, name="train")
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -38,7 +38,8 @@ __all__ = [
 
 
 class EmofsGroup(TyperGroup):
-    """Maps emofs' typed exceptions to one line on stderr and exit code 1.
+    """Maps emofs' typed exceptions, and a full disk anywhere, to one line on stderr and
+    exit code 1.
 
     Also shows the library's log lines and progress bars for the invocation
     (:mod:`commands.console`). ``EMOFS_DEBUG=1`` re-raises, so the traceback shows.
@@ -48,6 +49,7 @@ class EmofsGroup(TyperGroup):
         from . import console
 
         console.attach()
+        _OPENED.clear()
         try:
             return super().invoke(ctx)
         except EmofsError as exc:
@@ -55,8 +57,43 @@ class EmofsGroup(TyperGroup):
                 raise
             typer.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+        except Exception as exc:
+            # A full disk in a write the library does not map itself (Lance's commits):
+            # one line naming the store, like every other error emofs knows.
+            if _is_click_flow(exc) or os.environ.get("EMOFS_DEBUG") == "1" or not _disk_full(exc):
+                raise
+            from featurestore.diskspace import disk_full_error
+
+            typer.echo(f"error: {disk_full_error(_written_path(exc))}", err=True)
+            ctx.exit(1)
         finally:
             console.detach()
+
+
+def _is_click_flow(exc: BaseException) -> bool:
+    """click's own control flow (exit, abort, usage errors; Typer's bundled click or the
+    package): never an error to map."""
+    return any("click" in cls.__module__ or cls.__module__.startswith("typer") for cls in type(exc).__mro__)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    from featurestore.diskspace import is_disk_full
+
+    return is_disk_full(exc)
+
+
+#: The store the running command opened (:func:`open_store`): where its writes go.
+_OPENED: list[str] = []
+
+
+def _written_path(exc: BaseException) -> str:
+    """What a failed write was writing: the file the error names, else the command's store."""
+    filename = getattr(exc, "filename", None)
+    if filename:
+        return str(filename)
+    if _OPENED:
+        return _OPENED[-1]
+    return os.path.abspath(os.environ.get("EMOFS_STORE") or "emofs-store")
 
 
 def sub_app(help: str | None = None) -> typer.Typer:
@@ -99,7 +136,9 @@ def open_store(store: str | None, *, create: bool = False):
     """The :class:`featurestore.Store` a ``--store`` value names (default ./emofs-store)."""
     from featurestore import Store
 
-    return Store(store, create=create)
+    opened = Store(store, create=create)
+    _OPENED[:] = [opened.uri]
+    return opened
 
 
 # ------------------------------------------------------------------ printers

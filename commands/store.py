@@ -261,7 +261,7 @@ def check_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Check the store: duplicate keys, feature rows without a clip, damaged index files,
-    corrections the clips do not show.
+    indexes that drifted from their feature sets, corrections the clips do not show.
 
     With --repair, keeps the newest row of each duplicated key, deletes orphan feature and
     prediction rows, rebuilds damaged indexes and gives a clip the value of a correction

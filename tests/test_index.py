@@ -413,7 +413,7 @@ def test_garbled_index_bytes_are_caught_rebuilt_and_reported(store, tmp_path):
 
     build_index(store, IndexConfig(["enc_a"], kind="flat"), progress=False)
     manifest = read_manifest(store, "enc_a")
-    assert set(manifest["checksums"]) == {"faiss", "ids"}
+    assert set(manifest["checksums"]) == {"faiss", "ids", "manifest"}
     assert all(v.startswith("sha256:") for v in manifest["checksums"].values())
     _garble_middle(tmp_path / "store" / "index" / "enc_a.faiss")
 

@@ -6,7 +6,8 @@ Layout inside the store::
     <store>/index/<name>.ids.parquet  row -> clip_id map (one string column, in id order)
     <store>/index/<name>.json         manifest: kind, params, encoders + weights, the
                                       feature-set fingerprints / versions it was built
-                                      from, row count, store version, built_at
+                                      from, row count, store version, built_at, the
+                                      sha256 of the two files above and of its own content
 
 Similarity is cosine over (optionally standardised) L2-normalised vectors; a fused index
 scores the weighted mean of the per-encoder cosines. Modules, by concern:
@@ -17,7 +18,10 @@ scores the weighted mean of the per-encoder cosines. Modules, by concern:
 - :mod:`.config`: :class:`IndexConfig` (also from CLI flags), :class:`IndexBuildReport`;
 - :mod:`.build`: :func:`build_index` (full or incremental);
 - :mod:`.catalog`: list / drop / pick an index, staleness, the build command text;
-- :mod:`.load`: :class:`LoadedIndex`, :func:`load_index`;
+- :mod:`.load`: :class:`LoadedIndex`, :func:`load_index` (checksums, the manifest's own
+  seal, kind / dim / rows against the FAISS object), :func:`~.load.verify_index`;
+- :mod:`.drift`: does the index still match its feature sets (id map, sampled clips
+  re-searched) — `emofs check` and `index build` ask;
 - :mod:`.search`: filtered top-k search with widening and exact fallback;
 - :mod:`.neighbours`: :func:`find_similar` for a clip id, stored path or (with a
   callback) a new media file, and the neighbour vote.

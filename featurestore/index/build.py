@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -14,7 +13,8 @@ from ..errors import IndexCorruptError, InputError
 from ..schema import CLIPS
 from ..store import Store
 from .config import IndexBuildReport, IndexConfig
-from .files import checksum, forget_index, index_paths, read_manifest, write_bytes
+from .drift import index_drift
+from .files import checksum, forget_index, index_paths, read_manifest, seal_manifest, write_files
 from .kinds import add_vectors, auto_kind, new_index, train_index, tune_search
 from .load import LoadedIndex, load_index
 from .vectors import (
@@ -26,6 +26,7 @@ from .vectors import (
     feature_stats,
     fuse_by_group,
     fused_matrix,
+    group_digest,
     group_spec,
 )
 
@@ -91,7 +92,7 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
         elif config.normalize and fresh:
             reason = (f"{len(fresh)} new clips change their groups' statistics "
                       f"(--normalize {config.normalize})")
-        elif config.normalize and _digest(loaded.clip_ids, clip_groups(
+        elif config.normalize and group_digest(loaded.clip_ids, clip_groups(
                 store, config.normalize, loaded.clip_ids)) != loaded.manifest["normalize"].get("digest"):
             reason = f"the clips' {config.normalize} values changed"
         else:
@@ -155,19 +156,13 @@ def _group_normalised(store: Store, config: IndexConfig, fingerprints: dict[str,
     groups = clip_groups(store, config.normalize, ids)
     stats = feature_stats(parts)  # all indexed rows: the fallback of small / unknown groups
     normalize = group_spec(parts, groups, config.normalize, config.min_group_clips)
-    normalize["digest"] = _digest(ids, groups)
+    normalize["digest"] = group_digest(ids, groups)
     fell_back = normalize["fallback_groups"]
     if fell_back:
         log.warning(f"--normalize {config.normalize}: {len(fell_back)} group(s) with fewer than "
                     f"{config.min_group_clips} clips (or no {config.normalize}) use the indexed rows' "
                     "statistics: " + ", ".join(f"{g} ({c})" for g, c in list(fell_back.items())[:10]))
     return ids, fuse_by_group(parts, config.weights, groups, stats, normalize), stats, normalize
-
-
-def _digest(ids: list[str], groups: list[Any]) -> str:
-    """A hash of which clip is in which group (a change rebuilds a normalised index)."""
-    pairs = json.dumps([[c, None if g is None else str(g)] for c, g in zip(ids, groups)])
-    return hashlib.sha256(pairs.encode()).hexdigest()[:16]
 
 
 def _summary(normalize: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -211,7 +206,8 @@ def _manifest(config: IndexConfig, kind: str, params: dict[str, Any], states: di
 
 
 def _save(store: Store, name: str, index, ids: list[str], manifest: dict[str, Any]) -> None:
-    """Write the three files, the manifest last with the sha256 of the other two.
+    """Write the three files, the manifest last with the sha256 of the other two and of
+    its own content (:func:`~.files.seal_manifest`).
 
     Under the store's write lock: a reader that finds files of two builds (a save in
     flight) waits for the lock and reads again (:func:`load_index`).
@@ -225,11 +221,11 @@ def _save(store: Store, name: str, index, ids: list[str], manifest: dict[str, An
     sink = io.BytesIO()
     pq.write_table(pa.table({"clip_id": pa.array(ids, pa.string())}), sink)
     raw_ids = sink.getvalue()
-    manifest = {**manifest, "checksums": {"faiss": checksum(raw), "ids": checksum(raw_ids)}}
+    manifest = seal_manifest({**manifest, "checksums": {"faiss": checksum(raw), "ids": checksum(raw_ids)}})
     with store.writing():
-        write_bytes(store, paths["faiss"], raw)
-        write_bytes(store, paths["ids"], raw_ids)
-        write_bytes(store, paths["manifest"], json.dumps(manifest, indent=2).encode())
+        # All three written as temporaries first: a full disk leaves the old index whole.
+        write_files(store, {paths["faiss"]: raw, paths["ids"]: raw_ids,
+                            paths["manifest"]: json.dumps(manifest, indent=2).encode()})
         forget_index(store, name)
 
 
@@ -281,4 +277,7 @@ def _incremental_candidate(store: Store, config: IndexConfig,
         loaded = load_index(store, config.name, use_cache=False)
     except IndexCorruptError as exc:
         return None, f"the old index is damaged: {_why(exc)}"
+    drift = index_drift(store, loaded)
+    if drift:
+        return None, f"the old index {drift.split(': rebuild')[0]}"
     return loaded, ""

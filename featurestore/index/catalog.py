@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -169,7 +168,10 @@ def index_staleness(store: Store, manifest: dict[str, Any]) -> list[str]:
         if ids_raw is not None:
             import pyarrow.parquet as pq
 
-            indexed = set(pq.ParquetFile(io.BytesIO(ids_raw)).read(columns=["clip_id"]).column("clip_id").to_pylist())
+            import pyarrow as pa
+
+            # BufferReader, not io.BytesIO: Arrow's threads never wait for the GIL (load.py)
+            indexed = set(pq.ParquetFile(pa.BufferReader(ids_raw)).read(columns=["clip_id"]).column("clip_id").to_pylist())
             new = len(current - indexed)
             gone = len(indexed - current)
             if new:

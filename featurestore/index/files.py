@@ -7,7 +7,12 @@ Layout inside the store::
     <store>/index/<name>.json         manifest: kind, params, encoders + weights, the
                                       feature-set fingerprints / versions it was built
                                       from, row count, store version, built_at, and the
-                                      sha256 of the two files above (``checksums``)
+                                      sha256 of the two files above and of the manifest's
+                                      own content (``checksums``: faiss, ids, manifest)
+
+Every write goes through a temporary (``<path>.tmp``) and a move; the three files of a
+save are all written before any is moved (:func:`write_files`), and a full disk is a
+:class:`~featurestore.errors.DiskFullError` with the temporaries removed.
 
 Files are written through ``pyarrow.fs`` so a store on an object-store URI works too. The
 per-process cache of loaded indexes lives here too, so that every module that rewrites or
@@ -21,6 +26,7 @@ import json
 import re
 from typing import Any
 
+from ..diskspace import disk_full_as_error
 from ..errors import IndexCorruptError, InputError
 from ..remote import filesystem
 from ..schema import INDEX_DIR
@@ -31,11 +37,16 @@ __all__ = [
     "check_index_name",
     "read_bytes",
     "write_bytes",
+    "write_files",
     "delete_file",
     "file_stamp",
     "checksum",
     "checksum_problem",
     "read_manifest",
+    "MANIFEST_KINDS",
+    "manifest_digest",
+    "seal_manifest",
+    "manifest_problem",
     "cached_index",
     "cache_index",
     "forget_index",
@@ -80,14 +91,56 @@ def _fs(store: Store, rel: str):
 
 
 def write_bytes(store: Store, rel: str, data: bytes) -> None:
-    """Write ``data`` to ``rel`` in the store (through a temporary file, then a move)."""
-    fs, path = _fs(store, rel)
-    parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
-    tmp = f"{path}.tmp"
-    with fs.open_output_stream(tmp) as handle:
-        handle.write(data)
-    fs.move(tmp, path)
+    """Write ``data`` to ``rel`` in the store (through a temporary file, then a move).
+
+    Raises:
+        DiskFullError: the disk is full (names the path and the bytes needed; the
+            temporary file is removed and the old file, if any, is untouched).
+    """
+    write_files(store, {rel: data})
+
+
+def write_files(store: Store, files: dict[str, bytes]) -> None:
+    """Write several files all or nothing: every ``<path>.tmp`` first, then the moves.
+
+    A write that fails (a full disk above all) removes every temporary and leaves the
+    files already there as they were, so an index is never half new, half old.
+
+    Args:
+        files: store-relative path -> bytes, moved into place in this order.
+
+    Raises:
+        DiskFullError: the disk is full (names the first path, the bytes all the files
+            need and what is free).
+    """
+    if not files:
+        return
+    placed = []
+    for rel in files:
+        fs, path = _fs(store, rel)
+        placed.append((fs, path, f"{path}.tmp"))
+    what = store.path(next(iter(files))) + (f" (+{len(files) - 1} files)" if len(files) > 1 else "")
+    needed = sum(len(data) for data in files.values())
+    with disk_full_as_error(what, needed):
+        for fs, path, _ in placed:
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        try:
+            for (fs, _, tmp), data in zip(placed, files.values()):
+                with fs.open_output_stream(tmp) as handle:
+                    handle.write(data)
+        except BaseException:
+            for fs, _, tmp in placed:
+                _delete_quietly(fs, tmp)
+            raise
+        for fs, path, tmp in placed:
+            fs.move(tmp, path)
+
+
+def _delete_quietly(fs, path: str) -> None:
+    try:
+        fs.delete_file(path)
+    except Exception:  # noqa: BLE001 - absent, or the store is gone: nothing to clean
+        pass
 
 
 def read_bytes(store: Store, rel: str) -> bytes | None:
@@ -140,6 +193,67 @@ def checksum_problem(manifest: dict[str, Any], role: str, data: bytes) -> str | 
     if got == want:
         return None
     return f"sha256 {got[7:19]}... where its manifest says {want[7:19]}..."
+
+
+#: Index kinds a manifest may name (``auto`` is resolved before a build writes one).
+MANIFEST_KINDS = ("flat", "ivf", "hnsw")
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """The ``sha256:<hex>`` of a manifest's own content (all of it but this digest).
+
+    Canonical JSON (sorted keys, no spaces), so re-serialising the manifest never changes
+    it and any edited value (``kind``, ``dim``, ``encoders``, a file checksum) does.
+    """
+    body = {k: v for k, v in manifest.items() if k != "checksums"}
+    body["checksums"] = {k: v for k, v in (manifest.get("checksums") or {}).items() if k != "manifest"}
+    return checksum(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def seal_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with ``checksums["manifest"]``: the :func:`manifest_digest` of the rest."""
+    sealed = {**manifest, "checksums": dict(manifest.get("checksums") or {})}
+    sealed["checksums"].pop("manifest", None)
+    sealed["checksums"]["manifest"] = manifest_digest(sealed)
+    return sealed
+
+
+def manifest_problem(manifest: dict[str, Any], name: str) -> str | None:
+    """Why manifest ``name`` cannot be trusted (edited, damaged, inconsistent), or None.
+
+    Its own digest (:func:`seal_manifest`; manifests from before digests have none) and
+    the fields every reader relies on: a known ``kind``, a positive ``dim`` that its
+    feature sets' dims add up to, a row count, encoders with one weight each, its name.
+    """
+    want = (manifest.get("checksums") or {}).get("manifest")
+    if want:
+        got = manifest_digest(manifest)
+        if got != want:
+            return (f"its manifest was edited or damaged (content sha256 {got[7:19]}... where it "
+                    f"records {want[7:19]}...)")
+    kind = manifest.get("kind")
+    if kind not in MANIFEST_KINDS:
+        return f"its manifest names an unknown kind {kind!r} (one of {', '.join(MANIFEST_KINDS)})"
+    dim, rows = manifest.get("dim"), manifest.get("rows")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        return f"its manifest has no valid dim ({dim!r})"
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+        return f"its manifest has no valid row count ({rows!r})"
+    encoders, weights = manifest.get("encoders"), manifest.get("weights")
+    if (not isinstance(encoders, list) or not encoders or not all(isinstance(e, str) for e in encoders)
+            or not isinstance(weights, list) or len(weights) != len(encoders)
+            or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)):
+        return f"its manifest lists no valid encoders and weights ({encoders!r}, {weights!r})"
+    if manifest.get("name", name) != name:
+        return f"its manifest belongs to index {manifest.get('name')!r}"
+    sets = manifest.get("feature_sets")
+    if isinstance(sets, dict) and sets:
+        if set(sets) != set(encoders):
+            return f"its manifest's feature sets ({', '.join(sorted(sets))}) are not its encoders"
+        dims = [(s or {}).get("dim") for s in sets.values()]
+        if all(isinstance(d, int) for d in dims) and sum(dims) != dim:
+            return f"its manifest's dim {dim} is not the sum of its feature sets' dims ({sum(dims)})"
+    return None
 
 
 def read_manifest(store: Store, name: str) -> dict[str, Any] | None:

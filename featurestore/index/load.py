@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,12 +18,13 @@ from .files import (
     checksum_problem,
     file_stamp,
     index_paths,
+    manifest_problem,
     read_bytes,
     read_manifest,
 )
 from .kinds import search_param_name, set_search_param, to_gpu
 
-__all__ = ["LoadedIndex", "load_index", "verify_index"]
+__all__ = ["LoadedIndex", "load_index", "verify_index", "kind_mismatch"]
 
 
 @dataclass
@@ -107,23 +107,32 @@ def load_index(store: Store, name: str, *, use_cache: bool = True) -> LoadedInde
             raise first from None
 
 
-def verify_index(store: Store, name: str) -> str | None:
-    """Why index ``name`` cannot be trusted, or None when its files match its manifest.
+def verify_index(store: Store, name: str, *, drift: bool = True) -> str | None:
+    """Why index ``name`` cannot be trusted, or None when its files match its manifest
+    and its feature sets.
 
     Reads and checks every file as :func:`load_index` does (without the cache or a GPU
-    copy); an index whose manifest has no checksums (an older emofs) also has every
-    stored vector's norm checked (unit, or zero). The reason names the rebuild command.
+    copy: manifest content, checksums, kind / dim / rows against the FAISS object); an
+    index whose manifest has no checksums (an older emofs) also has every stored vector's
+    norm checked (unit, or zero). With ``drift``, the index is then compared with its
+    feature sets (:func:`featurestore.index.drift.index_drift`: the id map, a sample of
+    clips re-searched). The reason names the rebuild command.
     """
     try:
         loaded = _load(store, name, use_cache=False, gpu=False)
     except (IndexCorruptError, IndexNotFoundError) as exc:
         return str(exc)
-    if loaded.manifest.get("checksums"):
-        return None
-    bad = _bad_norms(loaded)
-    if bad:
-        return (f"index {name!r} holds {bad} vectors that are not unit length (damaged bytes): "
-                f"rebuild with `{build_command(loaded.manifest)} --rebuild`")
+    if not loaded.manifest.get("checksums"):
+        bad = _bad_norms(loaded)
+        if bad:
+            return (f"index {name!r} holds {bad} vectors that are not unit length (damaged bytes): "
+                    f"rebuild with `{build_command(loaded.manifest)} --rebuild`")
+    if drift:
+        from .drift import index_drift
+
+        why = index_drift(store, loaded)
+        if why:
+            return f"index {name!r} {why}"
     return None
 
 
@@ -141,8 +150,25 @@ def _bad_norms(loaded: LoadedIndex, batch: int = 8192) -> int:
     return bad
 
 
+def kind_mismatch(index: Any, kind: str | None) -> str | None:
+    """How a deserialised FAISS ``index`` disagrees with the ``kind`` its manifest names
+    (its class, its metric), or None when they agree."""
+    import faiss
+
+    classes = {"flat": faiss.IndexFlat, "ivf": faiss.IndexIVF, "hnsw": faiss.IndexHNSW}
+    expected = classes.get(kind or "")
+    if expected is None:
+        return f"the manifest names kind {kind!r}"
+    if not isinstance(index, expected):
+        return f"the manifest says {kind} but the file holds a {type(index).__name__}"
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        return f"the file's metric is {index.metric_type}, not inner product"
+    return None
+
+
 def _load(store: Store, name: str, use_cache: bool, gpu: bool = True) -> LoadedIndex:
     import faiss
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     manifest = read_manifest(store, name)
@@ -158,11 +184,15 @@ def _load(store: Store, name: str, use_cache: bool, gpu: bool = True) -> LoadedI
             f"no index {name!r} in {store.uri} (available: {available}): build one with "
             f"`emofs index build --encoder {name.split('+')[0]}`"
         )
-    stamp = f"{manifest.get('updated_at')}|{manifest.get('rows')}|{file_stamp(store, paths['faiss'])}"
+    stamp = (f"{manifest.get('updated_at')}|{manifest.get('rows')}|{manifest.get('kind')}|"
+             f"{(manifest.get('checksums') or {}).get('manifest')}|{file_stamp(store, paths['faiss'])}")
     cached = cached_index(store, name, stamp) if use_cache else None
     if cached is not None:
         return cached
     rebuild_hint = build_command(manifest) + " --rebuild"
+    problem = manifest_problem(manifest, name)
+    if problem:
+        raise IndexCorruptError(f"index {name!r} cannot be trusted: {problem}: rebuild with `{rebuild_hint}`")
     raw = read_bytes(store, paths["faiss"])
     if raw is None:
         raise IndexCorruptError(
@@ -186,7 +216,9 @@ def _load(store: Store, name: str, use_cache: bool, gpu: bool = True) -> LoadedI
             f"rebuild with `{rebuild_hint}`")
     try:
         # ParquetFile, not read_table: read_table imports pyarrow.dataset (and pandas), 0.15 s
-        ids = pq.ParquetFile(io.BytesIO(raw_ids)).read(columns=["clip_id"]).column("clip_id").to_pylist()
+        # A BufferReader, not io.BytesIO: Arrow's reader threads then never need the GIL
+        # (a native thread waiting for it while the interpreter exits aborts the process).
+        ids = pq.ParquetFile(pa.BufferReader(raw_ids)).read(columns=["clip_id"]).column("clip_id").to_pylist()
     except Exception as exc:  # noqa: BLE001 - any parquet failure means a bad file
         raise IndexCorruptError(
             f"index id map {store.path(paths['ids'])} is missing or unreadable: rebuild with "
@@ -197,6 +229,9 @@ def _load(store: Store, name: str, use_cache: bool, gpu: bool = True) -> LoadedI
             f"manifest {manifest.get('rows')} rows of dim {manifest.get('dim')}): rebuild with "
             f"`{rebuild_hint}`")
     kind = manifest.get("kind")
+    mismatch = kind_mismatch(index, kind)
+    if mismatch:
+        raise IndexCorruptError(f"index {name!r} files disagree ({mismatch}): rebuild with `{rebuild_hint}`")
     param = search_param_name(kind)
     if param and param in manifest.get("params", {}):
         set_search_param(index, kind, manifest["params"][param])

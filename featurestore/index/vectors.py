@@ -11,6 +11,8 @@ std, or (``--normalize speaker``) with the mean / std of the row's own group
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 from typing import Any, Sequence
@@ -34,6 +36,7 @@ __all__ = [
     "fused_matrix",
     "aligned_parts",
     "clip_groups",
+    "group_digest",
     "group_spec",
     "group_query_stats",
     "fuse_by_group",
@@ -228,6 +231,12 @@ def clip_groups(store: Store, column: str, clip_ids: Sequence[str]) -> list[Any]
     frame = store.clips(columns=["clip_id", column])
     lookup = dict(zip(frame["clip_id"].to_list(), frame[column].to_list()))
     return [lookup.get(c) for c in clip_ids]
+
+
+def group_digest(ids: Sequence[str], groups: Sequence[Any]) -> str:
+    """A hash of which clip is in which group (a change rebuilds a normalised index)."""
+    pairs = json.dumps([[c, None if g is None else str(g)] for c, g in zip(ids, groups)])
+    return hashlib.sha256(pairs.encode()).hexdigest()[:16]
 
 
 def group_spec(parts: Sequence[np.ndarray], groups: Sequence[Any], column: str,
