@@ -131,3 +131,14 @@ def s3(s3_server, monkeypatch, request) -> str:
         monkeypatch.setenv(name, value)
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40]
     return f"s3://{S3_BUCKET}/{slug}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and do not fight other test processes)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -32,15 +32,7 @@ EVA_T, EVA_D = 16, 12
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight other test processes)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _make_store(path: Path, n: int = 8, seed: int = 0) -> tuple[Store, list[str], list[str]]:
