@@ -207,6 +207,11 @@ def eval_command(
     from heads.predict import evaluate_run
 
     figures = evaluate_run(open_store(store), run, where=where, drop_missing=drop_missing)
+    seen = figures["seen_in_training"]
+    if seen["train"] or seen["val"]:
+        typer.echo(f"warning: {seen['train']} of these {seen['clips']} clips trained the run and {seen['val']} "
+                   f"validated it: these figures are not a held-out test (its test clips are the 'test' rows of "
+                   f"{run}/splits.csv)", err=True)
     if as_json:
         echo_json(figures)
         return

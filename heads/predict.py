@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["LoadedRun", "load_run", "run_finished", "check_finished", "FINISHED", "read_checkpoint",
            "predict_proba", "predict_clips", "evaluate_run", "predict_to_store",
-           "modality_weights", "run_features", "group_column"]
+           "modality_weights", "run_features", "group_column", "seen_in_training"]
 
 _CHECKPOINT = "checkpoints/best.ckpt"
 #: Written last by ``emofs train head``: a run directory without it is unfinished.
@@ -401,7 +401,8 @@ def evaluate_run(
     y_true = np.array([index[truth[c]] for c in predictions["clip_id"].to_list()], dtype=np.int64)
     y_pred = np.array([index[v] for v in predictions["label"].to_list()], dtype=np.int64)
     figures = classification_metrics(y_true, y_pred, run.vocabulary)
-    figures.update({"run_id": run.run_id, "where": where})
+    figures.update({"run_id": run.run_id, "where": where,
+                    "seen_in_training": seen_in_training(run.run_dir, predictions["clip_id"].to_list())})
     encoders = run.config.encoders
     if len(encoders) > 1:
         from .presence import figures_by_pattern, pattern_names
@@ -410,6 +411,23 @@ def evaluate_run(
         matrix = np.array([[e in have for e in encoders] for have in sets], dtype=bool).reshape(len(sets), len(encoders))
         figures["by_modalities"] = figures_by_pattern(y_true, y_pred, pattern_names(encoders, matrix), run.vocabulary)
     return figures
+
+
+def seen_in_training(run_dir: str | Path, clip_ids: Sequence[str]) -> dict[str, int]:
+    """How many of ``clip_ids`` the run trained or validated on (its ``splits.csv``):
+    ``{"train": n, "val": n, "clips": len(clip_ids)}``; figures on those are not a test."""
+    import polars as pl
+
+    splits_file = Path(run_dir) / "splits.csv"
+    counts = {"train": 0, "val": 0, "clips": len(clip_ids)}
+    if not splits_file.is_file():
+        return counts
+    splits = pl.read_csv(splits_file, schema_overrides={"clip_id": pl.Utf8, "split": pl.Utf8})
+    part = dict(zip(splits["clip_id"].to_list(), splits["split"].to_list()))
+    for clip in clip_ids:
+        if part.get(clip) in ("train", "val"):
+            counts[part[clip]] += 1
+    return counts
 
 
 def predict_to_store(

@@ -394,3 +394,20 @@ def test_leftover_without_checkpoint_and_the_app(store, tmp_path):
     assert run_dir_of(store, tmp_path / "runs", "early") is None
     (out / "metrics.json").write_text("{}")
     assert run_dir_of(store, tmp_path / "runs", "early") == out
+
+
+def test_eval_on_clips_the_run_trained_on_says_so(store, run_dir):
+    """Scoring training clips gives flattering figures: eval says how many it saw, first."""
+    import polars as pl
+
+    splits = pl.read_csv(run_dir / "splits.csv")
+    train_ids = splits.filter(pl.col("split") == "train")["clip_id"].to_list()[:5]
+    test_ids = splits.filter(pl.col("split") == "test")["clip_id"].to_list()[:5]
+    quoted = ", ".join(f"'{c}'" for c in train_ids + test_ids)
+    result = runner.invoke(app, ["eval", str(run_dir), "--where", f"clip_id IN ({quoted})", "--store", store.uri])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("warning: 5 of these 10 clips trained the run and 0 validated it")
+    only_test = ", ".join(f"'{c}'" for c in test_ids)
+    result = runner.invoke(app, ["eval", str(run_dir), "--where", f"clip_id IN ({only_test})", "--json",
+                                 "--store", store.uri])
+    assert json.loads(result.stdout)["seen_in_training"] == {"train": 0, "val": 0, "clips": 5}
