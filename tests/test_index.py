@@ -595,3 +595,20 @@ def read_features_of(store: Store, clip: str) -> np.ndarray:
     from featurestore.features import read_features
 
     return read_features(store, "enc_a", clip_ids=[clip]).vectors[0]
+
+
+def test_default_index_is_the_newest_that_holds_the_query(store):
+    """README flow: an index over a set some clips lack, built after the one a query is in,
+    must not make `similar` fail for those clips when --index is not given."""
+    s = ["--store", store.uri]
+    assert runner.invoke(app, ["index", "build", "--encoder", "enc_a", *s]).exit_code == 0
+    ids = store.clips(columns=["clip_id"])["clip_id"].to_list()
+    rng = np.random.default_rng(3)
+    write_features(store, "face", ids[:50], rng.normal(size=(50, 5)), {"encoder": "face", "dim": 5,
+                                                                       "weights": "test"}, dtype="float32")
+    assert runner.invoke(app, ["index", "build", "--encoder", "face", *s]).exit_code == 0
+    result = runner.invoke(app, ["similar", ids[100], "-k", "3", *s])  # not in the newest ('face')
+    assert result.exit_code == 0, result.output
+    assert "using index 'enc_a', the most recently built of those holding" in result.stderr
+    result = runner.invoke(app, ["similar", ids[0], "-k", "3", *s])  # in both: the newest
+    assert result.exit_code == 0 and "using index 'face', the most recently built of 2" in result.stderr

@@ -24,6 +24,7 @@ __all__ = [
     "list_indexes",
     "drop_index",
     "resolve_index_name",
+    "indexes_by_recency",
     "index_staleness",
     "at_built_version",
 ]
@@ -114,16 +115,21 @@ def resolve_index_name(store: Store, name: str | None) -> tuple[str, str | None]
         )
     if len(names) == 1:
         return names[0], None
+    chosen = indexes_by_recency(store)[0]
+    return chosen, f"using index {chosen!r}, the most recently built of {len(names)} " \
+                   f"({', '.join(names)}); pick one with --index"
+
+
+def indexes_by_recency(store: Store) -> list[str]:
+    """The store's index names, the most recently built (or updated) first."""
     stamps = []
-    for n in names:
+    for n in store.index_names():
         try:
             manifest = read_manifest(store, n) or {}
         except IndexCorruptError:
             manifest = {}
         stamps.append((manifest.get("updated_at") or manifest.get("built_at") or "", n))
-    chosen = max(stamps)[1]
-    return chosen, f"using index {chosen!r}, the most recently built of {len(names)} " \
-                   f"({', '.join(names)}); pick one with --index"
+    return [n for _, n in sorted(stamps, reverse=True)]
 
 
 def at_built_version(store: Store, encoder: str, built: dict[str, Any]) -> bool:

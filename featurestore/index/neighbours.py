@@ -23,7 +23,7 @@ from ..errors import DimensionMismatchError, InputError
 from ..features import read_features
 from ..schema import CLIPS, features_name
 from ..store import Store, sql_quote
-from .catalog import at_built_version, build_command, index_staleness, resolve_index_name
+from .catalog import at_built_version, build_command, index_staleness, indexes_by_recency, resolve_index_name
 from .load import LoadedIndex, load_index
 from .search import search_index
 from ..versioned import Snapshot, per_version
@@ -118,8 +118,10 @@ def find_similar(
     if k < 1:
         raise InputError(f"-k must be >= 1 (got {k})")
     name, note = resolve_index_name(store, index)
-    notes = [note] if note else []
     loaded = load_index(store, name)
+    if index is None and note:  # several indexes, none named: the newest that holds a stored query
+        name, note, loaded = _index_holding(store, str(query), name, note, loaded)
+    notes = [note] if note else []
     manifest = loaded.manifest
     if warn_stale:
         stale = index_staleness(store, manifest)
@@ -156,6 +158,24 @@ def find_similar(
     if resolved["source"] == "file" and add:
         meta = clip_meta(store)  # the new file is a clip now
     return SimilarResult(_rows(loaded, hits, meta), name, resolved, notes)
+
+
+def _index_holding(store: Store, query: str, name: str, note: str, loaded: LoadedIndex):
+    """The most recently built index holding stored clip ``query`` (a clip id or stored path),
+    instead of the newest index when that one lacks it (an audio clip and a face-only index);
+    returns ``(name, note, loaded)``; a new file keeps the newest."""
+    meta = clip_meta(store)
+    clip_id = query if query in meta.rows else meta.by_uri.get(str(Path(query).expanduser().resolve()))
+    if clip_id is None or clip_id in loaded.row_of():
+        return name, note, loaded
+    for other in indexes_by_recency(store):
+        if other == name:
+            continue
+        candidate = load_index(store, other)
+        if clip_id in candidate.row_of():
+            return other, (f"using index {other!r}, the most recently built of those holding "
+                           f"{clip_id!r} (the newest, {name!r}, does not); pick one with --index"), candidate
+    return name, note, loaded
 
 
 # --------------------------------------------------------------------------- query
