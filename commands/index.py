@@ -134,7 +134,7 @@ def similar_command(
     query: Annotated[str, typer.Argument(help="A clip_id, a path in the store, or a new media file.")],
     k: Annotated[int, typer.Option("-k", "--k", help="Number of neighbours.")] = 10,
     index: Annotated[
-        Optional[str], typer.Option("--index", help="Index name (default: the only one, or the newest).")
+        Optional[str], typer.Option("--index", help="Index name (default: the only one, or the newest that holds the query clip).")
     ] = None,
     where: WhereOpt = None,
     include_self: Annotated[bool, typer.Option("--include-self", help="Keep the query clip.")] = False,

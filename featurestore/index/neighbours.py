@@ -97,7 +97,8 @@ def find_similar(
         query: a ``clip_id``, the path of a clip already in the store, or a media file
             that is not in the store (needs ``file_vectors``).
         k: number of neighbours.
-        index: index name; default the store's only index, or the most recently built.
+        index: index name; default the store's only index, or the most recently built one
+            holding a stored query clip (else the most recently built).
         where: SQL filter over clip columns (``"label = 'sad' AND split = 'train'"``).
         include_self: keep the query clip itself in the results.
         add: ask ``file_vectors`` to also store a new media file and its features.
