@@ -366,10 +366,15 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Score a run on any labelled clips (``emofs eval RUN --where ...``).
 
+    A cross-validation directory (``train head --folds``: ``cv.json`` and ``fold-*/``) is
+    scored pooled over its folds, each clip by the fold that held it out; selected clips
+    that no fold held out are left out and counted (``not_held_out``).
+
     Returns:
-        :func:`heads.metrics.classification_metrics` figures plus ``run_id``, ``where`` and,
-        for a run over more than one feature set, ``by_modalities``: headline figures per
-        presence pattern (``both``, ``<set> only``, ...).
+        :func:`heads.metrics.classification_metrics` figures plus ``run_id``, ``where``,
+        ``seen_in_training`` (selected clips the run trained / validated on) and, for a run
+        over more than one feature set, ``by_modalities``: headline figures per presence
+        pattern (``both``, ``<set> only``, ...).
 
     Raises:
         InputError: the label column is absent, clips carry a label the run never saw,
@@ -377,10 +382,11 @@ def evaluate_run(
     """
     from .metrics import classification_metrics
 
-    run = load_run(run_dir)
+    folds = sorted(Path(run_dir).glob("fold-*")) if (Path(run_dir) / "cv.json").is_file() else []
+    runs = [load_run(d) for d in folds] or [load_run(run_dir)]
+    run = runs[0]
     label = run.config.label
-    frame = store.clips(where=where)
-    if label not in frame.columns:
+    if label not in store.clips(limit=1).columns:
         raise InputError(
             f"clips have no column {label!r} (the run's --label): add it with `emofs ingest --labels`"
         )
@@ -388,21 +394,38 @@ def evaluate_run(
     frame = frame.filter(frame[label].is_not_null())
     if frame.height == 0:
         raise InputError(f"none of the selected clips has a {label!r} value to score against")
-    values = frame[label].cast(str).to_list()
+    truth = dict(zip(frame["clip_id"].to_list(), frame[label].cast(str).to_list()))
     index = {v: i for i, v in enumerate(run.vocabulary)}
-    unseen = sorted({v for v in values if v not in index})
+    unseen = sorted({v for v in truth.values() if v not in index})
     if unseen:
         raise InputError(
             f"labels never seen in training: {', '.join(unseen)} (the run knows "
             f"{', '.join(run.vocabulary)}): exclude them with --where"
         )
-    predictions = predict_clips(store, run, clip_ids=frame["clip_id"].to_list(), drop_missing=drop_missing)
-    truth = dict(zip(frame["clip_id"].to_list(), values))
+    parts, seen, held = [], {"train": 0, "val": 0, "clips": 0}, set()
+    for one, folder in zip(runs, folds or [Path(run_dir)]):
+        ids = list(truth)
+        if folds:  # this fold scores the clips it held out
+            ids = [c for c in ids if _split_of(folder).get(c) == "test"]
+            held.update(ids)
+        if not ids:
+            continue
+        predictions = predict_clips(store, one, clip_ids=ids, drop_missing=drop_missing)
+        parts.append(predictions)
+        for key, n in seen_in_training(folder, predictions["clip_id"].to_list()).items():
+            seen[key] += n
+    if not parts:
+        raise InputError(f"no fold of {run_dir} held out any selected clip: widen --where")
+    import polars as pl
+
+    predictions = pl.concat(parts)
     y_true = np.array([index[truth[c]] for c in predictions["clip_id"].to_list()], dtype=np.int64)
     y_pred = np.array([index[v] for v in predictions["label"].to_list()], dtype=np.int64)
     figures = classification_metrics(y_true, y_pred, run.vocabulary)
-    figures.update({"run_id": run.run_id, "where": where,
-                    "seen_in_training": seen_in_training(run.run_dir, predictions["clip_id"].to_list())})
+    figures.update({"run_id": Path(run_dir).name if folds else run.run_id, "where": where,
+                    "seen_in_training": seen})
+    if folds:
+        figures.update({"folds": len(folds), "not_held_out": len(truth) - len(held)})
     encoders = run.config.encoders
     if len(encoders) > 1:
         from .presence import figures_by_pattern, pattern_names
@@ -413,17 +436,22 @@ def evaluate_run(
     return figures
 
 
-def seen_in_training(run_dir: str | Path, clip_ids: Sequence[str]) -> dict[str, int]:
-    """How many of ``clip_ids`` the run trained or validated on (its ``splits.csv``):
-    ``{"train": n, "val": n, "clips": len(clip_ids)}``; figures on those are not a test."""
+def _split_of(run_dir: Path) -> dict[str, str]:
+    """``{clip_id: train | val | test}`` of a run's ``splits.csv`` (empty without one)."""
     import polars as pl
 
     splits_file = Path(run_dir) / "splits.csv"
-    counts = {"train": 0, "val": 0, "clips": len(clip_ids)}
     if not splits_file.is_file():
-        return counts
+        return {}
     splits = pl.read_csv(splits_file, schema_overrides={"clip_id": pl.Utf8, "split": pl.Utf8})
-    part = dict(zip(splits["clip_id"].to_list(), splits["split"].to_list()))
+    return dict(zip(splits["clip_id"].to_list(), splits["split"].to_list()))
+
+
+def seen_in_training(run_dir: str | Path, clip_ids: Sequence[str]) -> dict[str, int]:
+    """How many of ``clip_ids`` the run trained or validated on (its ``splits.csv``):
+    ``{"train": n, "val": n, "clips": len(clip_ids)}``; figures on those are not a test."""
+    part = _split_of(Path(run_dir))
+    counts = {"train": 0, "val": 0, "clips": len(clip_ids)}
     for clip in clip_ids:
         if part.get(clip) in ("train", "val"):
             counts[part[clip]] += 1

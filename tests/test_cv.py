@@ -213,3 +213,21 @@ def test_killed_cross_validation_is_redone(speakers, tmp_path):
     assert not (out / "fold-5").exists()
     with pytest.raises(InputError, match="already holds a cross-validation"):
         cross_validate(speakers, cfg, out=out, quiet=True)
+
+
+def test_eval_of_a_folds_run_pools_each_clip_by_the_fold_that_held_it_out(speakers, tmp_path):
+    """`emofs eval runs/cv1` on a --folds run (it was 'not a finished head run') scores every
+    clip with the fold that never saw it: the cross-validation's own pooled figures."""
+    from heads import HeadConfig, evaluate_run
+    from heads.cv import cross_validate
+
+    cfg = HeadConfig(encoders=["feat"], split_by="speaker", folds=3, hidden=8, max_steps=20, threads=1)
+    cv = cross_validate(speakers, cfg, out=tmp_path / "cv", quiet=True)
+    figures = evaluate_run(speakers, tmp_path / "cv")
+    assert figures["folds"] == 3 and figures["n"] == 360 and figures["not_held_out"] == 0
+    assert figures["seen_in_training"] == {"train": 0, "val": 0, "clips": 360}
+    assert figures["uar"] == pytest.approx(cv.pooled["uar"])
+    result = runner.invoke(app, ["eval", str(tmp_path / "cv"), "--where", "speaker = 'spk0'", "--json",
+                                 "--store", speakers.uri])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n"] == 36
