@@ -238,7 +238,8 @@ def _export_set(store, set_name, target: Path, names, tokens, dtype, form, worke
     np_dtype = np.dtype(dtype)
     columns = ["clip_id", "tokens" if tokens else "vector"]
     written: list[str] = []
-    total = ds.count_rows()
+    # the bar counts the files written: the selected clips this set has, not its rows
+    total = sum(1 for c in ds.to_table(columns=["clip_id"]).column("clip_id").to_pylist() if c in names)
     with track_progress(total, f"exporting {set_name}", enabled=progress, unit="files") as advance, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for batch in ds.to_batches(columns=columns, batch_size=4096):
@@ -267,5 +268,5 @@ def _export_set(store, set_name, target: Path, names, tokens, dtype, form, worke
                 written.append(clip_id)
             chunks = [jobs[i : i + 256] for i in range(0, len(jobs), 256)]
             list(pool.map(_write_chunk, chunks))
-            advance(len(ids))
+            advance(len(jobs))
     return written
