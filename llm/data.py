@@ -6,6 +6,7 @@ encoder's token sequences, which are large, are read per example with Lance ``ta
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -18,6 +19,8 @@ from featurestore.store import Store
 
 from .config import LLMConfig
 from .prompts import answer_text, pick_instruction, user_prompt
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ClipRecord", "StoreFeatures", "LLMDataset", "merge_tokens", "load_records", "make_example", "collate"]
 
@@ -228,6 +231,11 @@ class LLMDataset:
                 kept.append(rec)
         self.dropped = len(self.records) - len(kept)
         self.records = kept
+        for task in self.config.tasks:  # a task no clip can serve trains nothing: say so
+            if kept and not any(answer_text(task, r.label, r.description) for r in kept):
+                need = "a description (--description-column)" if task == "reason" else "a label"
+                log.warning(f"--task {task}: none of the {len(kept)} clips has {need}, so this task is "
+                            "not trained; drop it from --task or annotate clips first")
 
     def _eligible(self, rec: ClipRecord) -> list[str]:
         return [t for t in self.config.tasks if answer_text(t, rec.label, rec.description)]

@@ -178,6 +178,20 @@ def test_dataset_mixes_tasks_with_paper_phrasings(llm_store):
     assert ex7["video"].shape == (EVA_T // 4, 4 * EVA_D)
 
 
+def test_a_task_no_clip_can_serve_is_said(llm_store, caplog):
+    """--task reason on clips without descriptions trained nothing, silently."""
+    from llm import LLMConfig
+    from llm.data import LLMDataset, StoreFeatures, load_records
+
+    store, ids, labels = llm_store
+    config = LLMConfig(base="unused", tasks={"emotion": 0.5, "reason": 0.5})
+    features = StoreFeatures(store, config.feature_encoders, config.video_encoder)
+    records = [r.__class__(r.clip_id, r.label, r.subtitle, None) for r in load_records(store, None)]
+    with caplog.at_level("WARNING"):
+        ds = LLMDataset(records, features, config, LABELS, seed=1)
+    assert len(ds) == len(records) and "--task reason: none of the" in caplog.text
+
+
 # ------------------------------------------------------------------- the model
 def test_splicing_puts_projected_tokens_in_place_and_loss_on_answer_only(tiny_base, llm_store):
     import torch
