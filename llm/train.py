@@ -18,6 +18,7 @@ A run directory holds::
 from __future__ import annotations
 
 import csv
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.errors import InputError
+from featurestore.progress import track_progress
 from featurestore.store import Store
 
 from .config import LLMConfig
@@ -154,6 +156,17 @@ def prepare_training(store: Store, config: LLMConfig):
     return dataset, features, labels, dims, dropped
 
 
+def _StepProgress(advance):  # noqa: N802 - builds a Lightning Callback class lazily
+    """A Lightning callback advancing emofs' progress bar by one per optimizer step."""
+    import lightning as L
+
+    class StepProgress(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            advance(1)
+
+    return StepProgress()
+
+
 def _module(model: EmotionLLM, config: LLMConfig, total_steps: int):
     import lightning as L
     import torch
@@ -248,6 +261,9 @@ def train(store: Store, config: LLMConfig, out_dir: str | Path, *, progress: boo
     total = config.max_steps or steps_per_epoch * config.epochs
     module = _module(model, config, total)
     out.mkdir(parents=True, exist_ok=True)
+    what = f"training {config.epochs} epochs" if config.max_steps is None else f"training {total} steps"
+    bar = contextlib.ExitStack()
+    advance = bar.enter_context(track_progress(total, what, enabled=progress, unit="steps"))
     trainer = L.Trainer(
         max_epochs=config.epochs if config.max_steps is None else -1,
         max_steps=config.max_steps or -1,
@@ -256,7 +272,8 @@ def train(store: Store, config: LLMConfig, out_dir: str | Path, *, progress: boo
         precision=lightning_precision(config.precision),
         logger=CSVLogger(save_dir=str(out), name="", version=""),
         enable_checkpointing=False,
-        enable_progress_bar=progress,
+        enable_progress_bar=False,  # emofs' own bar: steps as trained (Lightning's counts epochs from 0)
+        callbacks=[_StepProgress(advance)],
         enable_model_summary=False,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
@@ -265,7 +282,10 @@ def train(store: Store, config: LLMConfig, out_dir: str | Path, *, progress: boo
          f"(LoRA r={config.lora_r} on {','.join(model.targets)} + {len(dims)} projectors)")
     model.train()  # from_pretrained returns eval mode; LoRA dropout must be on
     start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loader)
+    try:
+        trainer.fit(module, train_dataloaders=loader)
+    finally:
+        bar.close()
     seconds = time.perf_counter() - start
     final = trainer.callback_metrics.get("train_loss_epoch", trainer.callback_metrics.get("train_loss"))
     model.eval()
