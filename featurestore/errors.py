@@ -74,8 +74,13 @@ class MissingFeatureSetError(StoreError):
             alternative: a second way out appended to the fix (``"leave it out of
                 --encoders"``).
         """
-        available = ", ".join(store.feature_sets()) or "none"
-        fix = f"run `emofs extract --encoders {name}` first"
+        import difflib
+
+        sets = store.feature_sets()
+        available = ", ".join(sets) or "none"
+        close = difflib.get_close_matches(name, sets, n=1, cutoff=0.75)
+        fix = (f"did you mean {close[0]!r}?" if close
+               else f"run `emofs extract --encoders {name}` first")
         if alternative:
             fix += f", or {alternative}"
         error = cls(f"no feature set {name!r} in {store.uri} (available: {available}): {fix}")

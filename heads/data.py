@@ -255,6 +255,13 @@ def prepare_data(
         lacking = int((~present).sum())
         what = (f"no {cfg.encoders[0]!r} features" if len(cfg.encoders) == 1
                 else f"none of the feature sets {', '.join(cfg.encoders)}")
+        missing = [c for c, ok in zip(clip_ids, present) if not ok]
+        if _lack_the_modality(store, cfg.encoders, missing):
+            raise InputError(
+                f"{lacking} of {n} labelled clips have {what}, and none of them has the media those "
+                f"sets read (extract cannot add them): pass --drop-missing to train on the other "
+                f"{n - lacking}, or add a feature set of their modality to --encoders"
+            )
         raise InputError(
             f"{lacking} of {n} labelled clips have {what}: run `emofs extract --encoders "
             f"{','.join(cfg.encoders)}` or pass --drop-missing to train without them"
@@ -309,6 +316,21 @@ def prepare_data(
 def _group_array(values: list) -> np.ndarray:
     """Group column values as strings (None: ``<none>``), as the group splits see them."""
     return np.array(["<none>" if g is None else str(g) for g in values])
+
+
+def _lack_the_modality(store: Store, encoders: Sequence[str], clip_ids: list[str]) -> bool:
+    """Whether every clip of ``clip_ids`` lacks the media all ``encoders`` read (their specs'
+    ``modality``: audio-only clips for face sets, video-only clips for speech sets)."""
+    from featurestore.features import feature_spec
+    from featurestore.store import sql_quote
+
+    media = {"audio": "has_audio", "video": "has_video"}
+    columns = {media.get((feature_spec(store, e) or {}).get("modality")) for e in encoders}
+    if None in columns or not clip_ids:
+        return False  # text, imported or unknown sets: extract may add them
+    quoted = ", ".join(sql_quote(c) for c in clip_ids[:5000])
+    rows = store.clips(where=f"clip_id IN ({quoted})", columns=["clip_id", *sorted(columns)])
+    return rows.height > 0 and not any(any(bool(v) for v in rows[c].to_list()) for c in columns)
 
 
 def _pl_mask(mask: np.ndarray):

@@ -411,3 +411,18 @@ def test_eval_on_clips_the_run_trained_on_says_so(store, run_dir):
     result = runner.invoke(app, ["eval", str(run_dir), "--where", f"clip_id IN ({only_test})", "--json",
                                  "--store", store.uri])
     assert json.loads(result.stdout)["seen_in_training"] == {"train": 0, "val": 0, "clips": 5}
+
+
+def test_missing_modality_points_to_drop_missing_not_extract(tmp_path):
+    """Video-only clips in a speech-only run: extract can never add them, so the error says
+    --drop-missing (it said 'run emofs extract', which extracted nothing)."""
+    s = Store(tmp_path / "store")
+    ids = [f"c{i:02d}" for i in range(30)]
+    s.upsert_clips(pa.table({"clip_id": ids, "label": [LABELS[i % 3] for i in range(30)],
+                             "has_audio": [i < 20 for i in range(30)], "has_video": [i >= 20 for i in range(30)]}))
+    write_features(s, "speech", ids[:20], np.random.default_rng(0).normal(size=(20, 4)),
+                   {"weights": "t", "modality": "audio"})
+    result = runner.invoke(app, ["train", "head", "-e", "speech", "--out", str(tmp_path / "r"), "--store", s.uri])
+    assert result.exit_code == 1
+    assert "10 of 30 labelled clips have no 'speech' features" in result.output
+    assert "extract cannot add them): pass --drop-missing" in result.output

@@ -612,3 +612,7 @@ def test_default_index_is_the_newest_that_holds_the_query(store):
     assert "using index 'enc_a', the most recently built of those holding" in result.stderr
     result = runner.invoke(app, ["similar", ids[0], "-k", "3", *s])  # in both: the newest
     assert result.exit_code == 0 and "using index 'face', the most recently built of 2" in result.stderr
+    result = runner.invoke(app, ["similar", ids[100], "--index", "face", *s])  # the clip lacks 'face'
+    assert result.exit_code == 1 and "search an index that holds it (--index enc_a)" in result.output
+    result = runner.invoke(app, ["index", "build", "--encoder", "enc_aa", *s])  # a typo
+    assert result.exit_code == 1 and "did you mean 'enc_a'?" in result.output

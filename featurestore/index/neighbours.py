@@ -251,9 +251,13 @@ def _stored_vector(store: Store, loaded: LoadedIndex, clip_id: str, stats) -> np
     for enc in manifest["encoders"]:
         matrix = read_features(store, enc, clip_ids=[clip_id])
         if not len(matrix):
+            holding = [n for n in indexes_by_recency(store) if n != loaded.name
+                       and clip_id in load_index(store, n).row_of()]
+            other = (f"search an index that holds it (--index {holding[0]}), or " if holding
+                     else "if it has that modality, ")
             raise InputError(
-                f"clip {clip_id!r} has no {enc!r} features: run `emofs extract --encoders {enc} "
-                f"--where \"clip_id = {sql_quote(clip_id)}\"` first")
+                f"clip {clip_id!r} has no {enc!r} features, which index {loaded.name!r} needs: {other}"
+                f"run `emofs extract --encoders {enc} --where \"clip_id = {sql_quote(clip_id)}\"`")
         if not np.isfinite(matrix.vectors[:1]).all():
             raise InputError(
                 f"clip {clip_id!r}: its {enc!r} vector holds NaN or inf, so it has no neighbours: "
