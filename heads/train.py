@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from featurestore.errors import InputError
+from featurestore.progress import track_progress
 from featurestore.store import Store
 
 from .config import HeadConfig
@@ -545,19 +546,27 @@ def ablate(
     prepared = prepare_data(store, cfg, quiet=quiet)
     _check_splits(prepared)
     rows = []
+    bar = contextlib.ExitStack()  # a bar over the subset runs, with an ETA
+    advance = bar.enter_context(track_progress(len(runs), "ablation", enabled=not quiet, unit="runs"))
     for i, (subset, head) in enumerate(runs, 1):
         name = "+".join(subset) + (" (linear)" if head != cfg.head else "")
         if not quiet:
             log.info(f"[{i}/{len(runs)}] {name}")
-        result = train_head(store, cfg.replace(encoders=list(subset), head=head),
-                            out=out / name.replace(" (linear)", ".linear"),
-                            prepared=prepared.subset(subset), quiet=True, replace=redo)
+        try:
+            result = train_head(store, cfg.replace(encoders=list(subset), head=head),
+                                out=out / name.replace(" (linear)", ".linear"),
+                                prepared=prepared.subset(subset), quiet=True, replace=redo)
+        except BaseException:
+            bar.close()
+            raise
+        advance(1)
         row = {"encoders": name, "head": head, "n_encoders": len(subset)}
         row.update({k: round(result.test[k], 4) for k in HEADLINE})
         row[f"val_{cfg.monitor}"] = round(result.val[cfg.monitor], 4)
         row["best_epoch"] = result.best_epoch
         row["run_dir"] = str(result.run_dir)
         rows.append(row)
+    bar.close()
     frame = pl.DataFrame(rows)
     write_json(out / "ablation.json", {"split": prepared.split_note, "counts": prepared.counts(),
                                         "config": cfg.to_dict(), "rows": rows})
