@@ -11,8 +11,6 @@ Lance and faiss are never torn down at exit, where they could abort a finished c
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import NoReturn
 
 import typer
@@ -24,24 +22,16 @@ from commands.common import EmofsGroup
 __all__ = ["app", "main"]
 
 
-class _EmofsApp(typer.Typer):
-    """The Typer app; called bare by the ``emofs`` console script, it runs :func:`main`."""
-
-    def __call__(self, *args, **kwargs):
-        if not args and not kwargs and os.path.basename(sys.argv[0] or "") == "emofs":
-            main()
-        return super().__call__(*args, **kwargs)
-
-
 def main() -> NoReturn:
-    """Run the CLI on ``sys.argv`` and end the process with its exit code, after Python's
-    clean-up and without native teardown (:func:`commands.process.run_and_exit`)."""
+    """The ``emofs`` console script: run the CLI on ``sys.argv`` and end the process with its
+    exit code, after Python's clean-up and without native teardown
+    (:func:`commands.process.run_and_exit`). ``app()`` from Python behaves as Typer's."""
     from commands.process import run_and_exit
 
-    run_and_exit(lambda: typer.Typer.__call__(app))
+    run_and_exit(app)
 
 
-app = _EmofsApp(
+app = typer.Typer(
     cls=EmofsGroup,
     help="emofs: an offline feature store and trainer for multimodal emotion recognition.",
     no_args_is_help=True,

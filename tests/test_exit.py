@@ -48,15 +48,13 @@ def test_run_and_exit_ends_with_the_commands_code_after_atexit(exits, outcome, c
 
 
 def test_the_emofs_script_runs_atexit_but_no_interpreter_teardown(tmp_path):
-    code = ("import atexit, sys\n"
-            "atexit.register(lambda: print('py-atexit', flush=True))\n"
-            "class Teardown:\n"
-            "    def __del__(self):\n"
-            "        print('finalized', flush=True)\n"
-            "keep = Teardown()\n"
-            "sys.argv[0] = 'emofs'\n"
-            "from cli import app\n"
-            "sys.exit(app())\n")
+    setup = ("import atexit, sys\n"
+             "atexit.register(lambda: print('py-atexit', flush=True))\n"
+             "class Teardown:\n"
+             "    def __del__(self):\n"
+             "        print('finalized', flush=True)\n"
+             "keep = Teardown()\n")
+    code = setup + "from cli import main\nmain()\n"  # what the `emofs` console script runs
     ok = subprocess.run([sys.executable, "-c", code, "--help"], cwd=REPO, capture_output=True, text=True)
     assert ok.returncode == 0 and "Usage" in ok.stdout and "py-atexit" in ok.stdout, ok.stderr[-2000:]
     assert "finalized" not in ok.stdout  # ended by os._exit: no interpreter / native teardown
@@ -64,7 +62,7 @@ def test_the_emofs_script_runs_atexit_but_no_interpreter_teardown(tmp_path):
                          cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.startswith("error: "), bad.stderr[-2000:]
     # Called from Python (not as the emofs script), app() raises SystemExit as before.
-    plain = code.replace("sys.argv[0] = 'emofs'\n", "")
+    plain = setup + "from cli import app\nsys.exit(app())\n"
     run = subprocess.run([sys.executable, "-c", plain, "--help"], cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0 and "py-atexit" in run.stdout
 

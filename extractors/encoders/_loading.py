@@ -9,7 +9,7 @@ from featurestore.errors import InputError
 
 from .base import TINY_SEED, Weights, config_hash, hash_files, hub_cache, hub_reachable
 
-__all__ = ["unavailable", "load_transformers", "seeded", "check_hub"]
+__all__ = ["unavailable", "load_transformers", "seeded", "check_hub", "short_reason"]
 
 
 def unavailable(name: str, location: str, reason: str) -> InputError:
@@ -59,14 +59,14 @@ def load_transformers(name: str, model_cls, weights: Weights, tiny_config: Calla
         try:
             model = model_cls.from_pretrained(weights.location)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise unavailable(name, weights.location, _short(exc)) from exc
+            raise unavailable(name, weights.location, short_reason(exc)) from exc
         identity = {"sha256": hash_files(weights.location)}
     else:
         identity = check_hub(name, weights.location)
         try:
             model = model_cls.from_pretrained(weights.location)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise unavailable(name, weights.location, _short(exc)) from exc
+            raise unavailable(name, weights.location, short_reason(exc)) from exc
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
@@ -77,6 +77,7 @@ def is_local_dir(location: str) -> bool:
     return Path(location).expanduser().is_dir()
 
 
-def _short(exc: BaseException) -> str:
+def short_reason(exc: BaseException) -> str:
+    """The first line of an exception (its type when empty), at most 200 characters."""
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]

@@ -25,6 +25,7 @@ __all__ = [
     "TINY_SEED",
     "hub_cache",
     "hub_reachable",
+    "pool_tokens",
 ]
 
 TINY_SEED = 0
@@ -281,3 +282,13 @@ def hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def pool_tokens(frames, limit: int) -> np.ndarray:
+    """Average-pool a torch ``(T, D)`` frame sequence to at most ``limit`` tokens (the LLM's
+    frame tokens of the speech encoders).  # (T', D)"""
+    import torch.nn.functional as F
+
+    if frames.shape[0] <= limit:
+        return frames.cpu().numpy()
+    return F.adaptive_avg_pool1d(frames.T[None], limit)[0].T.cpu().numpy()  # (limit, D)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..registry import register
 from ._loading import load_transformers
-from .base import Encoded, Encoder, Need, Tag
+from .base import Encoded, Encoder, Need, Tag, pool_tokens
 
 __all__ = ["HubertEncoder"]
 
@@ -76,15 +76,5 @@ class HubertEncoder(Encoder):
             lengths = self.model._get_feat_extract_output_lengths(m.sum(-1)).tolist()
             for row, i in enumerate(group):
                 frames = hidden[row, : max(1, int(lengths[row]))]  # (T_i, D)
-                out[i] = Encoded(frames.mean(0).cpu().numpy(), _pool_tokens(frames, self.options["tokens"]))
+                out[i] = Encoded(frames.mean(0).cpu().numpy(), pool_tokens(frames, self.options["tokens"]))
         return out
-
-
-def _pool_tokens(frames, limit: int) -> np.ndarray:
-    """Average-pool ``(T, D)`` frames to at most ``limit`` tokens.  # (T', D)"""
-    import torch.nn.functional as F
-
-    if frames.shape[0] <= limit:
-        return frames.cpu().numpy()
-    pooled = F.adaptive_avg_pool1d(frames.T[None], limit)[0].T  # (limit, D)
-    return pooled.cpu().numpy()

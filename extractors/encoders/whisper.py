@@ -33,8 +33,8 @@ import numpy as np
 from featurestore.errors import InputError
 
 from ..registry import register
-from ._loading import check_hub, load_transformers, unavailable
-from .base import Encoded, Encoder, Need, Tag, hash_files
+from ._loading import check_hub, load_transformers, short_reason, unavailable
+from .base import Encoded, Encoder, Need, Tag, hash_files, pool_tokens
 from .ct2_whisper import (DISTRIBUTIONS, bundled_files, bundled_packages, ct2_files, read_ct2,
                           whisper_config_kwargs, whisper_encoder_state)
 
@@ -161,7 +161,7 @@ class WhisperEncoder(Encoder):
         out = []
         for states in self._per_clip(inputs):  # (L + 1, T, D) per clip
             frames = states[_layers(TOKEN_STATE, len(states))].mean(0)  # (T, D): the tokens' state
-            out.append(Encoded(pool(states, self.pooling), _pool_tokens(_torch(frames), self.options["tokens"])))
+            out.append(Encoded(pool(states, self.pooling), pool_tokens(_torch(frames), self.options["tokens"])))
         return out
 
     def hidden_states(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -327,20 +327,6 @@ def pooled_dim(pooling: str, layers: int, width: int) -> int:
     return layers * 2 * width if pooling == "layer_stats" else width
 
 
-def _pool_tokens(frames, limit: int) -> np.ndarray:
-    """Average-pool ``(T, D)`` frames to at most ``limit`` tokens (as ``hubert``).  # (T', D)"""
-    import torch.nn.functional as F
-
-    if frames.shape[0] <= limit:
-        return frames.cpu().numpy()
-    return F.adaptive_avg_pool1d(frames.T[None], limit)[0].T.cpu().numpy()  # (limit, D)
-
-
-def _short(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:200]
-
-
 def _torch(a: np.ndarray):
     import torch
 
@@ -354,7 +340,7 @@ def _from_ct2(files: list[Path], what: str):
         config_kwargs = whisper_config_kwargs(ct2.variables)
         state = whisper_encoder_state(ct2.variables)
     except (ValueError, KeyError, OSError) as exc:
-        raise unavailable("whisper", what, f"unreadable CTranslate2 Whisper model: {_short(exc)}") from exc
+        raise unavailable("whisper", what, f"unreadable CTranslate2 Whisper model: {short_reason(exc)}") from exc
     if ct2.spec and ct2.spec != "WhisperSpec":
         raise unavailable("whisper", what, f"a CTranslate2 {ct2.spec}, not a WhisperSpec")
     return _build(config_kwargs, state)
@@ -403,7 +389,7 @@ def load_whisper_dir(directory: str, name: str = "whisper"):
     try:
         config = WhisperConfig.from_pretrained(directory)
     except (OSError, ValueError, KeyError) as exc:
-        raise unavailable(name, directory, _short(exc)) from exc
+        raise unavailable(name, directory, short_reason(exc)) from exc
     root = Path(directory)
     files = sorted(root.glob("*.safetensors")) or sorted(root.glob("pytorch_model*.bin"))
     if not files:
@@ -418,7 +404,7 @@ def load_whisper_dir(directory: str, name: str = "whisper"):
     try:
         return _build(config, state)
     except (RuntimeError, ValueError) as exc:
-        raise unavailable(name, directory, _short(exc)) from exc
+        raise unavailable(name, directory, short_reason(exc)) from exc
 
 
 def _open_weights(path: Path):
@@ -443,7 +429,7 @@ def _hub_snapshot(repo_id: str) -> str:
         if not list(Path(path).glob("*.safetensors")):
             path = snapshot_download(repo_id, allow_patterns=["*.json", "pytorch_model*.bin"])
     except Exception as exc:  # noqa: BLE001 - any hub failure is one line for the user
-        raise unavailable("whisper", repo_id, _short(exc)) from exc
+        raise unavailable("whisper", repo_id, short_reason(exc)) from exc
     return path
 
 
