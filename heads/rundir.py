@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from featurestore.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["write_json", "write_json_atomic", "clear_run", "check_out", "make_dir", "refuse_finished",
+__all__ = ["write_json", "write_atomic", "write_json_atomic", "clear_run", "check_out", "make_dir", "refuse_finished",
            "prepare_run_dir", "RUN_FILES", "RUN_DIRS"]
 
 
@@ -25,13 +25,19 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``path`` whole or not at all (a kill leaves no half file under its name)."""
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` into ``.<name>.tmp`` beside ``path``, then rename it to ``path``: the
+    file is there whole or not at all (a kill leaves no half file under its name)."""
     import os
 
     tmp = path.with_name(f".{path.name}.tmp")
-    write_json(tmp, data)
+    write(tmp)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """:func:`write_json`, whole or not at all (:func:`write_atomic`)."""
+    write_atomic(path, lambda tmp: write_json(tmp, data))
 
 
 #: What a head run directory holds (an unfinished one's leftovers are removed by name).

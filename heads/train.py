@@ -47,7 +47,8 @@ from featurestore.store import Store
 from .config import HeadConfig
 from .data import PreparedData, prepare_data, split_dataset
 from .presence import figures_by_pattern, pattern_names
-from .rundir import check_out, make_dir, prepare_run_dir, refuse_finished, write_json, write_json_atomic
+from .rundir import (check_out, make_dir, prepare_run_dir, refuse_finished, write_atomic, write_json,
+                     write_json_atomic)
 from .metrics import HEADLINE, classification_metrics
 
 log = logging.getLogger(__name__)
@@ -571,6 +572,5 @@ def ablate(
     write_json(out / "ablation.json", {"split": prepared.split_note, "counts": prepared.counts(),
                                         "config": cfg.to_dict(), "rows": rows})
     plot_ablation(frame, out / "ablation.png", metric="weighted_f1")
-    frame.write_csv(out / ".ablation.csv.tmp")
-    (out / ".ablation.csv.tmp").replace(out / "ablation.csv")  # last: the ablation is finished
+    write_atomic(out / "ablation.csv", frame.write_csv)  # last: the ablation is finished
     return frame

@@ -229,9 +229,9 @@ class EmotionLLM:
                 "base": self.identity, "model_type": self.model_type, "lora_targets": self.targets,
                 "chat_format": self.format.name}
         meta.update(extra or {})
-        tmp = run / ".config.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2, default=str))
-        tmp.replace(run / "config.json")  # last, whole: the run is finished
+        from heads.rundir import write_json_atomic
+
+        write_json_atomic(run / "config.json", meta)  # last, whole: the run is finished
 
     def init_projectors(self, source: str | Path) -> None:
         """Copy projector weights from a head run or a projectors file.
