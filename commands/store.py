@@ -7,6 +7,7 @@ from typing import Annotated, Any, List, Optional
 
 import typer
 
+from featurestore.diskspace import human_bytes
 from featurestore.errors import InputError
 
 from .common import (
@@ -121,7 +122,7 @@ def _print_info(summary: dict[str, Any]) -> None:
 
     console = Console()
     console.print(f"[bold]store[/bold] {summary['store']}  version {summary['version']}  "
-                  f"{_human_bytes(summary['size_bytes'])}")
+                  f"{human_bytes(summary['size_bytes'])}")
     mods = summary["modalities"]
     console.print(
         f"[bold]clips[/bold] {summary['clips']}  (audio+video {mods['audio+video']}, "
@@ -174,14 +175,6 @@ def _feature_table(features: dict[str, Any]):
         table.add_row(name, str(fs["rows"]), str(fs["dim"]), str(fs["dtype"]),
                       "yes" if fs["has_tokens"] else "no", str(spec.get("weights", "")))
     return table
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 # ------------------------------------------------------------------ clips, errors
