@@ -36,11 +36,14 @@ GpusPerActorOpt = Annotated[
 _ENCODER_COLUMNS = ["encoder", "tag", "modality", "dim", "token_dim", "weights", "local"]
 
 
+DEFAULT_ENCODERS = "hubert,mae,videomae,eva"
+
+
 def extract_command(
     encoders: Annotated[
-        str,
-        typer.Option("--encoders", "-e", help="Comma-separated NAME[:WEIGHTS] (tag, hub id or directory)."),
-    ] = "hubert,mae,videomae,eva",
+        Optional[str],
+        typer.Option("--encoders", "-e", help=f"Comma-separated NAME[:WEIGHTS] (tag, hub id or directory); default {DEFAULT_ENCODERS}, or the recipe's."),
+    ] = None,
     where: WhereOpt = None,
     device: DeviceOpt = "auto",
     batch_size: EncoderBatchOpt = 16,
@@ -50,6 +53,14 @@ def extract_command(
     dtype: Annotated[str, typer.Option("--dtype", help="Stored float type: float16 or float32.")] = "float16",
     tokens: Annotated[
         Optional[str], typer.Option("--tokens", help="Token counts per encoder, e.g. eva=64,hubert=32.")
+    ] = None,
+    option: Annotated[
+        Optional[str],
+        typer.Option("--option", help="Encoder settings ENCODER.NAME=VALUE, e.g. hubert.pooling=mertools,eva.layout=minigptv2."),
+    ] = None,
+    recipe: Annotated[
+        Optional[str],
+        typer.Option("--recipe", help="A published model's feature recipe (emotion-llama): its encoders and settings."),
     ] = None,
     store: StoreOpt = None,
     engine: EngineOpt = "local",
@@ -68,15 +79,25 @@ def extract_command(
       emofs extract --encoders hubert:tiny,mae:tiny,videomae:tiny,eva:tiny,egemaps
       emofs extract --encoders eva:/models/eva-g --tokens eva=64 --where "split = 'train'"
       emofs extract --store s3://bucket/emofs --engine ray --ray-address auto --gpus-per-actor 0.5
+      emofs extract --recipe emotion-llama --encoders mae:/models/mer-mae,videomae:/models/mer-videomae,hubert,eva
+      emofs extract --encoders hubert --option hubert.pooling=mertools
     """
     from extractors import parse_token_counts
     from extractors.engine import extract_with
+    from extractors.recipes import parse_encoder_options, recipe_settings
 
-    token_counts = parse_token_counts(tokens)  # a bad --tokens fails before the store opens
+    # bad --tokens / --option / --recipe fail before the store opens
+    token_counts = parse_token_counts(tokens)
+    refs = csv_list(encoders, "--encoders") if encoders is not None else None
+    settings: dict = {}
+    if recipe:
+        refs, settings = recipe_settings(recipe, refs)
+    for name, opts in parse_encoder_options(option).items():
+        settings.setdefault(name, {}).update(opts)
     report = extract_with(
-        engine, open_store(store), csv_list(encoders, "--encoders"), ray_address=ray_address,
+        engine, open_store(store), refs or csv_list(DEFAULT_ENCODERS, "--encoders"), ray_address=ray_address,
         actors=actors, gpus_per_actor=gpus_per_actor, where=where, device=device,
-        batch_size=batch_size, workers=workers, dtype=dtype, tokens=token_counts,
+        batch_size=batch_size, workers=workers, dtype=dtype, tokens=token_counts, encoder_options=settings,
     )
     if as_json:
         echo_json(report.as_dict())

@@ -60,6 +60,7 @@ def extract_on_ray(
     tokens: dict[str, int] | None = None,
     progress: bool = True,
     media: MediaConfig | None = None,
+    encoder_options: dict[str, dict[str, Any]] | None = None,
 ) -> ExtractReport:
     """Extract like :func:`~extractors.pipeline.extract`, on Ray (local or a cluster).
 
@@ -85,14 +86,13 @@ def extract_on_ray(
     """
     started = time.perf_counter()
     cfg = extract_config(store, encoders, device=device, batch_size=batch_size, workers=0, dtype=dtype,
-                         tokens=tokens, media=media)
+                         tokens=tokens, media=media, encoder_options=encoder_options)
     # Specs and fingerprints on the driver (CPU); the actors rebuild and check each encoder.
-    loaded = load_encoders(cfg.encoders, "cpu", cfg.tokens)
+    loaded = load_encoders(cfg.encoders, "cpu", cfg.tokens, cfg.encoder_options)
     plan = []
     for enc in loaded:
         spec = enc.spec(cfg.dtype, cfg.media)
         plan.append({"name": enc.name, "ref": enc.ref, "dtype": cfg.dtype, "spec": spec,
-                     "tokens": {enc.name: cfg.tokens[enc.name]} if enc.name in cfg.tokens else {},
                      "media": spec.get("media"), "fingerprint": spec_fingerprint(spec)})
     del loaded
 

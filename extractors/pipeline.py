@@ -64,6 +64,8 @@ class ExtractConfig:
     dtype: str = "float16"
     tokens: dict[str, int] = field(default_factory=dict)
     media: MediaConfig = field(default_factory=MediaConfig)
+    #: Named encoder settings per encoder (``{"hubert": {"pooling": "mertools"}}``).
+    encoder_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):
         if isinstance(self.encoders, str):
@@ -237,6 +239,7 @@ def extract(
     tokens: dict[str, int] | None = None,
     progress: bool = True,
     media: MediaConfig | None = None,
+    encoder_options: dict[str, dict[str, Any]] | None = None,
 ) -> ExtractReport:
     """Extract features of every clip (matching ``where``) with every encoder in ``encoders``.
 
@@ -253,6 +256,8 @@ def extract(
         tokens: token counts per encoder, e.g. ``{"eva": 64, "hubert": 32}``.
         progress: show a progress bar.
         media: decoding settings (part of every spec).
+        encoder_options: named settings per encoder, e.g. ``{"hubert": {"pooling":
+            "mertools"}}`` (a recipe: :mod:`extractors.recipes`).
 
     Returns:
         An :class:`ExtractReport`.
@@ -264,9 +269,9 @@ def extract(
     """
     started = time.perf_counter()
     cfg = extract_config(store, encoders, device=device, batch_size=batch_size, workers=workers,
-                         dtype=dtype, tokens=tokens, media=media)
+                         dtype=dtype, tokens=tokens, media=media, encoder_options=encoder_options)
     dev = _run_device(cfg)
-    loaded = load_encoders(cfg.encoders, dev, cfg.tokens)
+    loaded = load_encoders(cfg.encoders, dev, cfg.tokens, cfg.encoder_options)
     report = ExtractReport(device=dev)
     specs = {e.name: e.spec(cfg.dtype, cfg.media) for e in loaded}
     fingerprints = {n: spec_fingerprint(s) for n, s in specs.items()}
@@ -314,7 +319,8 @@ def extract(
 
 def extract_config(store: Store, encoders: list[str | EncoderRef] | str, *, device: str = "auto",
                    batch_size: int = 16, workers: int | str = "auto", dtype: str = "float16",
-                   tokens: dict[str, int] | None = None, media: MediaConfig | None = None) -> ExtractConfig:
+                   tokens: dict[str, int] | None = None, media: MediaConfig | None = None,
+                   encoder_options: dict[str, dict[str, Any]] | None = None) -> ExtractConfig:
     """The checked :class:`ExtractConfig` of a job on ``store``, whichever engine runs it.
 
     Raises:
@@ -324,7 +330,8 @@ def extract_config(store: Store, encoders: list[str | EncoderRef] | str, *, devi
             decodes).
     """
     cfg = ExtractConfig(list(encoders) if not isinstance(encoders, str) else encoders, device,
-                        batch_size, workers, dtype, dict(tokens or {}), media or MediaConfig())
+                        batch_size, workers, dtype, dict(tokens or {}), media or MediaConfig(),
+                        dict(encoder_options or {}))
     if not store.exists():
         raise StoreNotFoundError(f"no clips in {store.uri}: run `emofs ingest PATH --store {store.uri}` first")
     store.check_writable()
@@ -583,7 +590,8 @@ def _extract_added(path: Path, specs: dict[str, dict], store: Store, device: str
         store.upsert_clips(pa.table({"clip_id": [clip_id], "subtitle": [subtitle]}))
     for group in group_by_settings(specs):
         extract(store, list(group.refs), where=f"clip_id = {sql_quote(clip_id)}", device=device,
-                workers=0, dtype=group.dtype, tokens=group.tokens, progress=False, media=group.media)
+                workers=0, dtype=group.dtype, encoder_options=group.options, progress=False,
+                media=group.media)
     out = {}
     for name in specs:
         table = store.table(features_name(name), where=f"clip_id = {sql_quote(clip_id)}")

@@ -83,6 +83,8 @@ def prepare_clip(job: Job, media: MediaConfig, worker_encoders: Iterable = (),
             result["inputs"][key] = visual.face_clip(need.frames, need.size)
         elif need.kind == "peak_image":
             result["inputs"][key] = visual.peak_image(need.size)
+        elif need.kind == "first_image":
+            result["inputs"][key] = visual.first_image(need.size)
         else:  # pragma: no cover - registry invariant
             raise AssertionError(f"unknown input kind {need.kind}")
     for enc in worker_encoders:
@@ -213,6 +215,14 @@ class _Visual:
 
         idx = np.linspace(0, len(self.frames) - 1, n).round().astype(int)
         return np.stack([crop(self.frames[i], self.track.boxes[i], size) for i in idx])  # (n, S, S, 3)
+
+    def first_image(self, size: int) -> np.ndarray:
+        """The first decoded frame squashed to ``size`` x ``size`` with PIL's bicubic filter
+        (MiniGPT-v2's ``Resize((448, 448), BICUBIC)`` on a PIL image)."""
+        from PIL import Image
+
+        image = Image.fromarray(self.frames[0]).resize((size, size), Image.Resampling.BICUBIC)
+        return np.array(image)  # (S, S, 3), writable
 
     def peak_image(self, size: int) -> np.ndarray:
         import cv2

@@ -125,30 +125,42 @@ def build_encoder(ref: str | EncoderRef, *, device: str = "cpu", options: dict[s
 
 
 def load_encoders(refs: Iterable[str | EncoderRef], device: str,
-                  tokens: dict[str, int] | None = None) -> list:
+                  tokens: dict[str, int] | None = None,
+                  options: dict[str, dict[str, Any]] | None = None) -> list:
     """Build every encoder of a run (before any clip is decoded, so bad weights fail first).
 
     Args:
         refs: references (parsed or not; blank strings are skipped).
         device: resolved device (``cpu``, ``cuda``, ``cuda:N``).
         tokens: token counts per encoder name (``{"eva": 64}``).
+        options: further options per encoder name (``{"hubert": {"pooling": "mertools"}}``);
+            ``tokens`` wins over an ``options`` entry ``tokens``.
 
     Raises:
-        InputError: an encoder named twice, a ``tokens`` entry for an encoder not in
-            ``refs``, or anything :func:`build_encoder` raises.
+        InputError: an encoder named twice, a ``tokens`` / ``options`` entry for an encoder
+            not in ``refs``, or anything :func:`build_encoder` raises.
     """
-    tokens = tokens or {}
+    merged = merge_options(tokens, options)
     parsed = [parse_ref(r) for r in refs if isinstance(r, EncoderRef) or r.strip()]
     seen: dict[str, EncoderRef] = {}
     for ref in parsed:
         if ref.name in seen:
             raise InputError(f"--encoders names {ref.name!r} twice ({seen[ref.name]}, {ref}): keep one")
         seen[ref.name] = ref
-    for name in tokens:
+    for name, opts in merged.items():
         if name not in seen:
-            raise InputError(f"--tokens {name}=...: {name!r} is not among --encoders")
-    return [build_encoder(ref, device=device, options={"tokens": tokens[ref.name]} if ref.name in tokens else None)
-            for ref in parsed]
+            flag = "--tokens" if set(opts) == {"tokens"} else "--option"
+            raise InputError(f"{flag} {name}...: {name!r} is not among --encoders")
+    return [build_encoder(ref, device=device, options=merged.get(ref.name) or None) for ref in parsed]
+
+
+def merge_options(tokens: dict[str, int] | None,
+                  options: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """``--option`` settings with the ``--tokens`` counts folded in: encoder -> options."""
+    merged = {name: dict(opts) for name, opts in (options or {}).items()}
+    for name, count in (tokens or {}).items():
+        merged.setdefault(name, {})["tokens"] = count
+    return merged
 
 
 def _tag_available(cls, tag_name: str, tag) -> bool:

@@ -18,7 +18,7 @@ from featurestore.features import spec_fingerprint
 
 from .media import MediaConfig
 
-__all__ = ["applies", "rebuild_encoder", "encoder_name", "SettingsGroup", "group_by_settings",
+__all__ = ["applies", "rebuild_encoder", "encoder_name", "spec_options", "SettingsGroup", "group_by_settings",
            "spec_media"]
 
 
@@ -45,8 +45,9 @@ def spec_media(spec: Mapping[str, Any]) -> MediaConfig | None:
     return MediaConfig(**spec["media"]) if spec.get("media") else None
 
 
-def _spec_tokens(spec: Mapping[str, Any]) -> int | None:
-    return (spec.get("options") or {}).get("tokens")
+def spec_options(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The encoder options a spec records (token counts and non-default named settings)."""
+    return dict(spec.get("options") or {})
 
 
 def rebuild_encoder(
@@ -80,8 +81,8 @@ def rebuild_encoder(
     from .registry import load_encoders
 
     ref = spec["ref"]
-    tokens = _spec_tokens(spec)
-    encoder = load_encoders([ref], device, {encoder_name(spec): tokens} if tokens else None)[0]
+    options = spec_options(spec)
+    encoder = load_encoders([ref], device, options={encoder_name(spec): options} if options else None)[0]
     rebuilt = encoder.spec(spec.get("dtype", "float16"), spec_media(spec))
     if spec_fingerprint(rebuilt) != (fingerprint or spec_fingerprint(dict(spec))):
         changed = sorted(k for k in set(rebuilt) | set(spec) if rebuilt.get(k) != spec.get(k))
@@ -108,14 +109,20 @@ class SettingsGroup:
         media: decoding settings (None when no set of the group records any).
         names: the feature sets.
         refs: their encoder references, in the same order.
-        tokens: token counts per encoder name (``extract``'s ``tokens``).
+        options: options per encoder name (``extract``'s ``options``: token counts and
+            named settings).
     """
 
     dtype: str
     media: MediaConfig | None
     names: tuple[str, ...]
     refs: tuple[str, ...]
-    tokens: dict[str, int] = field(default_factory=dict)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> dict[str, int]:
+        """Token counts per encoder name (the ``tokens`` entries of :attr:`options`)."""
+        return {n: o["tokens"] for n, o in self.options.items() if "tokens" in o}
 
 
 def group_by_settings(specs: Mapping[str, Mapping[str, Any]]) -> list[SettingsGroup]:
@@ -140,7 +147,7 @@ def group_by_settings(specs: Mapping[str, Mapping[str, Any]]) -> list[SettingsGr
         names = [n for n in specs if n in names]  # the caller's order
         first = specs[names[0]]
         media = next((spec_media(specs[n]) for n in names if specs[n].get("media")), None)
-        tokens = {encoder_name(specs[n]): _spec_tokens(specs[n]) for n in names if _spec_tokens(specs[n])}
+        options = {encoder_name(specs[n]): spec_options(specs[n]) for n in names if spec_options(specs[n])}
         groups.append(SettingsGroup(first.get("dtype", "float16"), media, tuple(names),
-                                    tuple(specs[n]["ref"] for n in names), tokens))
+                                    tuple(specs[n]["ref"] for n in names), options))
     return groups

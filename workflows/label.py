@@ -172,9 +172,8 @@ def _feature_plan(run) -> list[dict[str, Any]]:
                 "(imported features?): new clips cannot be extracted the same way; retrain on "
                 "features written by `emofs extract`"
             )
-        tokens = (spec.get("options") or {}).get("tokens")
         plan.append({"name": name, "ref": spec["ref"], "dtype": spec.get("dtype", "float16"),
-                     "tokens": {name: tokens} if tokens else {}, "media": spec.get("media"),
+                     "media": spec.get("media"),
                      "fingerprint": info_.get("fingerprint"), "spec": spec})
     return plan
 
@@ -201,7 +200,7 @@ def _extract_local(store: Store, plan, todo: list[str], cfg: LabelConfig, progre
     for group in group_by_settings({e["name"]: e["spec"] for e in plan}):
         report = extract(store, list(group.refs), where=sql_in("clip_id", todo), device=cfg.device,
                          batch_size=cfg.batch_size, workers=cfg.workers, dtype=group.dtype,
-                         tokens=group.tokens, progress=progress, media=group.media)
+                         encoder_options=group.options, progress=progress, media=group.media)
         for name, rep in report.encoders.items():
             fingerprints[name] = rep.spec_fingerprint
             counts[name] = rep.extracted

@@ -39,7 +39,8 @@ class Need:
 
     ``kind`` is one of ``audio`` (16 kHz mono float32), ``peak_face`` (face crop of the peak
     frame, ``size`` px), ``face_clip`` (``frames`` face crops spread over the clip),
-    ``peak_image`` (the full peak frame, short side resized to ``size`` and centre-cropped)
+    ``peak_image`` (the full peak frame, short side resized to ``size`` and centre-cropped),
+    ``first_image`` (the first decoded frame squashed to ``size`` x ``size``)
     or ``subtitle`` (the clip's text).
     """
 
@@ -95,6 +96,9 @@ class Encoder:
     need: ClassVar[Need]
     #: Token options this encoder accepts (``{"tokens": default}``) or {}.
     token_defaults: ClassVar[dict[str, int]] = {}
+    #: Named settings (``{"pooling": ("last", "mertools")}``, the first is the default):
+    #: another recipe of the same model, not another encoder (``--option hubert.pooling=mertools``).
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
     #: True for CPU feature extractors without batching (openSMILE): `extract` runs them
     #: in the decoding workers, beside the decode, so they run in parallel across workers
     #: and leave the main process to the batched neural encoders (and the GPU fed).
@@ -103,15 +107,20 @@ class Encoder:
     def __init__(self, weights: Weights, *, device: str = "cpu", options: dict[str, Any] | None = None):
         self.weights = weights
         self.device = device
-        self.options = {**self.token_defaults, **(options or {})}
-        unknown = set(self.options) - set(self.token_defaults)
+        defaults = {**self.token_defaults, **{k: v[0] for k, v in self.choices.items()}}
+        self.options = {**defaults, **(options or {})}
+        unknown = set(self.options) - set(defaults)
         if unknown:
             raise InputError(
                 f"encoder {self.name!r} takes no option(s) {', '.join(sorted(unknown))} "
-                f"(valid: {', '.join(self.token_defaults) or 'none'})"
+                f"(valid: {', '.join(defaults) or 'none'})"
             )
         for key, value in self.options.items():
-            if not isinstance(value, int) or value < 1:
+            if key in self.choices:
+                if value not in self.choices[key]:
+                    raise InputError(f"--option {self.name}.{key}={value!r}: valid values are "
+                                     f"{', '.join(self.choices[key])}")
+            elif not isinstance(value, int) or value < 1:
                 raise InputError(f"--tokens {self.name}={value!r}: must be a positive integer")
         self.dim: int = 0
         self.token_dim: int | None = None
@@ -159,7 +168,7 @@ class Encoder:
             **self._describe(),
             "dim": self.dim,
             "token_dim": self.token_dim,
-            "options": dict(sorted(self.options.items())),
+            "options": self.recorded_options(),
             "dtype": dtype,
             "code_version": CODE_VERSION,
             "emofs_version": emofs_version(),
@@ -178,6 +187,12 @@ class Encoder:
                              "fallback": "nearest detected box, else centre crop"}
             spec["peak_frame"] = PEAK_METHOD
         return spec
+
+    def recorded_options(self) -> dict[str, Any]:
+        """The options a spec records: every token option, and the named settings that differ
+        from their default (so a default recipe keeps the fingerprint it always had)."""
+        return dict(sorted((k, v) for k, v in self.options.items()
+                           if k not in self.choices or v != self.choices[k][0]))
 
     def torch_device(self):
         import torch

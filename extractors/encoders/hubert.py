@@ -1,4 +1,13 @@
-"""``hubert``: HuBERT speech encoder (transformers ``HubertModel``) on 16 kHz mono audio."""
+"""``hubert``: HuBERT speech encoder (transformers ``HubertModel``) on 16 kHz mono audio.
+
+Two poolings (option ``pooling``):
+
+- ``last`` (default): the mean over frames of the last hidden layer.
+- ``mertools``: Emotion-LLaMA's ``HL-UTT`` features as MERTools extracts them: the audio
+  (normalised whole) is cut into 10 s pieces, each piece runs alone, the **sum of the last
+  four hidden layers** is taken per frame, and the vector is the mean over every frame of
+  every piece (utterance level).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +19,13 @@ from ..registry import register
 from ._loading import load_transformers
 from .base import Encoded, Encoder, Need, Tag, pool_tokens
 
-__all__ = ["HubertEncoder"]
+__all__ = ["HubertEncoder", "MERTOOLS_PIECE", "MERTOOLS_LAYERS"]
+
+_POOLINGS = {
+    "last": "mean over frames of the last hidden layer",
+    "mertools": "MERTools HL-UTT (Emotion-LLaMA): audio in 10 s pieces, sum of the last 4 hidden "
+                "layers per frame, mean over every frame",
+}
 
 _TINY = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -20,9 +35,14 @@ _TINY = dict(
 )
 
 
+#: MERTools runs long audio in pieces of this many samples (10 s at 16 kHz).
+MERTOOLS_PIECE = 160_000
+MERTOOLS_LAYERS = 4  # hidden layers summed (the last four)
+
+
 @register
 class HubertEncoder(Encoder):
-    """Mean of the last hidden layer (vector) and frame tokens average-pooled to <= N."""
+    """Pooled frames (vector, see ``pooling``) and frame tokens average-pooled to <= N."""
 
     name = "hubert"
     modality = "audio"
@@ -36,6 +56,7 @@ class HubertEncoder(Encoder):
     }
     default_tag = "chinese-large"
     token_defaults = {"tokens": 64}
+    choices = {"pooling": ("last", "mertools")}
 
     def _load(self) -> None:
         from transformers import HubertConfig, HubertModel
@@ -50,10 +71,41 @@ class HubertEncoder(Encoder):
     def _describe(self) -> dict[str, Any]:
         return {"architecture": "transformers.HubertModel",
                 "preprocessing": {"sample_rate": 16000, "normalize": "zero-mean unit-variance"},
-                "pooling": "mean over frames of the last hidden layer",
-                "tokens": f"last-layer frame tokens, average-pooled to at most {self.options['tokens']}"}
+                "pooling": _POOLINGS[self.options["pooling"]],
+                "tokens": f"{'summed last-4-layer' if self._mertools else 'last-layer'} frame tokens, "
+                          f"average-pooled to at most {self.options['tokens']}"}
+
+    @property
+    def _mertools(self) -> bool:
+        return self.options["pooling"] == "mertools"
 
     def encode(self, inputs: list[np.ndarray]) -> list[Encoded]:
+        if self._mertools:
+            return [self._encode_mertools(w) for w in inputs]
+        return self._encode_last(inputs)
+
+    def _encode_mertools(self, wave: np.ndarray) -> Encoded:
+        """One clip as MERTools does it: 10 s pieces, sum of the last 4 layers, frame mean."""
+        import torch
+
+        wave = np.pad(wave, (0, max(0, 400 - len(wave))))
+        wave = ((wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)).astype(np.float32)
+        pieces = [wave[i : i + MERTOOLS_PIECE] for i in range(0, len(wave), MERTOOLS_PIECE)]
+        if len(pieces) > 1 and len(pieces[-1]) < 400:  # a sliver too short for the conv stack
+            pieces[-2] = np.concatenate([pieces[-2], pieces.pop()])
+        full = [p for p in pieces if len(p) == MERTOOLS_PIECE]
+        groups = ([np.stack(full)] if full else []) + [p[None] for p in pieces if len(p) != MERTOOLS_PIECE]
+        frames = []
+        for batch in groups:  # equal lengths per forward: no padding, exact per piece
+            x = torch.from_numpy(batch).to(self.torch_device())  # (P, S)
+            with torch.inference_mode(), self.autocast():
+                states = self.model(x, output_hidden_states=True).hidden_states
+            summed = torch.stack(states[-MERTOOLS_LAYERS:]).float().sum(0)  # (P, T, D)
+            frames.append(summed.reshape(-1, summed.shape[-1]))  # (P*T, D)
+        every = torch.cat(frames)  # (T_all, D)
+        return Encoded(every.mean(0).cpu().numpy(), pool_tokens(every, self.options["tokens"]))
+
+    def _encode_last(self, inputs: list[np.ndarray]) -> list[Encoded]:
         import torch
 
         min_len = 400  # the conv stack needs ~25 ms of audio
