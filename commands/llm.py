@@ -11,7 +11,8 @@ from featurestore.errors import InputError
 
 from .common import JsonOpt, StoreOpt, WhereOpt, csv_list, echo_json, open_store, sub_app
 
-__all__ = ["llm_app", "llm_train_command", "llm_ask_command", "llm_eval_command", "llm_tiny_command"]
+__all__ = ["llm_app", "llm_train_command", "llm_ask_command", "llm_eval_command", "llm_tiny_command",
+           "llm_import_command"]
 
 llm_app = sub_app("LoRA LLaMA instruction tuning from cached features: train, ask, eval.")
 
@@ -160,6 +161,35 @@ def llm_eval_command(
         seen = f"; it trained on {h['seen_in_training']} of them" if h["seen_in_training"] else ""
         typer.echo(f"head {h['run']} on {h['n']} of these clips: accuracy {h['accuracy']:.3f}  weighted F1 "
                    f"{h['weighted_f1']:.3f}  UAR {h['uar']:.3f}{seen}")
+
+
+@llm_app.command("import-checkpoint")
+def llm_import_command(
+    checkpoint: Annotated[Path, typer.Argument(help="The released Emotion_LLaMA.pth (MiniGPT-v2 layout).")],
+    base: Annotated[str, typer.Option("--base", help="The LLaMA-2-7b-chat directory (or hub id) it was tuned from.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    encoders: Annotated[str, typer.Option("--encoders", help="Feature sets for FaceMAE, VideoMAE and audio, in that order.")] = "mae,videomae,hubert",
+    video: Annotated[str, typer.Option("--video", help="Feature set of the EVA tokens (llama_proj) and CLS vector (cls_tk_llama_proj).")] = "eva",
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Label list of the instruction (default: the released nine).")] = None,
+    lora_alpha: Annotated[Optional[float], typer.Option("--lora-alpha", help="Default: the checkpoint's, else 16.")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="auto, 32, bf16 or 16.")] = "auto",
+) -> None:
+    """Import the published Emotion-LLaMA as an llm run: its LoRA adapter, projectors, token
+    layout and prompt; then `llm ask`, `llm eval` and `label --llm` use it.
+
+    Examples:
+      emofs llm import-checkpoint Emotion_LLaMA.pth --base /models/Llama-2-7b-chat-hf --out runs/emotion-llama
+      emofs llm ask crema_d/mp4/1001_DFA_ANG_XX --run runs/emotion-llama
+    """
+    from llm.emotion_llama import EMOTION_LLAMA_LABELS, import_checkpoint
+
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"--out {out} exists and is not empty: pass a new run directory")
+    path = import_checkpoint(checkpoint, base, out, feature_sets=csv_list(encoders, "--encoders"), video_set=video,
+                             labels=csv_list(labels, "--labels") or EMOTION_LLAMA_LABELS, lora_alpha=lora_alpha,
+                             precision=precision)
+    typer.echo(f"imported {checkpoint} onto {base} -> {path} (extract features with "
+               f"`emofs extract --recipe emotion-llama`, then `emofs llm ask CLIP --run {path}`)")
 
 
 @llm_app.command("tiny")

@@ -9,11 +9,15 @@ from typing import Any
 
 from featurestore.errors import InputError
 
-__all__ = ["LLMConfig", "parse_tasks", "TASKS", "DEFAULT_FEATURE_ENCODERS", "TARGET_KEYWORDS"]
+__all__ = ["LLMConfig", "parse_tasks", "TASKS", "DEFAULT_FEATURE_ENCODERS", "TARGET_KEYWORDS", "PROMPT_STYLES"]
 
 TASKS = ("emotion", "reason")
 DEFAULT_FEATURE_ENCODERS = ("mae", "videomae", "hubert", "eva")
 _PRECISIONS = ("auto", "32", "bf16", "16")
+#: ``emofs``: emofs' prompt and the base's turn format; ``emotion-llama``: the released
+#: Emotion-LLaMA's exact prompt text, ``[INST] ... [/INST]`` turns and answers ending at a
+#: newline (imported checkpoints, :mod:`llm.emotion_llama`).
+PROMPT_STYLES = ("emofs", "emotion-llama")
 #: ``--lora-targets`` keywords resolved against the base's architecture (llm.model.lora_targets).
 TARGET_KEYWORDS = ("auto", "attention")
 
@@ -78,6 +82,7 @@ class LLMConfig:
         threads: torch CPU threads for training (0 keeps torch's default; 1 is often
             faster on a busy CPU).
         seed: seed for weights init, task sampling and shuffling.
+        prompt_style: one of :data:`PROMPT_STYLES`.
     """
 
     base: str
@@ -107,6 +112,7 @@ class LLMConfig:
     max_new_tokens: int = 48
     threads: int = 0
     seed: int = 0
+    prompt_style: str = "emofs"
 
     def __post_init__(self) -> None:
         if not self.base:
@@ -150,6 +156,8 @@ class LLMConfig:
             raise InputError(f"--threads must be >= 0 (0: torch's default; got {self.threads})")
         if self.max_new_tokens < 1:
             raise InputError(f"--max-new-tokens must be >= 1 (got {self.max_new_tokens})")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise InputError(f"prompt_style must be one of {', '.join(PROMPT_STYLES)} (got {self.prompt_style!r})")
         if self.labels is not None:
             self.labels = [str(x) for x in self.labels]
             if len(set(self.labels)) != len(self.labels) or not self.labels:

@@ -191,7 +191,7 @@ def make_example(
         missing.append(f"{features.video_encoder} video")
     instruction = question or pick_instruction(task, labels, rng)
     prompt = user_prompt(task, instruction, record.subtitle, has_video=video is not None,
-                         present_features=list(vecs), missing=missing)
+                         present_features=list(vecs), missing=missing, style=config.prompt_style)
     answer = answer_text(task, record.label, record.description) if with_answer else None
     return {
         "clip_id": record.clip_id,

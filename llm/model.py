@@ -22,7 +22,7 @@ from featurestore.errors import InputError
 from .bases import quiet_transformers, resolve_base
 from .config import LLMConfig
 from .lora import lora_targets
-from .prompts import FEATURE_PLACEHOLDER, VIDEO_PLACEHOLDER, chat_format, wrap_chat
+from .prompts import FEATURE_PLACEHOLDER, VIDEO_PLACEHOLDER, ChatFormat, chat_format, wrap_chat
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,10 @@ class EmotionLLM:
         self._text_cache: dict[str, list[int]] = {}
         base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
         self.model_type = getattr(base.config, "model_type", None)
-        self.format = chat_format(tokenizer, self.model_type)
+        # the released Emotion-LLaMA was trained on "[INST] ... [/INST]" whatever template
+        # the tokenizer carries (Llama-2-chat's strips the prompt's trailing space)
+        self.format = (ChatFormat("inst") if config.prompt_style == "emotion-llama"
+                       else chat_format(tokenizer, self.model_type))
         end = tokenizer.convert_tokens_to_ids(self.format.end_token) if self.format.end_token else None
         self.end_id: int = end if end is not None else tokenizer.eos_token_id
         stops = [self.end_id, tokenizer.eos_token_id]
@@ -306,6 +309,21 @@ class EmotionLLM:
         flag = getattr(type(base), "is_activation_checkpointing", None)
         return bool(base.is_activation_checkpointing if flag is not None else base.is_gradient_checkpointing)
 
+    def check_features(self, features) -> None:
+        """Refuse feature sets whose widths differ from the projectors' (one line naming them).
+
+        Args:
+            features: a :class:`llm.data.StoreFeatures` (``dims``, ``video_dim``).
+        """
+        for name, dim in getattr(features, "dims", {}).items():
+            if name in self.dims and dim != self.dims[name]:
+                raise InputError(f"feature set {name!r} is {dim}-d in this store, the run's projector takes "
+                                 f"{self.dims[name]}-d: extract it with the encoder the run was trained on")
+        video_dim = getattr(features, "video_dim", None)
+        if video_dim and "video" in self.dims and video_dim * self.config.merge != self.dims["video"]:
+            raise InputError(f"{self.config.video_encoder} tokens are {video_dim}-d, x{self.config.merge} merged "
+                             f"{video_dim * self.config.merge}; the run's video projector takes {self.dims['video']}")
+
     # ------------------------------------------------------------------ helpers
     def parameters(self):
         """All parameters (LM + projectors)."""
@@ -343,9 +361,20 @@ class EmotionLLM:
 
     def render(self, prompt: str) -> str:
         """The full model input text of a user prompt (chat template, Gemma turns or ``[INST]``)."""
-        text, has_bos = wrap_chat(self.tokenizer, prompt, self.model_type)
+        text, bos = self._turn(prompt)
+        return (self.tokenizer.bos_token or "") + text if bos else text
+
+    def _turn(self, prompt: str) -> tuple[str, bool]:
+        """``(text, bos)``: the wrapped user turn without a leading BOS token, and whether
+        the model input starts with one (added as an id, never as text to tokenise)."""
+        if self.format.name == "inst":
+            text, has_bos = f"[INST] {prompt} [/INST]", False
+        else:
+            text, has_bos = wrap_chat(self.tokenizer, prompt, self.model_type)
         bos = self.tokenizer.bos_token
-        return text if has_bos or not bos else bos + text
+        if has_bos and bos:
+            text = text[len(bos):]
+        return text, bool(bos) and self.tokenizer.bos_token_id is not None
 
     def _example_embeds(self, example: dict[str, Any], with_answer: bool):
         """``(L, H)`` embeddings and ``(L,)`` labels of one example."""
@@ -354,8 +383,11 @@ class EmotionLLM:
         embed = self.lm.get_input_embeddings()
         dtype = embed.weight.dtype
         device = embed.weight.device
-        text = self.render(example["prompt"])
+        text, bos = self._turn(example["prompt"])
         pieces, labels = [], []
+        if bos:  # MiniGPT-v2: a BOS embedding, then each text piece tokenised on its own
+            pieces.append(embed(torch.tensor([self.tokenizer.bos_token_id], device=device)).to(dtype))
+            labels.append(torch.full((1,), IGNORE, dtype=torch.long, device=device))
         for part in _SPLIT.split(text):
             if not part:
                 continue
@@ -428,6 +460,15 @@ class EmotionLLM:
         return torch.nn.functional.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), targets[:, keep].reshape(-1), ignore_index=IGNORE)
 
+    def prompt_logits(self, examples: Sequence[dict[str, Any]]):
+        """``(B, L, V)`` next-token logits over each prompt (left-padded, no answer), float32."""
+        import torch
+
+        self.eval()
+        with torch.no_grad():
+            embeds, mask, _ = self.batch_inputs(examples, with_answer=False, pad_left=True)  # (B, L, H)
+            return self.lm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits.float()
+
     def generate(self, examples: Sequence[dict[str, Any]], max_new_tokens: int | None = None) -> list[str]:
         """Greedy answers for a batch of examples (prompts without answers)."""
         return [g.text for g in self.generate_detailed(examples, max_new_tokens)]
@@ -453,6 +494,8 @@ class EmotionLLM:
             ids = row if end is None else row[:end]
             stop = "max_new_tokens" if end is None else self.tokenizer.convert_ids_to_tokens(row[end])
             text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            if self.config.prompt_style == "emotion-llama" and "\n" in text:
+                text = text.split("\n", 1)[0].strip()  # its answers ended in "\n" (end_sym), not EOS
             results.append(Generation(text, len(ids), stop))
         return results
 

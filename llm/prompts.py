@@ -69,6 +69,7 @@ def user_prompt(
     has_video: bool,
     present_features: Sequence[str],
     missing: Sequence[str] = (),
+    style: str = "emofs",
 ) -> str:
     """The user turn with ``<VideoHere>`` / ``<FeatureHere>`` placeholders.
 
@@ -79,6 +80,8 @@ def user_prompt(
         has_video: whether video tokens follow ``<VideoHere>``.
         present_features: encoders whose tokens fill ``<FeatureHere>`` (none: no placeholder).
         missing: encoders this clip has no features for (named in the prompt).
+        style: ``emofs``, or ``emotion-llama``: the released model's text to the space
+            (``FeatureFaceDataset``: ``"... says: {s}.  [task] {instruction} "``).
     """
     video = f"<video>{VIDEO_PLACEHOLDER}</video>" if has_video else "<video></video>"
     feature = f"<feature>{FEATURE_PLACEHOLDER}</feature>" if present_features else "<feature></feature>"
@@ -86,7 +89,10 @@ def user_prompt(
     if missing:
         parts.append(f"(missing modalities: {', '.join(missing)})")
     text = (subtitle or "").strip().rstrip(".")
-    parts.append(f"The person in video says: {text}." if text else "The person in video says nothing.")
+    says = f"The person in video says: {text}." if text else "The person in video says nothing."
+    if style == "emotion-llama":  # its character line ends in ". " and the turn in " "
+        return " ".join(parts) + f" {says}  [{task}] {instruction} "
+    parts.append(says)
     parts.append(f"[{task}] {instruction}")
     return " ".join(parts)
 
