@@ -26,7 +26,7 @@ LLM_RUN ?= runs/demo-llm
 LLM_ENCODERS ?= $(ENCODERS)
 LLM_EPOCHS ?= 4
 
-.PHONY: install demo demo-llm test test-all bench clean
+.PHONY: install demo demo-llm test test-all bench clean docs docs-site
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,5 +71,14 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu"
 
+# docs/cli.md is generated from the CLI: run this after adding or changing a command or
+# option (tests/test_docs.py fails while it is stale).
+docs: | $(STAMP)
+	$(BIN)/python docs/gen_cli.py
+
+# The reference as a static site in site/ (offline, no theme download).
+docs-site: docs
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(STORE) demo-clips runs $(LABELS_OUT)
+	rm -rf $(STORE) demo-clips runs $(LABELS_OUT) site tiny-llama el-data el-store

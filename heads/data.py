@@ -269,8 +269,9 @@ def prepare_data(
     dropped = int((~present).sum())
     if dropped:
         if not quiet:
-            need = "every requested feature set" if cfg.require_all else "any requested feature set"
-            log.warning(f"--drop-missing: dropped {dropped} of {n} clips lacking {need}")
+            what = ("one or more of the requested feature sets" if cfg.require_all
+                    else "all of the requested feature sets")
+            log.warning(f"--drop-missing: dropped {dropped} of {n} clips lacking {what}")
         frame = frame.filter(_pl_mask(present))
         clip_ids = frame["clip_id"].to_list()
         arrays = {k: v[present] for k, v in arrays.items()}
