@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ExtractConfig", "ExtractReport", "EncoderReport", "BatchWriter", "extract",
            "extract_config", "plan_extraction", "PLAN_COLUMNS",
-           "extract_file", "parse_token_counts", "prepare_clip", "Job", "load_encoders", "pool_size",
+           "extract_file", "prepare_clip", "Job", "load_encoders", "pool_size",
            "estimated_prep_s", "POOL_PAYS_OFF_S"]
 
 _DTYPES = ("float16", "float32")
@@ -202,28 +202,6 @@ def _run_device(cfg: ExtractConfig) -> str:
         except InputError:  # an unknown encoder: load_encoders names it
             pass
     return resolve_device(cfg.device)
-
-
-def parse_token_counts(text: str | None) -> dict[str, int]:
-    """Parse ``--tokens`` (``"eva=64,hubert=32"``) into ``{"eva": 64, "hubert": 32}``.
-
-    None, ``""`` and ``"none"`` give ``{}``.
-
-    Raises:
-        InputError: an empty item, or an item that is not ``NAME=COUNT``.
-    """
-    if text is None or text.strip().lower() in ("", "none"):
-        return {}
-    parts = [p.strip() for p in text.split(",")]
-    if not all(parts):
-        raise InputError(f"--tokens takes a comma-separated list without empty items (got {text!r})")
-    counts: dict[str, int] = {}
-    for part in parts:
-        name, sep, value = part.partition("=")
-        if not sep or not value.strip().isdigit():
-            raise InputError(f"--tokens takes NAME=COUNT pairs, e.g. eva=64,hubert=32 (got {part!r})")
-        counts[name.strip()] = int(value)
-    return counts
 
 
 # ------------------------------------------------------------------------ extract

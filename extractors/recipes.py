@@ -1,4 +1,5 @@
-"""Named extraction recipes: the encoders and settings a published model was trained on.
+"""Named extraction recipes (the encoders and settings a published model was trained on) and
+the parsers of the per-encoder flags ``--option`` and ``--tokens``.
 
 A recipe is a set of encoder references and their named settings (``choices`` options of
 the registry's encoders); it adds no encoder of its own. ``emofs extract --recipe NAME``
@@ -13,7 +14,7 @@ from typing import Any
 
 from featurestore.errors import InputError
 
-__all__ = ["Recipe", "RECIPES", "recipe_settings", "parse_encoder_options"]
+__all__ = ["Recipe", "RECIPES", "recipe_settings", "parse_encoder_options", "parse_token_counts"]
 
 
 @dataclass(frozen=True)
@@ -83,3 +84,25 @@ def parse_encoder_options(text: str | None) -> dict[str, dict[str, Any]]:
         value = value.strip()
         out.setdefault(encoder, {})[option.strip()] = int(value) if value.isdigit() else value
     return out
+
+
+def parse_token_counts(text: str | None) -> dict[str, int]:
+    """Parse ``--tokens`` (``"eva=64,hubert=32"``) into ``{"eva": 64, "hubert": 32}``.
+
+    None, ``""`` and ``"none"`` give ``{}``.
+
+    Raises:
+        InputError: an empty item, or an item that is not ``NAME=COUNT``.
+    """
+    if text is None or text.strip().lower() in ("", "none"):
+        return {}
+    parts = [p.strip() for p in text.split(",")]
+    if not all(parts):
+        raise InputError(f"--tokens takes a comma-separated list without empty items (got {text!r})")
+    counts: dict[str, int] = {}
+    for part in parts:
+        name, sep, value = part.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise InputError(f"--tokens takes NAME=COUNT pairs, e.g. eva=64,hubert=32 (got {part!r})")
+        counts[name.strip()] = int(value)
+    return counts
