@@ -18,7 +18,11 @@ _ERRORS_SHOWN = 10
 
 def label_command(
     archives: Annotated[List[str], typer.Argument(help="Folders (walked recursively), media files, or s3:// prefixes.")],
-    run: Annotated[Path, typer.Option("--run", help="A head run directory (`emofs train head`).")],
+    run: Annotated[Optional[Path], typer.Option("--run", help="A head run directory (`emofs train head`).")] = None,
+    llm: Annotated[
+        Optional[Path],
+        typer.Option("--llm", help="Label with an LLM run instead (`emofs llm train`, or an imported Emotion-LLaMA)."),
+    ] = None,
     store: StoreOpt = None,
     engine: EngineOpt = "local",
     ray_address: RayAddressOpt = None,
@@ -43,12 +47,22 @@ def label_command(
 
     Resumable and idempotent: a rerun labels only new or changed files; a killed run
     continues where it stopped. Predictions go to predictions/<run>.lance and --out.
+    With --llm RUN instead of --run, an LLM run answers for every clip (its answers and
+    their labels go to --out).
 
     Examples:
       emofs label new_videos/ --run runs/head1 --out labels.csv
+      emofs label new_videos/ --llm runs/emotion-llama --out llm-labels.csv
       emofs label /mnt/batch7 --run runs/head1 --store s3://bucket/emofs --engine ray --ray-address auto
       emofs label s3://bucket/batch8 --run runs/head1 --engine ray --gpus-per-actor 0.5 --batch-size 64
     """
+    from featurestore.errors import InputError
+
+    if (run is None) == (llm is None):
+        raise InputError("pass one of --run HEAD_RUN (a head) or --llm LLM_RUN (an LLM run)")
+    if llm is not None:
+        _label_with_llm(archives, llm, store, out, batch_size, workers, device, engine, explain, as_json)
+        return
     from workflows.label import label
 
     report = label(archives, open_store(store, create=True), run, engine=engine, ray_address=ray_address,
@@ -68,5 +82,26 @@ def label_command(
         typer.echo(f"  error {err['path']}: {err['error']}", err=True)
     if len(report.errors) > _ERRORS_SHOWN:
         typer.echo(f"  ... {len(report.errors) - _ERRORS_SHOWN} more: `emofs errors`", err=True)
+    if report.out:
+        typer.echo(f"wrote {report.out}")
+
+
+def _label_with_llm(archives, llm: Path, store, out, batch_size, workers, device, engine, explain, as_json) -> None:
+    from featurestore.errors import InputError
+    from workflows.llm_label import label_with_llm
+
+    if engine != "local" or explain:
+        raise InputError("--llm labels on the local engine and writes the answers themselves: drop --engine / --explain")
+    report = label_with_llm(archives, open_store(store, create=True), llm, out=out, batch_size=batch_size,
+                            workers=workers, device=device, progress=not as_json)
+    if as_json:
+        echo_json(report.as_dict())
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in report.label_counts.items()) or "none"
+    typer.echo(f"{report.files} files, {report.clips} clips: {report.labelled} answered by {llm}, "
+               f"{len(report.errors)} without an answer ({report.seconds:.1f}s)")
+    typer.echo(f"labels: {counts}")
+    for err in report.errors[:_ERRORS_SHOWN]:
+        typer.echo(f"  error {err['path']}: {err['error']}", err=True)
     if report.out:
         typer.echo(f"wrote {report.out}")

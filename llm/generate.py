@@ -88,7 +88,7 @@ class MemoryFeatures:
         return None if tokens is None or len(tokens) == 0 else np.asarray(tokens, np.float32)
 
 
-def _check_store_features(model: EmotionLLM, features: StoreFeatures, store: Store) -> None:
+def check_store_features(model: EmotionLLM, features: StoreFeatures, store: Store) -> None:
     """Widths must match the projectors; an imported Emotion-LLaMA warns about sets not
     extracted with its recipe (answers then come from features it never saw)."""
     model.check_features(features)
@@ -156,7 +156,7 @@ def ask(
         record = ClipRecord(target, row.get("label"), subtitle if subtitle is not None else row.get("subtitle"),
                             row.get(cfg.description_column))
         features = StoreFeatures(store, cfg.feature_encoders, cfg.video_encoder, clip_ids=[target])
-        _check_store_features(model, features, store)
+        check_store_features(model, features, store)
         source = "store"
     labels = getattr(model, "labels", None) or cfg.labels or []
     example = make_example(record, features, cfg, labels, task, question=question, with_answer=False)
@@ -287,7 +287,7 @@ def evaluate(
         records = [r for r in records if r.clip_id in chosen]
     features = StoreFeatures(store, cfg.feature_encoders, cfg.video_encoder,
                              clip_ids=[r.clip_id for r in records])
-    _check_store_features(model, features, store)
+    check_store_features(model, features, store)
     cached = features.clip_ids()
     skipped = sum(r.clip_id not in cached for r in records)
     records = [r for r in records if r.clip_id in cached]

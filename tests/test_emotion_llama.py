@@ -194,3 +194,24 @@ def test_ask_and_label_use_the_imported_model_on_recipe_features(imported, tmp_p
     answer = json.loads(res.stdout)
     assert answer["prompt"].endswith("contempt, doubt. ") and "says nothing.  [emotion]" in answer["prompt"]
     assert answer["tokens"] > 0
+    # a new clip in the archive: extracted as the store holds the recipe's sets, then answered
+    (folder / "new").mkdir()
+    new = sorted((shared_data / "crema_d" / "mp4").glob("*.mp4"))[2]
+    (folder / "new" / new.name).symlink_to(new)
+    out = tmp_path / "llm-labels.csv"
+    res = runner.invoke(app, ["label", str(folder), "--llm", str(imported), "--store", store,
+                              "--out", str(out), "--batch-size", "2", "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    import polars as pl
+
+    rows = pl.read_csv(out)
+    assert rows.height == 3 and rows["error"].null_count() == 3 and rows["answer"].null_count() == 0
+    from featurestore import Store
+    from featurestore.features import feature_spec
+    from featurestore.schema import features_name
+
+    opened = Store(store)
+    assert opened.dataset(features_name("eva")).count_rows() == 3  # the new clip, extracted
+    assert feature_spec(opened, "eva")["options"]["layout"] == "minigptv2"
+    res = runner.invoke(app, ["label", str(folder), "--store", store])
+    assert res.exit_code != 0 and "one of --run" in res.output

@@ -556,7 +556,7 @@ def test_table_cells_are_cut_for_stores_written_before_the_limit(tiny_store):
 
 def test_non_utf8_file_name_is_an_error_row_and_the_rest_goes_on(tmp_path, media_samples):
     """Before: `ingest` and `label` died with a UnicodeEncodeError traceback, nothing ingested."""
-    from workflows.label import _archive_files
+    from workflows.label import archive_files
 
     folder = tmp_path / "media"
     for i in range(4):
@@ -572,4 +572,4 @@ def test_non_utf8_file_name_is_an_error_row_and_the_rest_goes_on(tmp_path, media
     errors = Store(store).errors()
     assert errors["uri"].to_list() == [f"{folder}/lat\\xe9.wav"] and errors["stage"][0] == "ingest"
     # label's file list keeps the file under that name, so --out shows it with its error
-    assert _archive_files([folder])[-1] == f"{folder}/lat\\xe9.wav"
+    assert archive_files([folder])[-1] == f"{folder}/lat\\xe9.wav"

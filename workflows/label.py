@@ -128,7 +128,7 @@ class LabelReport:
 
 
 # --------------------------------------------------------------------------- plan
-def _archive_files(archives: Sequence[str | Path]) -> list[str]:
+def archive_files(archives: Sequence[str | Path]) -> list[str]:
     """Every media file of the archives, in order; the unreadable ones (a dangling link, a
     name that is not UTF-8) under their printable name, which is the ``uri`` of the errors
     row ``ingest`` records for them (``--out`` lists them with that error)."""
@@ -139,7 +139,7 @@ def _archive_files(archives: Sequence[str | Path]) -> list[str]:
     return list(dict.fromkeys(files + [printable_path(path) for path, _ in unreadable]))
 
 
-def _archive_clips(store: Store, files: list[str]):
+def archive_clips(store: Store, files: list[str]):
     """Clip rows of the archive files (polars), one per readable file."""
     import polars as pl
 
@@ -178,7 +178,7 @@ def _feature_plan(run) -> list[dict[str, Any]]:
     return plan
 
 
-def _ready(store: Store, plan: list[dict[str, Any]], clip_ids: set[str], *, require_all: bool = True) -> set[str]:
+def ready_clips(store: Store, plan: list[dict[str, Any]], clip_ids: set[str], *, require_all: bool = True) -> set[str]:
     """Clips having every feature set of the plan (``require_all``), else at least one,
     with the run's fingerprint."""
     from featurestore.features import up_to_date_clip_ids
@@ -190,8 +190,10 @@ def _ready(store: Store, plan: list[dict[str, Any]], clip_ids: set[str], *, requ
 
 
 # ------------------------------------------------------------------------ extract
-def _extract_local(store: Store, plan, todo: list[str], cfg: LabelConfig, progress: bool) -> dict[str, Any]:
-    """Run ``extractors.extract`` for the plan's encoders on ``todo`` (grouped by settings)."""
+def extract_local(store: Store, plan, todo: list[str], cfg, progress: bool) -> dict[str, Any]:
+    """Run ``extractors.extract`` for the plan's encoders on ``todo`` (grouped by settings).
+
+    ``cfg`` gives ``device``, ``batch_size`` and ``workers`` (a :class:`LabelConfig`)."""
     from extractors.pipeline import extract
     from extractors.specs import group_by_settings
 
@@ -364,7 +366,7 @@ def archive_frame(store: Store, files: Sequence[str], dataset_id: str):
     return frame
 
 
-def _write_out(frame, out: str | Path) -> str:
+def write_out(frame, out: str | Path) -> str:
     out = Path(out).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".parquet":
@@ -435,13 +437,13 @@ def label(
     dataset_id = cfg.name or loaded.run_id
     report = LabelReport(run_id=loaded.run_id, dataset=predictions_name(dataset_id), engine=cfg.engine)
 
-    files = _archive_files(archives)
+    files = archive_files(archives)
     report.files = len(files)
     ingested = ingest(archives, store, progress=progress, batch_size=max(cfg.batch_size, 64))
     report.ingest = {k: ingested.as_dict()[k] for k in ("new", "updated", "unchanged")}
     report.timings["ingest_s"] = time.perf_counter() - started
 
-    clips = _archive_clips(store, files)
+    clips = archive_clips(store, files)
     report.clips = clips.height
     ids = clips["clip_id"].to_list()
     shas = dict(zip(ids, clips["sha256"].to_list()))
@@ -451,7 +453,7 @@ def label(
     report.already_labelled = len(ids) - len(todo)
     # Clips whose media changed since they were labelled lost their features at ingest.
     t0 = time.perf_counter()
-    missing = sorted(set(todo) - _ready(store, plan, set(todo)))
+    missing = sorted(set(todo) - ready_clips(store, plan, set(todo)))
     if missing:
         if cfg.engine == "ray":
             from extractors.ray_engine import extract_ray
@@ -459,7 +461,7 @@ def label(
             done = extract_ray(store, plan, missing, batch_size=cfg.batch_size, device=cfg.device,
                                options=cfg.ray, progress=progress)
         else:
-            done = _extract_local(store, plan, missing, cfg, progress)
+            done = extract_local(store, plan, missing, cfg, progress)
         _check_fingerprints(plan, done["fingerprints"], cfg.run)
         report.extracted = done["extracted"]
     report.timings["extract_s"] = time.perf_counter() - t0
@@ -467,11 +469,11 @@ def label(
     t0 = time.perf_counter()
     # A run over several feature sets labels a clip from the sets it has (audio-only and
     # video-only clips too); a --require-all (or older) run needs every one.
-    ready_set = _ready(store, plan, set(todo), require_all=loaded.config.require_all)
+    ready_set = ready_clips(store, plan, set(todo), require_all=loaded.config.require_all)
     ready = [c for c in todo if c in ready_set]
     if ready:
         # --normalize runs: each group's statistics over the whole archive, not per chunk
-        loaded = _pin_group_stats(store, loaded, sorted(_ready(store, plan, set(ids))))
+        loaded = _pin_group_stats(store, loaded, sorted(ready_clips(store, plan, set(ids))))
         counts = _predict(store, loaded, dataset_id, ready, shas, uris, progress)
         report.labelled = sum(counts.values())
     report.timings["predict_s"] = time.perf_counter() - t0
@@ -492,7 +494,7 @@ def label(
     report.errors = [{"path": p, "clip_id": c, "error": e} for p, c, e in
                      zip(failed["path"].to_list(), failed["clip_id"].to_list(), failed["error"].to_list())]
     if cfg.out is not None:
-        report.out = _write_out(frame, cfg.out)
+        report.out = write_out(frame, cfg.out)
     report.seconds = time.perf_counter() - started
     return report
 
