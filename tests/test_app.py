@@ -405,7 +405,7 @@ def test_map_projection_is_pca_cached_and_coloured(client, app_store):
     assert first["values"] == [labels[c] for c in first["clip_ids"]]
     again = client.get("/api/map", params={"source": "features:egemaps", "colour": "label"}).json()
     assert again["cached"] and again["x"] == first["x"]
-    assert (Path(app_store.uri) / "app" / "projections" / "features-egemaps.lance").is_dir()
+    assert (Path(app_store.uri) / "app" / "projections" / "features-egemaps.arrow").is_file()
     by_run = client.get("/api/map", params={"source": f"run:{RUN}", "colour": "prediction", "run": RUN}).json()
     assert len(by_run["x"]) == len(by_run["values"]) > 0 and set(by_run["values"]) <= set(labels.values())
     assert client.get("/api/map", params={"source": "features:nope"}).status_code == 404

@@ -15,6 +15,7 @@ from ..store import Store
 from .config import IndexBuildReport, IndexConfig
 from .drift import index_drift
 from .files import checksum, forget_index, index_paths, read_manifest, seal_manifest, write_files
+from .layout import save_layout
 from .kinds import add_vectors, auto_kind, new_index, train_index, tune_search
 from .load import LoadedIndex, load_index
 from .vectors import (
@@ -110,7 +111,8 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
                                  loaded.manifest.get("built_at"), loaded.manifest.get("standardize"),
                                  loaded.manifest.get("normalize"))
             if got_ids or manifest["feature_sets"] != loaded.manifest.get("feature_sets"):
-                _save(store, config.name, loaded.index, ids, manifest)
+                sealed = _save(store, config.name, loaded.index, ids, manifest)
+                save_layout(store, config.name, ids, sealed["checksums"]["manifest"], index=loaded.index)
             return IndexBuildReport(
                 config.name, loaded.kind, "added" if got_ids else "unchanged", len(ids),
                 len(got_ids), loaded.dim, time.perf_counter() - start, params, "", skipped,
@@ -140,7 +142,8 @@ def build_index(store: Store, config: IndexConfig, *, progress: bool = True) -> 
     add_vectors(index, vectors, f"index {config.name}: {kind}", progress)
     tune_search(index, kind, vectors, config.recall, params)
     manifest = _manifest(config, kind, params, states, ids, dim, store, None, stats, normalize)
-    _save(store, config.name, index, ids, manifest)
+    sealed = _save(store, config.name, index, ids, manifest)
+    save_layout(store, config.name, ids, sealed["checksums"]["manifest"], vectors=vectors)  # the map
     mode = "rebuilt" if reason else "created"
     return IndexBuildReport(config.name, kind, mode, len(ids), len(ids), dim,
                             time.perf_counter() - start, params, reason, skipped, _summary(normalize),
@@ -205,7 +208,7 @@ def _manifest(config: IndexConfig, kind: str, params: dict[str, Any], states: di
     }
 
 
-def _save(store: Store, name: str, index, ids: list[str], manifest: dict[str, Any]) -> None:
+def _save(store: Store, name: str, index, ids: list[str], manifest: dict[str, Any]) -> dict[str, Any]:
     """Write the three files, the manifest last with the sha256 of the other two and of
     its own content (:func:`~.files.seal_manifest`).
 
@@ -227,6 +230,7 @@ def _save(store: Store, name: str, index, ids: list[str], manifest: dict[str, An
         write_files(store, {paths["faiss"]: raw, paths["ids"]: raw_ids,
                             paths["manifest"]: json.dumps(manifest, indent=2).encode()})
         forget_index(store, name)
+    return manifest
 
 
 def _why(exc: Exception) -> str:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ..errors import IndexCorruptError, IndexNotFoundError, StoreError
-from ..schema import features_name
+from ..schema import INDEX_DIR, features_name
 from ..store import Store
 from ..versioned import dataset_version, manifest_stamp
 from .files import (
@@ -88,6 +88,8 @@ def drop_index(store: Store, name: str) -> list[str]:
     check_index_name(name)
     with store.writing():  # never between the writes of a save in flight
         removed = [store.path(rel) for rel in index_paths(name).values() if delete_file(store, rel)]
+        if removed:
+            delete_file(store, f"{INDEX_DIR}/{name}.layout.arrow")  # its map (layout.py)
     if not removed:
         available = ", ".join(store.index_names()) or "none"
         raise IndexNotFoundError(f"no index {name!r} in {store.uri} (available: {available}): "

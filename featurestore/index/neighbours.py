@@ -23,6 +23,7 @@ from ..errors import DimensionMismatchError, InputError
 from ..features import read_features
 from ..schema import CLIPS, features_name
 from ..store import Store, sql_quote
+from .ids import KeyColumn
 from .catalog import at_built_version, build_command, index_staleness, indexes_by_recency, resolve_index_name
 from .load import LoadedIndex, load_index
 from .search import search_index
@@ -145,9 +146,8 @@ def find_similar(
 
     allowed = None
     if where:
-        selected = store.clips(where=where, columns=["clip_id"])["clip_id"].to_list()
-        row_of = loaded.row_of()
-        allowed = np.array(sorted(row_of[c] for c in selected if c in row_of), dtype=np.int64)
+        selected = store.clips(where=where, columns=["clip_id"])["clip_id"]  # a polars Series
+        allowed = np.unique(loaded.row_of().rows(selected))  # sorted int64 rows
         if not len(allowed):
             log.warning(f"no clip in index {name!r} matches --where {where!r}")
     self_row = loaded.row_of().get(resolved.get("clip_id")) if resolved.get("clip_id") else None
@@ -166,7 +166,7 @@ def _index_holding(store: Store, query: str, name: str, note: str, loaded: Loade
     instead of the newest index when that one lacks it (an audio clip and a face-only index);
     returns ``(name, note, loaded)``; a new file keeps the newest."""
     meta = clip_meta(store)
-    clip_id = query if query in meta.rows else meta.by_uri.get(str(Path(query).expanduser().resolve()))
+    clip_id = query if query in meta else meta.clip_of_uri(str(Path(query).expanduser().resolve()))
     if clip_id is None or clip_id in loaded.row_of():
         return name, note, loaded
     for other in indexes_by_recency(store):
@@ -184,13 +184,13 @@ def _resolve_query(store: Store, loaded: LoadedIndex, query: str, meta: ClipMeta
                    file_vectors: FileVectors | None, group: str | None = None) -> dict[str, Any]:
     """Turn a clip id, stored path or new file into ``{clip_id, uri, source, vector}``."""
     clip_id = None
-    if query in loaded.row_of() or query in meta.rows:
+    if query in loaded.row_of() or query in meta:
         clip_id = query
     else:
         candidate = Path(query).expanduser()
         uri = str(candidate.resolve())
-        if uri in meta.by_uri:
-            clip_id = meta.by_uri[uri]
+        if meta.clip_of_uri(uri) is not None:
+            clip_id = meta.clip_of_uri(uri)
         elif candidate.is_file():
             return _file_query(store, loaded, candidate.resolve(), add=add,
                                file_vectors=file_vectors, group=group)
@@ -209,7 +209,7 @@ def _resolve_query(store: Store, loaded: LoadedIndex, query: str, meta: ClipMeta
     vector = _indexed_vector(store, loaded, clip_id)
     if vector is None:
         vector = _stored_vector(store, loaded, clip_id, stats)
-    known = meta.rows.get(clip_id)
+    known = meta.get(clip_id)
     return {"clip_id": clip_id, "uri": known[2] if known else None,
             "source": "store", "vector": vector, "group": group, "group_note": note}
 
@@ -306,10 +306,9 @@ def _file_query(store: Store, loaded: LoadedIndex, path: Path, *, add: bool,
 # --------------------------------------------------------------------------- output
 def _rows(loaded: LoadedIndex, hits: Sequence[tuple[int, float]], meta: ClipMeta
           ) -> list[dict[str, Any]]:
+    cids = loaded.clip_ids.take([row for row, _ in hits])
     rows = []
-    for rank, (row, score) in enumerate(hits, start=1):
-        cid = loaded.clip_ids[row]
-        path, label, _ = meta.rows.get(cid, (None, None, None))
+    for rank, (cid, (path, label, _), (_, score)) in enumerate(zip(cids, meta.many(cids), hits), start=1):
         rows.append({"rank": rank, "clip_id": cid, "path": path, "label": label,
                      "score": round(float(score), 6)})
     return rows
@@ -318,15 +317,46 @@ def _rows(loaded: LoadedIndex, hits: Sequence[tuple[int, float]], meta: ClipMeta
 @dataclass
 class ClipMeta:
     """The clip columns a search result shows, for one version of ``clips.lance``
-    (:func:`clip_meta` keeps it per version).
+    (:func:`clip_meta` keeps it per version), as Arrow columns: no Python object per clip.
 
     Attributes:
-        rows: ``clip_id -> (rel_path or uri, label, uri)``.
-        by_uri: ``uri -> clip_id`` (the first clip with that uri).
+        ids: clip id per row (lookups by clip id).
+        paths: rel_path, or the uri where there is none, per row.
+        labels: label per row.
+        uris: uri per row (lookups by uri: the first clip with that uri).
     """
 
-    rows: dict[str, tuple[str | None, str | None, str | None]]
-    by_uri: dict[str, str]
+    ids: KeyColumn
+    paths: Any
+    labels: Any
+    uris: KeyColumn
+
+    def get(self, clip_id: str) -> tuple[str | None, str | None, str | None] | None:
+        """``(path, label, uri)`` of ``clip_id``, or None when it is not a clip."""
+        row = self.ids.row(clip_id)
+        if row is None:
+            return None
+        return self.paths[row].as_py(), self.labels[row].as_py(), self.uris[row]
+
+    def many(self, clip_ids: Sequence[str]) -> list[tuple[str | None, str | None, str | None]]:
+        """:meth:`get` of each of ``clip_ids`` (``(None, None, None)`` for one not a clip)."""
+        import pyarrow as pa
+
+        rows = self.ids.lookup(clip_ids)
+        take = pa.array(np.where(rows >= 0, rows, 0), mask=rows < 0)
+        return list(zip(self.paths.take(take).to_pylist(), self.labels.take(take).to_pylist(),
+                        self.uris.to_arrow().take(take).to_pylist()))
+
+    def __contains__(self, clip_id: object) -> bool:
+        return self.ids.row(clip_id) is not None
+
+    def clip_of_uri(self, uri: str) -> str | None:
+        """The first clip whose uri is ``uri``, or None."""
+        row = self.uris.row(uri)
+        return None if row is None else self.ids[row]
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 def clip_meta(store: Store) -> ClipMeta:
@@ -341,31 +371,52 @@ def clip_meta(store: Store) -> ClipMeta:
 
 
 def _read_clip_meta(ds) -> ClipMeta:
-    rows: dict[str, tuple[str | None, str | None, str | None]] = {}
-    by_uri: dict[str, str] = {}
-    if ds is not None:
-        table = ds.to_table(columns=["clip_id", "rel_path", "uri", "label"])
-        labels: dict[str, str] = {}
-        for cid, rel, uri, label in zip(*(table.column(c).to_pylist()
-                                           for c in ("clip_id", "rel_path", "uri", "label"))):
-            label = labels.setdefault(label, label) if label is not None else None
-            rows[cid] = (rel or uri, label, uri)
-            if uri is not None:
-                by_uri.setdefault(uri, cid)
-    return ClipMeta(rows, by_uri)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if ds is None:
+        return _meta_of({"clip_id": [], "path": [], "label": [], "uri": []})
+    table = ds.to_table(columns=["clip_id", "rel_path", "uri", "label"])
+    rel = table.column("rel_path")
+    path = pc.coalesce(pc.if_else(pc.equal(rel, ""), pa.scalar(None, pa.string()), rel), table.column("uri"))
+    return _meta_of({"clip_id": table.column("clip_id"), "path": path, "label": table.column("label"),
+                     "uri": table.column("uri")})
 
 
-def _dump_clip_meta(meta: ClipMeta) -> list[list]:
-    return [[cid, *row] for cid, row in meta.rows.items()]
+def _meta_of(columns: dict[str, Any]) -> ClipMeta:
+    import pyarrow as pa
+
+    def arr(values):
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+        return values if isinstance(values, pa.Array) else pa.array(values, pa.string())
+
+    label = arr(columns["label"])
+    if len(label):
+        label = label.dictionary_encode()  # a handful of labels: one byte or so per clip
+    return ClipMeta(KeyColumn(arr(columns["clip_id"])), arr(columns["path"]), label,
+                    KeyColumn(arr(columns["uri"])))
 
 
-def _load_clip_meta(rows: list[list]) -> ClipMeta:
-    meta = ClipMeta({}, {})
-    for cid, path, label, uri in rows:
-        meta.rows[cid] = (path, label, uri)
-        if uri is not None:
-            meta.by_uri.setdefault(uri, cid)
-    return meta
+#: Stores with more clips keep no JSON snapshot: reading the columns from Lance is faster
+#: than parsing it, and holds no Python object per clip.
+SNAPSHOT_MAX_CLIPS = 200_000
+
+
+def _dump_clip_meta(meta: ClipMeta) -> dict[str, Any]:
+    if len(meta) > SNAPSHOT_MAX_CLIPS:
+        return {"omitted": len(meta)}
+    return {"clip_id": meta.ids.to_list(), "path": meta.paths.to_pylist(),
+            "label": meta.labels.to_pylist(), "uri": meta.uris.to_list()}
+
+
+def _load_clip_meta(saved: dict[str, Any]) -> ClipMeta:
+    if "omitted" in saved:
+        raise ValueError("no snapshot of a large store: read it from Lance")
+    lengths = {len(saved[k]) for k in ("clip_id", "path", "label", "uri")}
+    if len(lengths) != 1:
+        raise ValueError("a damaged snapshot")
+    return _meta_of(saved)
 
 
 #: The clip meta of the newest clips version, kept in ``<store>/.emofs-cache/``: a new

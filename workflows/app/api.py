@@ -18,9 +18,10 @@ from featurestore.store import sql_quote
 from workflows.similar import find_similar
 
 from .rundirs import clip_modality_weights
+from .spaces import default_index, describe_space, spaces
 from .queries import ClipQuery, card_facts, clip_rows, int_param, predictions_for, query_clips, resolve_clip
 
-__all__ = ["reply", "info_route", "clips_route", "similar_route", "clip_route", "similar_payload"]
+__all__ = ["reply", "info_route", "clips_route", "similar_route", "clip_route", "similar_payload", "json_body"]
 
 
 def reply(value: Any, status: int = 200):
@@ -36,6 +37,28 @@ def _store(request):
     return request.app.state.store
 
 
+async def json_body(request, example: str) -> dict:
+    """The JSON object of a write that changes the store (the Guard has bounded its size and
+    checked its origin); refused with ``--read-only``."""
+    import json
+
+    from .errors import InputError, PayloadError
+
+    if request.app.state.config.read_only:
+        raise PayloadError("this app runs --read-only: it writes nothing to the store (restart it "
+                           "without --read-only)", 403)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise PayloadError(f"send JSON (Content-Type: application/json, got {content_type or 'none'})", 415)
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        raise InputError(f"the request body must be a JSON object: {example}")
+    return body
+
+
 def info_route(request):
     """``GET /api/info``: the store summary of ``emofs info --json`` plus the app's mode."""
     store = _store(request)
@@ -44,6 +67,7 @@ def info_route(request):
     summary["app"] = {"read_only": config.read_only, "max_upload_mb": config.max_upload_mb}
     clips = store.dataset(CLIPS)
     summary["clip_columns"] = clips.schema.names if clips is not None else []
+    summary["spaces"] = spaces(store)  # learned emotion spaces first: the page's default
     return reply(summary)
 
 
@@ -57,14 +81,14 @@ def similar_payload(store, result, run: str | None) -> dict[str, Any]:
     (modality, duration) and ``run``'s prediction."""
     rows = [dict(r) for r in result.rows]  # copies: the payload adds clip facts
     ids = [r["clip_id"] for r in rows]
-    facts = card_facts(store)["rows"]
+    facts = card_facts(store).rows(ids)
     preds = predictions_for(store, run, ids)
-    for row in rows:
-        fact = facts.get(row["clip_id"], {})
+    for row, fact in zip(rows, facts):
         row.update({k: fact.get(k) for k in ("modality", "has_video", "has_audio", "duration_s",
                                               "split", "speaker", "tags")})
         row.update(preds.get(row["clip_id"], {"prediction": None, "confidence": None}))
-    return {"index": result.index, "query": {k: v for k, v in result.query.items() if k != "vector"},
+    return {"index": result.index, "space": describe_space(store, result.index),
+            "query": {k: v for k, v in result.query.items() if k != "vector"},
             "notes": result.notes, "vote": result.vote(), "results": rows}
 
 
@@ -83,7 +107,8 @@ def _similar(request):
     store = _store(request)
     params = request.query_params
     clip_id = resolve_clip(store, request.path_params["clip_id"])
-    result = find_similar(store, clip_id, k=int_param(params, "k", 10), index=params.get("index") or None,
+    index = params.get("index") or default_index(store, clip_id)  # a learned space first
+    result = find_similar(store, clip_id, k=int_param(params, "k", 10), index=index,
                           where=params.get("where") or None, warn_stale=False)
     return reply(similar_payload(store, result, params.get("run") or None))
 

@@ -19,7 +19,7 @@ from .errors import InputError, NotFoundError
 
 __all__ = ["ClipQuery", "query_clips", "check_run", "resolve_clip", "clip_rows", "MAX_LIMIT",
            "int_param", "float_param", "predictions_for",
-           "card_facts", "CARD_COLUMNS"]
+           "card_facts", "CardFacts", "CARD_COLUMNS", "ALIAS_COLUMNS"]
 
 MAX_LIMIT = 1000
 
@@ -107,30 +107,78 @@ def check_run(store: Store, run: str) -> None:
 
 
 #: Clip columns the cards show, kept in memory per clips-table version (:func:`card_facts`).
-CARD_COLUMNS = ("clip_id", "name", "rel_path", "uri", "label", "modality", "has_video", "has_audio",
-                "duration_s", "split", "speaker", "tags")
+CARD_COLUMNS = ("clip_id", "modality", "has_video", "has_audio", "duration_s", "split", "speaker", "tags")
+#: Card columns held dictionary-encoded (a few distinct values: about a byte per clip).
+_FEW_VALUES = ("label", "modality", "split", "speaker", "tags")
 
 
-def card_facts(store: Store) -> dict[str, Any]:
-    """``{"rows": {clip_id: card columns}, "alias": {rel_path | uri | name: clip_id}}`` of
-    the store's current clips version (read once per version: a request then looks clips up
-    in memory instead of scanning ``clips.lance``)."""
+class CardFacts:
+    """The card columns of one clips version as Arrow columns (no Python object per clip):
+    a request looks up the dozen clips it shows.
+
+    Attributes:
+        table: the :data:`CARD_COLUMNS` the clips table has, one row per clip.
+        ids: the clip ids, with lookups (:class:`featurestore.index.ids.KeyColumn`).
+    """
+
+    def __init__(self, table):
+        from featurestore.index.ids import KeyColumn
+
+        self.table = table
+        self.ids = KeyColumn(table.column("clip_id") if "clip_id" in table.column_names else [])
+
+    def __contains__(self, clip_id: object) -> bool:
+        return self.ids.row(clip_id) is not None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, clip_ids: list[str]) -> list[dict[str, Any]]:
+        """The card columns of each of ``clip_ids`` (an empty dict for one not in the store)."""
+        import numpy as np
+        import pyarrow as pa
+
+        found = self.ids.lookup(clip_ids)
+        picked = self.table.take(pa.array(np.where(found >= 0, found, 0))).to_pylist()
+        return [row if at >= 0 else {} for row, at in zip(picked, found)]
+
+
+def card_facts(store: Store) -> CardFacts:
+    """The :class:`CardFacts` of the store's current clips version (read once per version:
+    a request then looks clips up in memory instead of scanning ``clips.lance``)."""
     return per_version(store, CLIPS, "card_facts", _read_card_facts)
 
 
-def _read_card_facts(ds) -> dict[str, Any]:
-    names = [c for c in CARD_COLUMNS if ds is not None and c in ds.schema.names]
-    rows = ds.to_table(columns=names).to_pylist() if ds is not None else []
-    alias: dict[str, str] = {}
-    for key in ("name", "uri", "rel_path"):  # a rel_path beats a uri beats a name
-        alias.update({r[key]: r["clip_id"] for r in rows if r.get(key)})
-    return {"rows": {r["clip_id"]: r for r in rows}, "alias": alias}
+def _read_card_facts(ds) -> CardFacts:
+    import pyarrow as pa
+
+    if ds is None:
+        return CardFacts(pa.table({"clip_id": pa.array([], pa.string())}))
+    names = [c for c in CARD_COLUMNS if c in ds.schema.names]
+    table = ds.to_table(columns=names)
+    columns = []
+    for name in names:
+        column = table.column(name).combine_chunks()
+        if name in _FEW_VALUES and pa.types.is_string(column.type) and len(column):
+            column = column.dictionary_encode()
+        columns.append(column)
+    return CardFacts(pa.table(columns, names=names))
+
+
+def _clip_columns(store: Store) -> list[str]:
+    ds = store.dataset(CLIPS)
+    return ds.schema.names if ds is not None else []
+
+
+#: Stored columns a search may name a clip by, the first match winning.
+ALIAS_COLUMNS = ("rel_path", "uri", "name")
 
 
 def resolve_clip(store: Store, query: str) -> str:
     """The clip id a search names: a clip id, a stored relative path, file path or name.
 
-    Only clips already in the store resolve: a path never reaches the disk from here.
+    Only clips already in the store resolve: a path never reaches the disk from here. A
+    clip id is looked up in memory; a path or name is one filtered scan of the clips.
 
     Raises:
         NotFoundError: no clip has that id or path.
@@ -139,10 +187,16 @@ def resolve_clip(store: Store, query: str) -> str:
     if not query:
         raise InputError("the search is empty: type a clip id or a path in the store")
     facts = card_facts(store)
-    if query in facts["rows"]:
+    if query in facts:
         return query
-    if query in facts["alias"]:
-        return facts["alias"][query]
+    columns = [c for c in ALIAS_COLUMNS if c in _clip_columns(store)]
+    if columns:
+        where = " OR ".join(f"{c} = {sql_quote(query)}" for c in columns)
+        found = store.clips(where=where, columns=["clip_id", *columns])
+        for column in columns:  # a rel_path beats a uri beats a name
+            hits = found.filter(found[column] == query)["clip_id"]
+            if len(hits):
+                return hits[0]
     raise NotFoundError(f"unknown clip {query!r}: not a clip_id or stored path in {store.uri} "
                         "(list clip ids with `emofs clips`)")
 

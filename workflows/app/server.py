@@ -34,10 +34,13 @@ ROUTES: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("/api/corrections", "GET", "corrections", "list_corrections_route", ("clip_id", "limit")),
     ("/api/corrections", "POST", "corrections", "correct_route", ()),
     ("/api/corrections/{correction_id}/undo", "POST", "corrections", "undo_route", ()),
-    ("/api/map", "GET", "projection", "map_route", ("source", "colour", "run")),
+    ("/api/map", "GET", "projection", "map_route", ("source", "colour", "run", "format")),
     ("/api/runs", "GET", "runs", "runs_route", ()),
     ("/api/runs/{run}", "GET", "runs", "run_route", ()),
-    ("/media/{clip_id:path}", "GET", "media", "media_route", ()),
+    ("/api/spaces", "GET", "spaces", "spaces_route", ()),
+    ("/api/spaces", "POST", "spaces", "build_space_route", ()),
+    ("/media/{clip_id:path}", "GET", "media", "media_route", ("original",)),
+    ("/peaks/{clip_id:path}", "GET", "media", "peaks_route", ()),
     ("/thumb/{clip_id:path}", "GET", "media", "thumb_route", ()),
 ]
 
@@ -113,6 +116,12 @@ def serve(config: AppConfig) -> None:
     import uvicorn
 
     app = create_app(config)
+    try:  # one search per request thread (as many as cores): FAISS's own threads would only contend
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+    except ImportError:
+        pass
     log.info(f"emofs app on {config.url()} (store {app.state.store.uri}"
              + (", read-only" if config.read_only else "") + ")")
     # httptools (C parser) when installed, else h11; no access log: both cost per request

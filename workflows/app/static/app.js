@@ -93,6 +93,7 @@ function runParams(f) {
 
 // ------------------------------------------------------------------ cards
 function player(row) {
+  if (window.emofsPlayer) return window.emofsPlayer.create(row);  // player.js: waveform, original download
   const src = "/media/" + enc(row.clip_id);
   const video = row.has_video;
   const media = el(video ? "video" : "audio", { controls: "", preload: "none", src, class: "media" });
@@ -191,6 +192,7 @@ async function runSearch(push = true, append = false) {
       const where = clipWhere(f);
       if (where) p.set("where", where);
       const body = await api(`/api/similar/${enc(q)}?${p}`);
+      showSpace(body);
       $("summary").textContent = `${body.results.length} clips like ${body.query.clip_id} (index ${body.index})` + (body.vote ? ` · ${body.vote}` : "");
       showCards($("results"), body.results);
       $("more").hidden = true;
@@ -199,12 +201,59 @@ async function runSearch(push = true, append = false) {
       const where = clipWhere(f);
       if (where) p.set("where", where);
       const body = await api(`/api/clips?${p}`);
+      showSpace(null);
       $("summary").textContent = `${body.total} clips match`;
       showCards($("results"), body.rows, append);
       state.offset += body.rows.length;
       $("more").hidden = state.offset >= body.total;
     }
   } catch (err) { say(err.message); $("results").replaceChildren(); $("summary").textContent = ""; }
+}
+
+// ------------------------------------------------------------------ search spaces
+// A run's learned emotion space is offered first and searched by default; every result
+// list says which space it comes from; one click builds a space from a finished head run.
+function fillSpaces(spaces) {
+  const select = $("index");
+  select.replaceChildren(...spaces.map((s) => el("option", { value: s.index, "data-kind": s.kind }, s.label)));
+  state.spaces = spaces;
+}
+
+function defaultSpace() { return (state.spaces && state.spaces[0] && state.spaces[0].index) || ""; }
+
+function showSpace(body) {
+  const line = $("result-space");
+  const space = body && body.space;
+  line.hidden = !space;
+  if (!space) return line.replaceChildren();
+  line.dataset.kind = space.kind;
+  line.dataset.index = space.index;
+  line.replaceChildren(el("span", { class: "space-chip " + space.kind }, space.kind === "learned" ? "emotion space" : "raw space"),
+    " results from " + space.label);
+}
+
+async function loadSpaceRuns() {
+  const body = await api("/api/spaces").catch(() => ({ runs: [] }));
+  fillSelect($("space-run"), body.runs || [], false);
+  $("space-build").hidden = !(body.runs || []).length || (state.info && state.info.app.read_only);
+}
+
+async function buildSpace() {
+  const run = $("space-run").value;
+  if (!run) return say("no finished head run to build a space from: train one with `emofs train head`");
+  $("build-space").disabled = true;
+  say(`building the emotion space of run ${run} (embed every clip, then index) …`, true);
+  try {
+    const body = await api("/api/spaces", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ run }),
+    });
+    const spaces = await api("/api/spaces");
+    fillSpaces(spaces.spaces);
+    $("index").value = body.space.index;
+    say(`built ${body.space.label}: ${body.embedded} clips`, true);
+    if ($("q").value.trim()) runSearch(true);
+  } catch (err) { say(err.message); }
+  finally { $("build-space").disabled = false; }
 }
 
 // Drop a media file anywhere on the search box: the same search as the file picker.
@@ -238,6 +287,7 @@ async function uploadSearch(file) {
       method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file,
     });
     say("");
+    showSpace(body);
     $("summary").textContent = `${body.results.length} clips like ${file.name} (index ${body.index})` + (body.vote ? ` · ${body.vote}` : "");
     showCards($("results"), body.results);
   } catch (err) { say(err.message); }
@@ -316,7 +366,7 @@ async function route() {
   if (view === "runs") return window.emofsRuns && window.emofsRuns.open(p);
   $("q").value = p.get("q") || "";
   $("k").value = p.get("k") || "10";
-  $("index").value = p.get("index") || "";
+  $("index").value = p.get("index") || defaultSpace();
   writeFilters(p);
   await updatePredOptions();
   $("f-pred").value = p.get("pred") || "";
@@ -341,7 +391,9 @@ async function init() {
   const info = state.info;
   $("store-name").textContent = `${info.clips} clips · ${info.store}`;
   $("read-only").hidden = !info.app.read_only;
-  fillSelect($("index"), Object.keys(info.indexes || {}));
+  fillSpaces(info.spaces || []);
+  loadSpaceRuns();
+  $("build-space").addEventListener("click", buildSpace);
   fillSelect($("f-label"), Object.keys(info.labels || {}));
   fillSelect($("f-run"), info.predictions || []);
   const splits = await api("/api/clips?limit=1000&where=" + encodeURIComponent("split IS NOT NULL")).catch(() => ({ rows: [] }));
