@@ -131,6 +131,7 @@ def llm_eval_command(
     max_new_tokens: _MaxNewTokensOpt = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Only the run's splits.csv part: test (held-out groups), val or train.")] = None,
     head: Annotated[Optional[Path], typer.Option("--head", help="A head run scored on the same clips (default: the run's --projectors-from, when a head run).")] = None,
+    rank_labels: Annotated[bool, typer.Option("--rank-labels", help="Also rank the label words by log-probability (the top one always names a label).")] = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -147,7 +148,8 @@ def llm_eval_command(
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1 (got {batch_size})")
     result = evaluate(run, open_store(store), where=where, batch_size=batch_size, out_dir=out,
-                      max_new_tokens=max_new_tokens, progress=not as_json, split=split, head=head)
+                      max_new_tokens=max_new_tokens, progress=not as_json, split=split, head=head,
+                      rank_labels=rank_labels)
     if as_json:
         echo_json(result.as_dict())
         return
@@ -156,6 +158,9 @@ def llm_eval_command(
     typer.echo(f"{result.n} clips: accuracy {m['accuracy']:.3f}  weighted F1 {m['weighted_f1']:.3f}  "
                f"UAR {m['uar']:.3f}  WAR {m['war']:.3f}  ({result.unmatched} answers named no label{empty}) "
                f"-> {result.out_dir}")
+    if "ranked" in m:
+        r = m["ranked"]
+        typer.echo(f"ranked label words: accuracy {r['accuracy']:.3f}  weighted F1 {r['weighted_f1']:.3f}  UAR {r['uar']:.3f}")
     h = result.head
     if h and h["n"]:
         seen = f"; it trained on {h['seen_in_training']} of them" if h["seen_in_training"] else ""

@@ -257,6 +257,7 @@ def evaluate(
     model: EmotionLLM | None = None,
     split: str | None = None,
     head: str | Path | None = None,
+    rank_labels: bool = False,
 ) -> EvalResult:
     """Generate the recognition answer of every selected labelled clip and score it.
 
@@ -268,6 +269,9 @@ def evaluate(
             held-out groups of a ``--split-by`` run).
         head: a head run scored on the same clips (default: the run's
             ``--projectors-from`` when that is a head run); in ``metrics.json["head"]``.
+        rank_labels: also rank the label words by their log-probability after each
+            prompt; the top label's figures go to ``metrics.json["ranked"]`` (the answer a
+            constrained decoder would give: always a label).
 
     Raises:
         InputError: no labelled clip with features matches ``where`` / ``split``.
@@ -302,11 +306,14 @@ def evaluate(
                          + (f" in split {split!r}" if split else ""))
     start = time.perf_counter()
     generations: list[Generation] = []
+    ranked: list[str] = []
     with track_progress(len(records), "llm eval", enabled=progress) as advance:
         for i in range(0, len(records), batch_size):
             chunk = records[i : i + batch_size]
             examples = [make_example(r, features, cfg, labels, "emotion", with_answer=False) for r in chunk]
             generations.extend(model.generate_detailed(examples, max_new_tokens))
+            if rank_labels:
+                ranked += [labels[j] for j in model.answer_logprobs(examples, labels).argmax(1).tolist()]
             advance(len(chunk))
     seconds = time.perf_counter() - start
     answers = [g.text for g in generations]
@@ -324,15 +331,18 @@ def evaluate(
     metrics["empty"] = empty
     metrics["where"] = where
     metrics["split"] = split
+    if rank_labels:
+        top = classification_metrics(y_true, [vocab.index(p) for p in ranked], vocab)
+        metrics["ranked"] = {k: top[k] for k in ("accuracy", "uar", "weighted_f1", "war")}
     metrics["head"] = (head_figures(store, head_run, [r.clip_id for r in records],
                                     {r.clip_id: r.label for r in records}) if head_run else None)
     out = Path(out_dir) if out_dir else Path(run_dir) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "answers.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["clip_id", "label", "predicted", "answer", "tokens", "stop"])
-        for r, p, g in zip(records, predicted, generations):
-            writer.writerow([r.clip_id, r.label, p or "", g.text, g.tokens, g.stop])
+        writer.writerow(["clip_id", "label", "predicted", "answer", "tokens", "stop", "ranked"])
+        for i, (r, p, g) in enumerate(zip(records, predicted, generations)):
+            writer.writerow([r.clip_id, r.label, p or "", g.text, g.tokens, g.stop, ranked[i] if ranked else ""])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_confusion(np.asarray(metrics["confusion"]), vocab, out / "confusion.png", title="LLM answers")
     return EvalResult(out, len(records), unmatched, metrics, seconds, empty, metrics["head"])

@@ -460,6 +460,31 @@ class EmotionLLM:
         return torch.nn.functional.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), targets[:, keep].reshape(-1), ignore_index=IGNORE)
 
+    def answer_logprobs(self, examples: Sequence[dict[str, Any]], answers: Sequence[str],
+                        batch_size: int = 32):
+        """``(B, A)`` log-probability of each answer (its tokens and the end token) after each
+        prompt: ranking the label words instead of generating (MiniGPT's ``multi_select``).
+
+        Args:
+            examples: prompts without answers.
+            answers: candidate answers (the label words).
+        """
+        import torch
+
+        self.eval()
+        pairs = [dict(ex, answer=a) for ex in examples for a in answers]
+        scores = []
+        with torch.no_grad():
+            for i in range(0, len(pairs), batch_size):
+                embeds, mask, labels = self.batch_inputs(pairs[i : i + batch_size], with_answer=True)  # (b, L, H)
+                logits = self.lm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits.float()
+                logp = torch.log_softmax(logits[:, :-1], -1)  # (b, L-1, V): position i predicts i+1
+                targets = labels[:, 1:]  # (b, L-1)
+                keep = targets != IGNORE
+                picked = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0]  # (b, L-1)
+                scores.append((picked * keep).sum(1).cpu())
+        return torch.cat(scores).reshape(len(examples), len(answers))  # (B, A)
+
     def prompt_logits(self, examples: Sequence[dict[str, Any]]):
         """``(B, L, V)`` next-token logits over each prompt (left-padded, no answer), float32."""
         import torch

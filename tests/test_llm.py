@@ -388,6 +388,32 @@ def test_cli_eval_reports_metrics(trained, llm_store, tmp_path):
     assert json.loads(sad_only.stdout)["n"] == 2
 
 
+def test_ranked_label_words_score_each_answer_after_the_prompt(trained, llm_store, tmp_path):
+    """--rank-labels: each label's log-probability is the sum over its answer tokens (and
+    the end token) of the model's next-token log-probabilities, computed here by hand."""
+    import torch
+
+    store, _, _ = llm_store
+    model = trained.model
+    records, examples = _examples(model, store)
+    scores = model.answer_logprobs(examples[:2], model.labels)  # (2, C)
+    assert scores.shape == (2, len(model.labels)) and (scores < 0).all()
+    label = model.labels[1]
+    embeds, mask, labels = model.batch_inputs([dict(examples[0], answer=label)], with_answer=True)
+    with torch.no_grad():
+        logp = torch.log_softmax(model.lm(inputs_embeds=embeds, attention_mask=mask).logits[0].float(), -1)
+    positions = (labels[0] != -100).nonzero().flatten()
+    by_hand = sum(float(logp[p - 1, labels[0, p]]) for p in positions)
+    assert abs(float(scores[0, 1]) - by_hand) < 1e-4
+    # the trained run ranks the true label first for the clips it overfit
+    top = [model.labels[i] for i in model.answer_logprobs(examples, model.labels).argmax(1).tolist()]
+    assert sum(t == r.label for t, r in zip(top, records)) >= 7
+    result = runner.invoke(app, ["llm", "eval", str(trained.run_dir), "--store", store.uri, "--rank-labels",
+                                 "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 0 and "ranked label words: accuracy" in result.output, result.output
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["ranked"]["accuracy"] >= 7 / 8
+
+
 def test_cli_ask_clip_file_and_errors(trained, llm_store, tmp_path, monkeypatch):
     from llm.data import StoreFeatures
 
