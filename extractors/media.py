@@ -10,12 +10,13 @@ and at most ``max_frames`` frames (at most ``video_fps`` per second, each at mos
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import numpy as np
 
-__all__ = ["MediaConfig", "DecodedClip", "MediaError", "decode_clip", "decode_audio"]
+__all__ = ["MediaConfig", "DecodedClip", "MediaError", "decode_clip", "decode_audio", "open_container"]
 
 
 class MediaError(Exception):
@@ -80,6 +81,30 @@ def decode_audio(path: str | os.PathLike, config: MediaConfig = MediaConfig()) -
     return clip.audio
 
 
+@contextmanager
+def open_container(path: str | os.PathLike, error: type[Exception] = None) -> Iterator:
+    """A PyAV input container over a local path or a bucket object (ranged reads), closed
+    (with its source) on exit.
+
+    Raises:
+        ``error`` (default :class:`MediaError`): the file cannot be opened as media.
+    """
+    import av
+
+    from featurestore.remote import open_media
+
+    source = None
+    try:
+        source = open_media(path)  # a path, or a seekable file over a bucket (ranged reads)
+        container = av.open(source, metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
+        if source is not None and not isinstance(source, str):
+            source.close()
+        raise (error or MediaError)(f"cannot open media ({_reason(exc)})") from None
+    with container, (source if not isinstance(source, str) else nullcontext()):
+        yield container
+
+
 def decode_clip(
     path: str | os.PathLike, *, audio: bool, video: bool, config: MediaConfig = MediaConfig(),
     threads: int = 0,
@@ -95,17 +120,7 @@ def decode_clip(
     """
     import av
 
-    from featurestore.remote import open_media
-
-    source = None
-    try:
-        source = open_media(path)  # a path, or a seekable file over a bucket (ranged reads)
-        container = av.open(source, metadata_errors="ignore")
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
-        if source is not None and not isinstance(source, str):
-            source.close()
-        raise MediaError(f"cannot open media ({_reason(exc)})") from exc
-    with container, (source if not isinstance(source, str) else nullcontext()):
+    with open_container(path) as container:
         astream = next(iter(container.streams.audio), None) if audio else None
         vstream = next(iter(container.streams.video), None) if video else None
         if audio and astream is None:

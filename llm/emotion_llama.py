@@ -24,7 +24,6 @@ cut at the newline they were trained to end with) and features extracted with
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from pathlib import Path
@@ -148,6 +147,8 @@ def import_checkpoint(
     """
     import torch
 
+    from extractors.probe import sha256_file
+
     from .model import EmotionLLM
 
     path = Path(checkpoint)
@@ -180,7 +181,7 @@ def import_checkpoint(
             proj.weight.copy_(projectors[f"{name}.weight"].float())
             proj.bias.copy_(projectors[f"{name}.bias"].float())
     model.save(out_dir, extra={"imported": {
-        "checkpoint": str(path.resolve()), "sha256": _sha256(path), "epoch": info.get("epoch"),
+        "checkpoint": str(path.resolve()), "sha256": sha256_file(path), "epoch": info.get("epoch"),
         "layout": "MiniGPT-v2 / Emotion-LLaMA", "projectors": {k: names[v] for k, v in PROJECTOR_KEYS.items()},
         "lora": {"r": rank, "alpha": alpha, "targets": targets, "tensors": len(lora)},
     }, "labels": list(labels)})
@@ -210,14 +211,6 @@ def _load_lora(model, lora: dict, path: Path, base: str, layers: int) -> None:
         params = dict(model.lm.named_parameters())
         for key, tensor in lora.items():
             params[key].copy_(tensor.to(params[key].dtype))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 23):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def recipe_mismatches(store, config: LLMConfig) -> list[str]:

@@ -45,6 +45,7 @@ import numpy as np
 from featurestore.errors import InputError
 
 from ..registry import register
+from ..probe import sha256_file
 from .base import Encoded, Encoder, Need, Tag
 
 __all__ = ["FaceMeshEncoder", "NoFaceError", "FEATURE_NAMES", "KEY_POINTS", "MEASURES", "AU_PROXIES",
@@ -242,7 +243,7 @@ class FaceMeshEncoder(Encoder):
         if not protobuf.split(".")[0].isdigit() or int(protobuf.split(".")[0]) >= 5:
             raise InputError(f"mediapipe 0.10.14 needs protobuf 4 (found {protobuf}): "
                              "pip install 'protobuf>=4.25.3,<5'")
-        hashes = {f: _sha256(Path(root) / f) for f in MODEL_FILES}
+        hashes = {f: sha256_file(Path(root) / f) for f in MODEL_FILES}
         combined = hashlib.sha256("".join(hashes.values()).encode()).hexdigest()[:32]
         self.identity = {"checkpoint": f"mediapipe=={version('mediapipe')} (bundled)", "sha256": combined}
         self._hashes = hashes
@@ -337,9 +338,3 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

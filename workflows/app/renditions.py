@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Iterator
@@ -38,7 +38,7 @@ from typing import Any, Iterator
 from featurestore.diskspace import disk_full_as_error
 from featurestore.errors import InputError
 from featurestore.progress import track_progress
-from featurestore.remote import filesystem, is_remote, open_media
+from featurestore.remote import filesystem, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -156,21 +156,12 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-@contextmanager
-def open_container(uri: str) -> Iterator[Any]:
-    """A PyAV input container over a local path or a bucket object (ranged reads)."""
-    import av
+def open_container(uri: str):
+    """A PyAV input container over a local path or a bucket object (ranged reads);
+    :class:`MediaUnplayableError` when it cannot be opened."""
+    from extractors.media import open_container as open_media_container
 
-    source = None
-    try:
-        source = open_media(uri)
-        container = av.open(source, metadata_errors="ignore")
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
-        if source is not None and not isinstance(source, str):
-            source.close()
-        raise MediaUnplayableError(f"cannot open media ({_reason(exc)})") from None
-    with container, (source if not isinstance(source, str) else nullcontext()):
-        yield container
+    return open_media_container(uri, MediaUnplayableError)
 
 
 def first_streams(container) -> tuple[Any, Any]:
