@@ -33,7 +33,7 @@ GpusPerActorOpt = Annotated[
     Optional[float], typer.Option("--gpus-per-actor", help="Ray: GPUs per encoder actor; 0.5 = two actors per GPU.")
 ]
 
-_ENCODER_COLUMNS = ["encoder", "tag", "modality", "dim", "token_dim", "weights", "local"]
+_ENCODER_COLUMNS = ["encoder", "tag", "modality", "dim", "token_dim", "weights", "local", "settings"]
 
 
 DEFAULT_ENCODERS = "hubert,mae,videomae,eva"
@@ -137,4 +137,5 @@ def encoders_command(fmt: FormatOpt = "table") -> None:
         )
     print_frame(frame, fmt, default_columns=_ENCODER_COLUMNS)
     if fmt == "table":
-        typer.echo("* default tag; local: weights on this machine (tiny / none need none)", err=True)
+        typer.echo("* default tag; local: weights on this machine (tiny / none need none); settings: "
+                   "--option ENCODER.NAME=VALUE (first value the default), --tokens ENCODER=N", err=True)

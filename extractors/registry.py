@@ -178,6 +178,13 @@ def _tag_available(cls, tag_name: str, tag) -> bool:
     return hub_cache(repo).cached_dir is not None
 
 
+def settings_text(cls) -> str:
+    """An encoder's options for ``--option`` / ``--tokens``, default first: ``pooling=last|mertools``."""
+    parts = [f"{k}={'|'.join(v)}" for k, v in cls.choices.items()]
+    parts += [f"tokens={v}" for k, v in cls.token_defaults.items()]
+    return "; ".join(parts)
+
+
 def encoder_table() -> list[dict[str, Any]]:
     """One row per (encoder, tag): modality, input, dim, weights, available locally."""
     _load_families()
@@ -195,6 +202,7 @@ def encoder_table() -> list[dict[str, Any]]:
                 "token_dim": tag.token_dim,
                 "weights": tag.weights,
                 "available": _tag_available(cls, tag_name, tag),
+                "settings": settings_text(cls),
                 "note": tag.note,
             })
     return rows
