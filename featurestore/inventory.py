@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from .errors import IndexCorruptError
@@ -40,15 +41,12 @@ def feature_set_info(store: Store, name: str) -> dict[str, Any]:
 def store_info(store: Store) -> dict[str, Any]:
     """Everything ``emofs info`` shows: counts by modality and label, feature sets,
     indexes, prediction runs, errors, versions and size on disk."""
-    clips = store.clips(columns=["clip_id", "modality", "label", "has_media"])
+    total, by_modality, by_label = _clip_counts(store)
     modalities = {"audio": 0, "video": 0, "audio+video": 0, "none": 0}
-    for value, count in clips.group_by("modality").len().iter_rows():
+    for value, count in by_modality.items():
         modalities[value or "none"] = count
-    labels = {
-        (value if value is not None else "<none>"): count
-        for value, count in clips.group_by("label").len()
-        .sort(["len", "label"], descending=[True, False], nulls_last=True).iter_rows()
-    }
+    ranked = sorted(by_label.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or ""))
+    labels = {(value if value is not None else "<none>"): count for value, count in ranked}
     errors = store.errors()
     by_stage = dict(errors.group_by("stage").len().iter_rows()) if errors.height else {}
     features = {name: feature_set_info(store, name) for name in store.feature_sets()}
@@ -70,7 +68,7 @@ def store_info(store: Store) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "version": store.version(CLIPS),
         "versions": versions,
-        "clips": clips.height,
+        "clips": total,
         "modalities": modalities,
         "labels": labels,
         "features": features,
@@ -80,3 +78,21 @@ def store_info(store: Store) -> dict[str, Any]:
         "errors_by_stage": by_stage,
         "size_bytes": store.size_bytes(),
     }
+
+
+def _clip_counts(store: Store) -> tuple[int, Counter, Counter]:
+    """``(clips, {modality: clips}, {label: clips})`` counted batch by batch from the two
+    columns: a million clips never sit in memory as one table (a server would keep the
+    freed pages)."""
+    import pyarrow.compute as pc
+
+    modalities: Counter = Counter()
+    labels: Counter = Counter()
+    ds = store.dataset(CLIPS)
+    if ds is None:
+        return 0, modalities, labels
+    for batch in ds.to_batches(columns=["modality", "label"], batch_size=65536):
+        for column, counts in ((batch.column(0), modalities), (batch.column(1), labels)):
+            for pair in pc.value_counts(column).to_pylist():  # a handful of distinct values
+                counts[pair["values"]] += pair["counts"]
+    return ds.count_rows(), modalities, labels

@@ -171,3 +171,52 @@ def test_memory_bounded_paths_return_the_same_neighbours(app_store):
     sad = app_store.clips(where="label = 'sad'", columns=["clip_id"])["clip_id"].to_list()
     filtered = find_similar(app_store, ids[0], k=4, index="egemaps", where="label = 'sad'", warn_stale=False)
     assert len(filtered.rows) == 4 and {r["clip_id"] for r in filtered.rows} <= set(sad)
+
+
+def test_key_hashes_agree_one_by_one_and_vectorised():
+    """hash_key (a few keys in Python) and hash_keys (a column) give the same hashes for
+    keys of every length class, multi-byte text, a sliced column and a null."""
+    import pyarrow as pa
+
+    from featurestore.index.ids import KeyColumn, hash_key, hash_keys
+
+    keys = ["", "a", "abcdefgh", "abcdefghi", "x" * 63, "émotion/日本語.wav", "synthetic/clip000001.wav", None]
+    column = pa.array(keys, pa.string())
+    assert hash_keys(column).tolist() == [hash_key(k or "") for k in keys]
+    assert hash_keys(column.slice(2, 4)).tolist() == [hash_key(k) for k in keys[2:6]]
+    ids = KeyColumn(column)
+    assert ids.lookup(["a", "nope", "abcdefghi", None]).tolist() == [1, -1, 3, -1]
+    assert ids.lookup(["a", "nope", "abcdefghi", None]).tolist() == [1, -1, 3, -1]  # the kept page
+    assert ids.lookup(["abcdefghi"]).tolist() == [3] and ids.take([6, 1]) == [keys[6], "a"]
+
+
+def test_store_info_counts_without_a_frame_and_json_keeps_nan_as_null(app_store):
+    """store_info's clip counts (streamed batch by batch) equal a group-by of the clips;
+    the app's JSON is the C encoder's when every float is finite, NaN as null otherwise."""
+    from featurestore import store_info
+    from workflows.app.errors import json_bytes
+
+    info = store_info(app_store)
+    clips = app_store.clips(columns=["label", "modality"])
+    assert info["clips"] == clips.height
+    assert info["labels"] == {(k if k is not None else "<none>"): v for k, v in sorted(
+        clips["label"].value_counts().iter_rows(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or ""))}
+    assert sum(info["modalities"].values()) == clips.height
+    assert json_bytes({"a": [1.5, float("nan")], "b": Path("/x")}) == b'{"a":[1.5,null],"b":"/x"}'
+
+
+def test_warm_up_reads_the_search_caches_then_gives_memory_back(app_store):
+    """The server's warm-up loads the default index and the clip columns (a search then
+    finds them cached) and returns free pages; a manifest rewritten is read again."""
+    from featurestore.index import IndexConfig, build_index, load_index, shared_manifest
+    from workflows.app.memory import release_memory, warm
+
+    warm(app_store)
+    assert release_memory() > 0
+    name = app_store.index_names()[0]
+    before = shared_manifest(app_store, name)
+    assert shared_manifest(app_store, name) is before and load_index(app_store, name) is load_index(app_store, name)
+    build_index(app_store, IndexConfig([before["encoders"][0]], name=name, rebuild=True), progress=False)
+    after = shared_manifest(app_store, name)
+    assert after is not before and after["updated_at"] >= before["updated_at"]
+    assert load_index(app_store, name).manifest["checksums"] == after["checksums"]

@@ -616,3 +616,21 @@ def test_default_index_is_the_newest_that_holds_the_query(store):
     assert result.exit_code == 1 and "search an index that holds it (--index enc_a)" in result.output
     result = runner.invoke(app, ["index", "build", "--encoder", "enc_aa", *s])  # a typo
     assert result.exit_code == 1 and "did you mean 'enc_a'?" in result.output
+
+
+def test_ivf_nlist_is_clamped_so_a_small_store_builds_silently(tmp_path, capfd, caplog):
+    """faiss warns from C++ ("WARNING clustering N points to M centroids") when k-means has
+    under 39 rows a list: nlist is clamped to rows // 39 (at least 1), said once."""
+    small = Store(tmp_path / "small")
+    _add_clips(small, 0, 20)
+    report = build_index(small, IndexConfig(["enc_a"], kind="ivf"), progress=False)
+    assert report.params["nlist"] == 1 and "nlist_requested" not in report.params
+    s = Store(tmp_path / "store")
+    _add_clips(s, 0, 400)
+    with caplog.at_level(logging.WARNING, logger="featurestore.index.kinds"):
+        report = build_index(s, IndexConfig(["enc_a"], kind="ivf", nlist=100, name="wide"), progress=False)
+    assert report.params["nlist"] == 400 // 39 and report.params["nlist_requested"] == 100
+    assert sum("--nlist 100" in r.getMessage() for r in caplog.records) == 1
+    assert "clustering" not in capfd.readouterr().err
+    hits = find_similar(s, "clip00000.wav", k=5, index="wide", warn_stale=False).rows
+    assert len(hits) == 5

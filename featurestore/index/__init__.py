@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from ..errors import DimensionMismatchError, IndexCorruptError, IndexNotFoundError
 from .build import FORMAT_VERSION, build_index
-from .catalog import build_command, drop_index, index_staleness, list_indexes, resolve_index_name
+from .catalog import build_command, drop_index, index_names, index_staleness, list_indexes, resolve_index_name
 from .config import IndexBuildReport, IndexConfig
-from .files import read_manifest
+from .files import read_manifest, shared_manifest
 from .kinds import KINDS, add_vectors, auto_kind, new_index, to_gpu, train_index, tune_search
 from .load import LoadedIndex, load_index
 from .neighbours import (
@@ -62,7 +62,9 @@ __all__ = [
     "load_index",
     "list_indexes",
     "drop_index",
+    "index_names",
     "read_manifest",
+    "shared_manifest",
     "resolve_index_name",
     "index_staleness",
     "build_command",

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from typing import Any
 
 from ..errors import IndexCorruptError, IndexNotFoundError, StoreError
+from ..manifests import newest_manifest
 from ..schema import INDEX_DIR, features_name
 from ..store import Store
 from ..versioned import dataset_version, manifest_stamp
 from .files import (
     check_index_name,
     delete_file,
+    folder_names,
     forget_index,
     index_paths,
     read_bytes,
     read_manifest,
+    shared_manifest,
 )
 from .vectors import common_clip_ids, feature_state
 
@@ -27,6 +32,8 @@ __all__ = [
     "indexes_by_recency",
     "index_staleness",
     "at_built_version",
+    "index_names",
+    "latest_version",
 ]
 
 
@@ -109,7 +116,7 @@ def resolve_index_name(store: Store, name: str | None) -> tuple[str, str | None]
     """
     if name:
         return name, None
-    names = store.index_names()
+    names = index_names(store)
     if not names:
         raise IndexNotFoundError(
             f"no index in {store.uri}: build one with `emofs index build --encoder NAME` "
@@ -122,12 +129,30 @@ def resolve_index_name(store: Store, name: str | None) -> tuple[str, str | None]
                    f"({', '.join(names)}); pick one with --index"
 
 
+def index_names(store: Store) -> list[str]:
+    """:meth:`Store.index_names`; on a local store from a listing kept until the index
+    folder changes (:func:`~.files.folder_names`: a search asks every time)."""
+    if not store.is_local:
+        return store.index_names()
+    names = folder_names(store.path(INDEX_DIR))
+    return sorted(n[: -len(".faiss")] for n in names or [] if n.endswith(".faiss"))
+
+
+def latest_version(store: Store, name: str) -> int | None:
+    """:func:`~featurestore.versioned.dataset_version` of dataset ``name``; on a local store
+    from a listing of its ``_versions`` kept until that folder changes (one ``stat``)."""
+    if not store.is_local:
+        return dataset_version(store, name)
+    newest = _newest(store.path(name))
+    return None if newest is None else newest[0]
+
+
 def indexes_by_recency(store: Store) -> list[str]:
     """The store's index names, the most recently built (or updated) first."""
     stamps = []
-    for n in store.index_names():
+    for n in index_names(store):
         try:
-            manifest = read_manifest(store, n) or {}
+            manifest = shared_manifest(store, n) or {}
         except IndexCorruptError:
             manifest = {}
         stamps.append((manifest.get("updated_at") or manifest.get("built_at") or "", n))
@@ -142,11 +167,48 @@ def at_built_version(store: Store, encoder: str, built: dict[str, Any]) -> bool:
     restarts its versions. A local store compares the manifest's stamp too (indexes built
     before stamps were kept: the version alone); an object store, the version alone.
     """
-    if built.get("version") is None or dataset_version(store, features_name(encoder)) != built["version"]:
+    if built.get("version") is None:
+        return False
+    if store.is_local and built.get("stamp") is not None:
+        return _local_stamp(store, features_name(encoder), built["version"]) == built["stamp"]
+    if dataset_version(store, features_name(encoder)) != built["version"]:
         return False
     if built.get("stamp") is None:
         return True
     return manifest_stamp(store, features_name(encoder), built["version"]) == built["stamp"]
+
+
+#: local manifest file -> ((inode, size, mtime_ns), its manifest_stamp): a search checks its
+#: index against the feature sets with one listing and one stat, not a read and a hash.
+_STAMPS: dict[str, tuple[tuple[int, int, int], str | None]] = {}
+_STAMPS_LOCK = threading.Lock()
+
+
+def _local_stamp(store: Store, name: str, version: int) -> str | None:
+    """:func:`~featurestore.versioned.manifest_stamp` of ``version`` of local dataset ``name``
+    when it is the newest (else None), remembered per manifest file (Lance never rewrites
+    one; a dataset written afresh has new files)."""
+    newest = _newest(store.path(name))
+    if newest is None or newest[0] != version:
+        return None
+    path = os.path.join(store.path(name), "_versions", newest[1])
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    known = _STAMPS.get(path)
+    if known is not None and known[0] == key:
+        return known[1]
+    stamp = manifest_stamp(store, name, version)
+    try:
+        again = os.stat(path)
+    except OSError:
+        return stamp
+    if stamp is not None and (again.st_ino, again.st_size, again.st_mtime_ns) == key:
+        with _STAMPS_LOCK:
+            _STAMPS[path] = (key, stamp)
+    return stamp
 
 
 def index_staleness(store: Store, manifest: dict[str, Any]) -> list[str]:
@@ -187,3 +249,28 @@ def index_staleness(store: Store, manifest: dict[str, Any]) -> list[str]:
             if gone:
                 reasons.append(f"{gone} indexed clips no longer have current features")
     return reasons
+
+
+_U64_MAX = 2**64 - 1
+#: dataset -> (the listing parsed, its newest manifest).
+_NEWEST: dict[str, tuple[list[str], tuple[int, str] | None]] = {}
+
+
+def _newest(dataset: str) -> tuple[int, str] | None:
+    """:func:`~featurestore.manifests.newest_manifest` from a listing kept until the
+    ``_versions`` folder changes (:func:`~.files.folder_names`)."""
+    names = folder_names(os.path.join(dataset, "_versions"))
+    if names is None:
+        return newest_manifest(dataset)  # no folder: as the store's own reader says
+    known = _NEWEST.get(dataset)
+    if known is not None and known[0] is names:  # the same kept listing: parsed already
+        return known[1]
+    newest = None
+    for name in names:
+        digits = name[: -len(".manifest")] if name.endswith(".manifest") else ""
+        if digits.isdigit() and digits.isascii():
+            version = _U64_MAX - int(digits) if len(digits) == 20 else int(digits)
+            if newest is None or version > newest[0]:
+                newest = (version, name)
+    _NEWEST[dataset] = (names, newest)
+    return newest

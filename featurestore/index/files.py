@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import threading
+import time
 from typing import Any
 
 from ..diskspace import disk_full_as_error
@@ -43,6 +46,8 @@ __all__ = [
     "checksum",
     "checksum_problem",
     "read_manifest",
+    "shared_manifest",
+    "folder_names",
     "MANIFEST_KINDS",
     "manifest_digest",
     "seal_manifest",
@@ -55,6 +60,9 @@ __all__ = [
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 #: (store uri, index name) -> (stamp of the files it was read from, loaded index).
 _CACHE: dict[tuple[str, str], tuple[str, Any]] = {}
+#: local manifest path -> ((inode, size, mtime_ns) of the file parsed, the parsed manifest).
+_MANIFESTS: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+_MANIFESTS_LOCK = threading.Lock()
 
 
 def index_paths(name: str) -> dict[str, str]:
@@ -170,6 +178,12 @@ def delete_file(store: Store, rel: str) -> bool:
 
 def file_stamp(store: Store, rel: str) -> str:
     """``"size|mtime_ns"`` of ``rel``: changes whenever the file is rewritten."""
+    if store.is_local:  # one stat, not a filesystem object's
+        try:
+            st = os.stat(store.path(rel))
+        except (FileNotFoundError, NotADirectoryError):
+            return "None|None"
+        return f"{st.st_size}|{st.st_mtime_ns}"
     fs, path = _fs(store, rel)
     file_info = fs.get_file_info(path)
     return f"{file_info.size}|{file_info.mtime_ns}"
@@ -273,6 +287,66 @@ def read_manifest(store: Store, name: str) -> dict[str, Any] | None:
             f"index manifest {store.path(rel)} is not valid JSON: "
             f"rebuild it with `emofs index build ... --name {name} --rebuild`"
         ) from exc
+
+
+def shared_manifest(store: Store, name: str) -> dict[str, Any] | None:
+    """:func:`read_manifest`, parsed once per version of the file: the caller must not
+    change the dict it gets (it is shared). A local store checks the file's inode, size and
+    mtime (one ``stat``; a save replaces the file through a move, so a new manifest always
+    has a new inode); an object store reads the file every time.
+
+    Raises:
+        IndexCorruptError: the manifest is not valid JSON (names the rebuild command).
+    """
+    if not store.is_local:
+        return read_manifest(store, name)
+    path = store.path(index_paths(name)["manifest"])
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    cached = _MANIFESTS.get(path)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    manifest = read_manifest(store, name)
+    try:
+        again = os.stat(path)
+    except FileNotFoundError:
+        return manifest
+    if manifest is not None and (again.st_ino, again.st_size, again.st_mtime_ns) == key:
+        with _MANIFESTS_LOCK:  # kept only when the file did not change while it was read
+            _MANIFESTS[path] = (key, manifest)
+    return manifest
+
+
+#: local folder -> ((inode, mtime_ns) of the folder, its entries): kept only for a folder
+#: last changed over this long before it was listed (a change within the file system's
+#: timestamp granularity could otherwise leave the mtime as it was).
+_SETTLED_NS = 2_000_000_000
+_FOLDERS: dict[str, tuple[tuple[int, int], list[str]]] = {}
+
+
+def folder_names(path: str) -> list[str] | None:
+    """The entry names of local folder ``path`` (None when it does not exist), listed again
+    only when the folder changed (one ``stat`` otherwise): creating, removing or renaming
+    an entry sets the folder's mtime, and a folder is remembered only once that mtime is
+    :data:`_SETTLED_NS` in the past, so a change can never leave the same mtime behind."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    key = (st.st_ino, st.st_mtime_ns)
+    known = _FOLDERS.get(path)
+    if known is not None and known[0] == key:
+        return known[1]
+    try:
+        names = os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if time.time_ns() - st.st_mtime_ns > _SETTLED_NS:
+        _FOLDERS[path] = (key, names)
+    return names
 
 
 def cached_index(store: Store, name: str, stamp: str) -> Any | None:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InputError
 from ..progress import track_progress
 
 if TYPE_CHECKING:
@@ -43,6 +42,9 @@ _TUNE_QUERIES = 200
 _TUNE_MARGIN = 0.02
 #: IVF k-means trains on at most this many rows per list.
 _TRAIN_PER_LIST = 64
+#: ... and on at least this many (faiss's own floor: fewer prints a warning from C++), so
+#: ``nlist`` is clamped to ``rows // 39`` (at least 1).
+_MIN_PER_LIST = 39
 
 
 def auto_kind(n: int) -> str:
@@ -51,11 +53,15 @@ def auto_kind(n: int) -> str:
 
 
 def _default_nlist(n: int) -> int:
-    return max(1, min(int(round(4 * math.sqrt(n))), n // 39))
+    return max(1, min(int(round(4 * math.sqrt(n))), n // _MIN_PER_LIST))
 
 
 def new_index(kind: str, dim: int, n: int, config: IndexConfig, params: dict[str, Any]):
     """An empty inner-product FAISS index of ``kind`` (``flat``, ``ivf`` or ``hnsw``).
+
+    An IVF ``nlist`` (``config.nlist`` or ``4 sqrt(n)``) is clamped to ``n // 39`` (at least 1,
+    with a warning and ``params["nlist_requested"]`` when the user asked for more), so
+    k-means always has the rows per list faiss wants.
 
     Args:
         kind: a concrete kind (not ``auto``).
@@ -66,9 +72,6 @@ def new_index(kind: str, dim: int, n: int, config: IndexConfig, params: dict[str
 
     Returns:
         The FAISS index (an IVF index still needs :func:`train_index`).
-
-    Raises:
-        InputError: ``--nlist`` is larger than ``n``.
     """
     import faiss
 
@@ -80,11 +83,17 @@ def new_index(kind: str, dim: int, n: int, config: IndexConfig, params: dict[str
         params.update(M=config.hnsw_m, efConstruction=config.ef_construction)
         return index
     nlist = config.nlist or _default_nlist(n)
-    if nlist > n:
-        raise InputError(f"--nlist {nlist} is larger than the {n} rows to index: lower it")
+    most = max(1, n // _MIN_PER_LIST)
+    if nlist > most:  # k-means needs >= 39 rows a list (faiss would print a warning to stderr)
+        log.warning(f"--nlist {nlist} is more IVF lists than {n} rows can train ({_MIN_PER_LIST} rows "
+                    f"a list): using {most}")
+        params.update(nlist_requested=nlist)
+        nlist = most
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.max_points_per_centroid = _TRAIN_PER_LIST  # k-means on <= 64 rows per list
+    # one list over fewer than 39 rows (a tiny store): its centroid is their mean, no warning
+    index.cp.min_points_per_centroid = max(1, min(_MIN_PER_LIST, n // nlist))
     index.cp.niter = 15
     params.update(nlist=nlist)
     return index

@@ -31,6 +31,7 @@ from .files import (
     manifest_problem,
     read_bytes,
     read_manifest,
+    shared_manifest,
 )
 from .ids import KeyColumn, RowOf
 from .kinds import search_param_name, set_search_param, to_gpu
@@ -234,11 +235,7 @@ def _mapped_index(store: Store, rel: str, manifest: dict[str, Any], rebuild_hint
 
 
 def _load(store: Store, name: str, use_cache: bool, gpu: bool = True, mmap: bool = False) -> LoadedIndex:
-    import faiss
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    manifest = read_manifest(store, name)
+    manifest = shared_manifest(store, name) if use_cache else read_manifest(store, name)
     paths = index_paths(name)
     if manifest is None:
         if read_bytes(store, paths["faiss"]) is not None:
@@ -256,6 +253,32 @@ def _load(store: Store, name: str, use_cache: bool, gpu: bool = True, mmap: bool
     cached = cached_index(store, name, stamp) if use_cache else None
     if cached is not None:
         return cached
+    if use_cache:  # one reader per index: concurrent first searches wait, never read it twice
+        with _loading_lock(store, name):
+            cached = cached_index(store, name, stamp)
+            if cached is not None:
+                return cached
+            return _read(store, name, manifest, stamp, use_cache, gpu, mmap)
+    return _read(store, name, manifest, stamp, use_cache, gpu, mmap)
+
+
+_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _loading_lock(store: Store, name: str) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault((store.uri, name), threading.Lock())
+
+
+def _read(store: Store, name: str, manifest: dict[str, Any], stamp: str, use_cache: bool, gpu: bool,
+          mmap: bool) -> LoadedIndex:
+    """Read index ``name``'s files (checked against ``manifest``) and cache them under ``stamp``."""
+    import faiss
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths = index_paths(name)
     rebuild_hint = build_command(manifest) + " --rebuild"
     problem = manifest_problem(manifest, name)
     if problem:

@@ -24,7 +24,14 @@ from ..features import read_features
 from ..schema import CLIPS, features_name
 from ..store import Store, sql_quote
 from .ids import KeyColumn
-from .catalog import at_built_version, build_command, index_staleness, indexes_by_recency, resolve_index_name
+from .catalog import (
+    at_built_version,
+    build_command,
+    index_staleness,
+    indexes_by_recency,
+    latest_version,
+    resolve_index_name,
+)
 from .load import LoadedIndex, load_index
 from .search import search_index
 from ..versioned import Snapshot, per_version
@@ -343,6 +350,10 @@ class ClipMeta:
         import pyarrow as pa
 
         rows = self.ids.lookup(clip_ids)
+        if len(rows) <= 64:  # a page of results: scalars, no Arrow kernel call
+            paths, labels, uris = self.paths, self.labels, self.uris.to_arrow()
+            return [(paths[r].as_py(), labels[r].as_py(), uris[r].as_py()) if r >= 0 else (None, None, None)
+                    for r in rows.tolist()]
         take = pa.array(np.where(rows >= 0, rows, 0), mask=rows < 0)
         return list(zip(self.paths.take(take).to_pylist(), self.labels.take(take).to_pylist(),
                         self.uris.to_arrow().take(take).to_pylist()))
@@ -367,7 +378,18 @@ def clip_meta(store: Store) -> ClipMeta:
     ingest, a label correction), so a warm search looks its query and result rows up in
     memory.
     """
-    return per_version(store, CLIPS, "clip_meta", _read_clip_meta, snapshot=_CLIP_META_FILE)
+    path = store.path(CLIPS)
+    version = latest_version(store, CLIPS)
+    known = _LATEST.get(path)
+    if known is not None and version is not None and known[0] == version:
+        return known[1]  # the same clips version: no second look at the dataset
+    meta = per_version(store, CLIPS, "clip_meta", _read_clip_meta, snapshot=_CLIP_META_FILE)
+    _LATEST[path] = (version, meta)  # built at this version or a newer one: checked again next time
+    return meta
+
+
+#: clips dataset path -> (its version when last asked, the ClipMeta then).
+_LATEST: dict[str, tuple[int | None, "ClipMeta"]] = {}
 
 
 def _read_clip_meta(ds) -> ClipMeta:

@@ -103,8 +103,12 @@ def _search(loaded: LoadedIndex, vector: np.ndarray, k: int, allowed: np.ndarray
         param = int(math.ceil(param * boost))
         if kind == "ivf":
             param = min(param, index.nlist)
+    preset = param
     while True:
-        params = _search_params(kind, allowed, param, fetch)
+        # the index's own setting needs no parameters object (building one is a call into
+        # FAISS that lets go of the GIL: under concurrent searches, a wait to get it back)
+        plain = allowed is None and param == preset and (kind == "ivf" or (kind == "hnsw" and param >= fetch))
+        params = None if plain else _search_params(kind, allowed, param, fetch)
         searcher = loaded.gpu_index if (allowed is None and loaded.gpu_index is not None) else index
         if searcher is not index:
             _set_gpu_param(searcher, kind, param)

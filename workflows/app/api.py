@@ -17,6 +17,7 @@ from featurestore.schema import CLIPS, predictions_name
 from featurestore.store import sql_quote
 from workflows.similar import find_similar
 
+from .memory import maybe_release
 from .rundirs import clip_modality_weights
 from .spaces import default_index, describe_space, spaces
 from .queries import ClipQuery, card_facts, clip_rows, int_param, predictions_for, query_clips, resolve_clip
@@ -76,12 +77,13 @@ def clips_route(request):
     return reply(query_clips(_store(request), ClipQuery.from_params(request.query_params)))
 
 
-def similar_payload(store, result, run: str | None) -> dict[str, Any]:
+def similar_payload(store, result, run: str | None, facts=None) -> dict[str, Any]:
     """The JSON of a :class:`featurestore.index.SimilarResult`, rows joined with clip facts
-    (modality, duration) and ``run``'s prediction."""
+    (modality, duration; ``facts``: the store's :func:`.queries.card_facts`, read when not
+    given) and ``run``'s prediction."""
     rows = [dict(r) for r in result.rows]  # copies: the payload adds clip facts
     ids = [r["clip_id"] for r in rows]
-    facts = card_facts(store).rows(ids)
+    facts = (card_facts(store) if facts is None else facts).rows(ids)
     preds = predictions_for(store, run, ids)
     for row, fact in zip(rows, facts):
         row.update({k: fact.get(k) for k in ("modality", "has_video", "has_audio", "duration_s",
@@ -98,32 +100,36 @@ async def similar_route(request):
     The clip id may come percent-encoded (``a%2Fb.wav``) or as a plain path (``a/b.wav``);
     a stored relative path or file path also resolves. Nothing outside the store is read.
     """
-    import anyio
+    import asyncio
 
-    return await anyio.to_thread.run_sync(_similar, request, limiter=search_limiter())
+    # a plain executor hop: half the CPU of anyio's (limiter, cancel scope, checkpoints)
+    return await asyncio.get_running_loop().run_in_executor(search_threads(), _similar, request)
 
 
 def _similar(request):
     store = _store(request)
     params = request.query_params
-    clip_id = resolve_clip(store, request.path_params["clip_id"])
+    facts = card_facts(store)  # once a request: each look is a listing of the clips' versions
+    clip_id = resolve_clip(store, request.path_params["clip_id"], facts)
     index = params.get("index") or default_index(store, clip_id)  # a learned space first
     result = find_similar(store, clip_id, k=int_param(params, "k", 10), index=index,
                           where=params.get("where") or None, warn_stale=False)
-    return reply(similar_payload(store, result, params.get("run") or None))
+    answer = reply(similar_payload(store, result, params.get("run") or None, facts))
+    maybe_release()  # a cache rebuilt after a store change: its freed pages go back
+    return answer
 
 
-_LIMITER: list[Any] = []
+_THREADS: list[Any] = []
 
 
-def search_limiter():
+def search_threads():
     """The threads searches run on: as many as cores. FAISS and Lance release the GIL,
     so that many run in parallel; more would only queue on the GIL and add switches."""
-    import anyio
+    from concurrent.futures import ThreadPoolExecutor
 
-    if not _LIMITER:
-        _LIMITER.append(anyio.CapacityLimiter(max(1, os.cpu_count() or 1)))
-    return _LIMITER[0]
+    if not _THREADS:
+        _THREADS.append(ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="emofs-search"))
+    return _THREADS[0]
 
 
 def clip_route(request):

@@ -13,6 +13,8 @@ from typing import Any, Mapping
 from featurestore.predictions import read_predictions
 from featurestore.schema import CLIPS
 from featurestore.store import Store, sql_in, sql_quote
+from featurestore.index.catalog import latest_version
+from featurestore.index.neighbours import clip_meta
 from featurestore.versioned import per_version
 
 from .errors import InputError, NotFoundError
@@ -126,6 +128,20 @@ class CardFacts:
 
         self.table = table
         self.ids = KeyColumn(table.column("clip_id") if "clip_id" in table.column_names else [])
+        self.shared = False
+
+    def share_ids(self, ids) -> None:
+        """Use ``ids`` (a :class:`~featurestore.index.ids.KeyColumn`) as the clip ids when
+        they are the same keys in the same order (checked once)."""
+        self.shared = True
+        if ids is self.ids or len(ids) != len(self.ids) or "clip_id" not in self.table.column_names:
+            return
+        keys = ids.to_arrow()
+        if not keys.equals(self.ids.to_arrow()):
+            return
+        at = self.table.column_names.index("clip_id")
+        self.table = self.table.set_column(at, "clip_id", keys)
+        self.ids = ids
 
     def __contains__(self, clip_id: object) -> bool:
         return self.ids.row(clip_id) is not None
@@ -139,14 +155,35 @@ class CardFacts:
         import pyarrow as pa
 
         found = self.ids.lookup(clip_ids)
+        if len(found) <= 64:  # a page of results: scalars, no Arrow kernel call
+            names = self.table.column_names
+            columns = [c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in self.table.columns]
+            return [{n: c[at].as_py() for n, c in zip(names, columns)} if at >= 0 else {}
+                    for at in found.tolist()]
         picked = self.table.take(pa.array(np.where(found >= 0, found, 0))).to_pylist()
         return [row if at >= 0 else {} for row, at in zip(picked, found)]
 
 
 def card_facts(store: Store) -> CardFacts:
     """The :class:`CardFacts` of the store's current clips version (read once per version:
-    a request then looks clips up in memory instead of scanning ``clips.lance``)."""
-    return per_version(store, CLIPS, "card_facts", _read_card_facts)
+    a request then looks clips up in memory instead of scanning ``clips.lance``).
+
+    Its clip ids are those of the search's clip columns
+    (:func:`featurestore.index.neighbours.clip_meta`) when both read the same rows: one
+    copy of the ids and of their lookup, not two."""
+    path, version = store.path(CLIPS), latest_version(store, CLIPS)
+    known = _LATEST.get(path)
+    if known is not None and version is not None and known[0] == version:
+        return known[1]
+    facts = per_version(store, CLIPS, "card_facts", _read_card_facts)
+    _LATEST[path] = (version, facts)
+    if not facts.shared:
+        facts.share_ids(clip_meta(store).ids)
+    return facts
+
+
+#: clips dataset path -> (its version when last asked, the CardFacts then).
+_LATEST: dict[str, tuple[int | None, CardFacts]] = {}
 
 
 def _read_card_facts(ds) -> CardFacts:
@@ -174,7 +211,7 @@ def _clip_columns(store: Store) -> list[str]:
 ALIAS_COLUMNS = ("rel_path", "uri", "name")
 
 
-def resolve_clip(store: Store, query: str) -> str:
+def resolve_clip(store: Store, query: str, facts: CardFacts | None = None) -> str:
     """The clip id a search names: a clip id, a stored relative path, file path or name.
 
     Only clips already in the store resolve: a path never reaches the disk from here. A
@@ -186,7 +223,7 @@ def resolve_clip(store: Store, query: str) -> str:
     query = (query or "").strip()
     if not query:
         raise InputError("the search is empty: type a clip id or a path in the store")
-    facts = card_facts(store)
+    facts = card_facts(store) if facts is None else facts
     if query in facts:
         return query
     columns = [c for c in ALIAS_COLUMNS if c in _clip_columns(store)]

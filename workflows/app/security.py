@@ -78,8 +78,8 @@ class Guard:
             return
         if scope["method"] not in SAFE_METHODS:
             receive = _bounded(receive, body_limit(scope.get("path", ""), self.config))
-        query_token = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
-        set_cookie = self.config.token is not None and query_token == self.config.token
+        set_cookie = self.config.token is not None and parse_qs(
+            scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0] == self.config.token
 
         started = False
 

@@ -115,7 +115,11 @@ def serve(config: AppConfig) -> None:
     """Run the app with uvicorn until interrupted (the store is opened first)."""
     import uvicorn
 
+    from .memory import tune_allocator, warm_in_background
+
+    tune_allocator()  # before the store is read and the threads start
     app = create_app(config)
+    warm_in_background(app.state.store)  # the index and clip columns a search needs, then trimmed
     try:  # one search per request thread (as many as cores): FAISS's own threads would only contend
         import faiss
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from featurestore.errors import EmofsError, IndexCorruptError
 from featurestore.features import feature_spec
-from featurestore.index import read_manifest
+from featurestore.index import index_names, shared_manifest
 from featurestore.store import Store
 
 from .errors import InputError, NotFoundError, PayloadError
@@ -38,7 +38,7 @@ def describe_space(store: Store, name: str, manifest: dict[str, Any] | None = No
 
     if manifest is None:
         try:
-            manifest = read_manifest(store, name) or {}
+            manifest = shared_manifest(store, name) or {}
         except IndexCorruptError:
             manifest = {}
     key = (store.uri, name, (manifest.get("checksums") or {}).get("manifest") or manifest.get("updated_at"))
@@ -61,7 +61,7 @@ def describe_space(store: Store, name: str, manifest: dict[str, Any] | None = No
 def spaces(store: Store) -> list[dict[str, Any]]:
     """Every index as a space (:func:`describe_space`): learned spaces first, then raw ones,
     each group the most recently built first."""
-    out = [describe_space(store, name) for name in store.index_names()]
+    out = [describe_space(store, name) for name in index_names(store)]
     out.sort(key=lambda s: s["updated_at"] or "", reverse=True)
     return sorted(out, key=lambda s: s["kind"] != "learned")  # stable: recency kept
 
