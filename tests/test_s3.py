@@ -113,7 +113,7 @@ def test_index_build_and_similar_on_s3_match_local(stores):
     assert built["s3"]["rows"] == built["local"]["rows"] == N_CLIPS
     fs, root = _fs(f"{stores['s3']}/index")
     files = sorted(i.path.rsplit("/", 1)[-1] for i in fs.get_file_info(_selector(root)))
-    assert files == ["egemaps.faiss", "egemaps.ids.parquet", "egemaps.json"]  # in the bucket
+    assert files == ["egemaps.faiss", "egemaps.ids.parquet", "egemaps.json", "egemaps.layout.arrow"]  # in the bucket
     query = Store(stores["local"]).clips(columns=["clip_id"])["clip_id"][0]
     hits = {k: json.loads(_emofs("similar", query, "-k", "5", "--format", "json", "--store", uri))
             for k, uri in stores.items()}

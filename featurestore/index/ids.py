@@ -70,10 +70,9 @@ def hash_keys(keys) -> np.ndarray:
 
 def _as_array(keys):
     """``keys`` as one Arrow string array (from a list, polars Series or chunked array)."""
-    import polars as pl
     import pyarrow as pa
 
-    if isinstance(keys, pl.Series):
+    if type(keys).__module__.startswith("polars"):  # a polars Series (polars not imported for others)
         keys = keys.to_arrow()
     if isinstance(keys, pa.ChunkedArray):
         keys = keys.combine_chunks() if keys.num_chunks != 1 else keys.chunk(0)
