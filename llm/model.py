@@ -367,10 +367,7 @@ class EmotionLLM:
     def _turn(self, prompt: str) -> tuple[str, bool]:
         """``(text, bos)``: the wrapped user turn without a leading BOS token, and whether
         the model input starts with one (added as an id, never as text to tokenise)."""
-        if self.format.name == "inst":
-            text, has_bos = f"[INST] {prompt} [/INST]", False
-        else:
-            text, has_bos = wrap_chat(self.tokenizer, prompt, self.model_type)
+        text, has_bos = wrap_chat(self.tokenizer, prompt, self.model_type, self.format)
         bos = self.tokenizer.bos_token
         if has_bos and bos:
             text = text[len(bos):]

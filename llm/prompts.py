@@ -189,14 +189,16 @@ def _render_template(tokenizer, user: str) -> tuple[str, bool]:
     return text, bool(bos) and text.startswith(bos)
 
 
-def wrap_chat(tokenizer, user: str, model_type: str | None = None) -> tuple[str, bool]:
+def wrap_chat(tokenizer, user: str, model_type: str | None = None,
+              fmt: ChatFormat | None = None) -> tuple[str, bool]:
     """Wrap a user turn for generation; returns ``(text, text_has_bos)``.
 
-    Uses the tokenizer's chat template when it has one, else Gemma's turns for a Gemma
+    Uses ``fmt`` when given (a model's format, decided once), else :func:`chat_format`: the
+    tokenizer's chat template when it has one, else Gemma's turns for a Gemma
     ``model_type``, else ``[INST] user [/INST]`` (LLaMA-2 / Emotion-LLaMA); the caller adds
     the BOS token when the text lacks it.
     """
-    name = chat_format(tokenizer, model_type).name
+    name = (fmt or chat_format(tokenizer, model_type)).name
     if name == "template":
         return _render_template(tokenizer, user)
     if name == "gemma":
