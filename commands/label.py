@@ -71,19 +71,12 @@ def label_command(
     if as_json:
         echo_json(report.as_dict())
         return
-    counts = ", ".join(f"{k} {v}" for k, v in report.label_counts.items()) or "none"
     typer.echo(
         f"{report.files} files, {report.clips} clips: {report.labelled} labelled now, "
         f"{report.already_labelled} already labelled, {len(report.errors)} errors "
         f"({report.seconds:.1f}s, {report.clips_per_s:.1f} clips/s, engine {report.engine}) -> {report.dataset}"
     )
-    typer.echo(f"labels: {counts}")
-    for err in report.errors[:_ERRORS_SHOWN]:
-        typer.echo(f"  error {err['path']}: {err['error']}", err=True)
-    if len(report.errors) > _ERRORS_SHOWN:
-        typer.echo(f"  ... {len(report.errors) - _ERRORS_SHOWN} more: `emofs errors`", err=True)
-    if report.out:
-        typer.echo(f"wrote {report.out}")
+    _echo_labels_and_errors(report)
 
 
 def _label_with_llm(archives, llm: Path, store, out, batch_size, workers, device, engine, explain, as_json) -> None:
@@ -97,11 +90,18 @@ def _label_with_llm(archives, llm: Path, store, out, batch_size, workers, device
     if as_json:
         echo_json(report.as_dict())
         return
-    counts = ", ".join(f"{k} {v}" for k, v in report.label_counts.items()) or "none"
     typer.echo(f"{report.files} files, {report.clips} clips: {report.labelled} answered by {llm}, "
                f"{len(report.errors)} without an answer ({report.seconds:.1f}s)")
+    _echo_labels_and_errors(report)
+
+
+def _echo_labels_and_errors(report) -> None:
+    """The label counts, the first errors (the rest counted) and the --out file of a label run."""
+    counts = ", ".join(f"{k} {v}" for k, v in report.label_counts.items()) or "none"
     typer.echo(f"labels: {counts}")
     for err in report.errors[:_ERRORS_SHOWN]:
         typer.echo(f"  error {err['path']}: {err['error']}", err=True)
+    if len(report.errors) > _ERRORS_SHOWN:
+        typer.echo(f"  ... {len(report.errors) - _ERRORS_SHOWN} more: `emofs errors`", err=True)
     if report.out:
         typer.echo(f"wrote {report.out}")

@@ -10,6 +10,7 @@ instruction for every clip with features; the answer's label and the answer itse
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -75,15 +76,21 @@ def label_with_llm(
     from extractors.ingest import ingest
     from extractors.workers import parse_workers
     from llm.data import ClipRecord, StoreFeatures, make_example
+    from llm.config import LLMConfig
     from llm.generate import answer_to_label, check_store_features
     from llm.model import EmotionLLM
 
     started = time.perf_counter()
     if out is not None and Path(out).suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"--out must end in .csv or .parquet (got {out})")
-    model = EmotionLLM.load(llm_run)
-    cfg = model.config
-    labels = list(model.labels or cfg.labels or [])
+    run_dir = Path(llm_run)
+    meta_path = run_dir / "config.json"
+    if not meta_path.is_file():
+        EmotionLLM.load(run_dir)  # raises its one line: not an llm run, or an unfinished one
+    # the settings first, the model (gigabytes for a 7B base) once the features are there
+    meta = json.loads(meta_path.read_text())
+    cfg = LLMConfig.from_dict(meta["config"])
+    labels = list(meta.get("labels") or cfg.labels or [])
     if not labels:
         raise InputError(f"--llm {llm_run} has no label set (it was trained on task reason only)")
     sets = list(dict.fromkeys([*cfg.feature_encoders, *([cfg.video_encoder] if cfg.video_encoder else [])]))
@@ -100,9 +107,11 @@ def label_with_llm(
     if missing:
         settings = SimpleNamespace(device=device, batch_size=batch_size, workers=parse_workers(workers))
         report.extracted = extract_local(store, plan, missing, settings, progress)["extracted"]
+    model = EmotionLLM.load(run_dir)
     features = StoreFeatures(store, cfg.feature_encoders, cfg.video_encoder, clip_ids=ids)
     check_store_features(model, features, store)
-    ready = [c for c in ids if c in features.clip_ids()]
+    cached = features.clip_ids()
+    ready = [c for c in ids if c in cached]
     subtitles = dict(zip(ids, clips["subtitle"].to_list()))
     answers: dict[str, str] = {}
     with track_progress(len(ready), "llm labelling", enabled=progress) as advance:
