@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["MediaConfig", "DecodedClip", "MediaError", "decode_clip", "decode_audio", "open_container"]
+__all__ = ["MediaConfig", "DecodedClip", "MediaError", "decode_clip", "decode_audio", "open_container", "error_reason"]
 
 
 class MediaError(Exception):
@@ -100,7 +100,7 @@ def open_container(path: str | os.PathLike, error: type[Exception] = None) -> It
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
         if source is not None and not isinstance(source, str):
             source.close()
-        raise (error or MediaError)(f"cannot open media ({_reason(exc)})") from None
+        raise (error or MediaError)(f"cannot open media ({error_reason(exc)})") from None
     with container, (source if not isinstance(source, str) else nullcontext()):
         yield container
 
@@ -149,7 +149,7 @@ def decode_clip(
                     for frame in packet.decode():
                         video_sink.add(frame)
         except (av.error.FFmpegError, ValueError, MemoryError) as exc:
-            raise MediaError(f"corrupt or truncated media ({_reason(exc)})") from exc
+            raise MediaError(f"corrupt or truncated media ({error_reason(exc)})") from exc
         out = DecodedClip()
         if audio_sink is not None:
             out.audio = audio_sink.result()
@@ -261,6 +261,8 @@ def _to_rgb(frame, max_side: int) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")  # (H, W, 3)
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
+    """What a media error says, in one short line: FFmpeg's ``strerror`` (no path) or the
+    first line of the message, at most 200 characters; the type's name when empty."""
     text = (getattr(exc, "strerror", None) or str(exc)).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -35,6 +35,15 @@ _TINY = dict(
 )
 
 
+MIN_SAMPLES = 400  # the conv stack needs ~25 ms of audio
+
+
+def _normalized(wave: np.ndarray) -> np.ndarray:
+    """A clip padded to :data:`MIN_SAMPLES` and scaled to zero mean, unit variance.  # (S,)"""
+    wave = np.pad(wave, (0, max(0, MIN_SAMPLES - len(wave))))
+    return (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+
+
 #: MERTools runs long audio in pieces of this many samples (10 s at 16 kHz).
 MERTOOLS_PIECE = 160_000
 MERTOOLS_LAYERS = 4  # hidden layers summed (the last four)
@@ -88,10 +97,9 @@ class HubertEncoder(Encoder):
         """One clip as MERTools does it: 10 s pieces, sum of the last 4 layers, frame mean."""
         import torch
 
-        wave = np.pad(wave, (0, max(0, 400 - len(wave))))
-        wave = ((wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)).astype(np.float32)
+        wave = _normalized(wave).astype(np.float32)
         pieces = [wave[i : i + MERTOOLS_PIECE] for i in range(0, len(wave), MERTOOLS_PIECE)]
-        if len(pieces) > 1 and len(pieces[-1]) < 400:  # a sliver too short for the conv stack
+        if len(pieces) > 1 and len(pieces[-1]) < MIN_SAMPLES:  # a sliver too short for the conv stack
             pieces[-2] = np.concatenate([pieces[-2], pieces.pop()])
         full = [p for p in pieces if len(p) == MERTOOLS_PIECE]
         groups = ([np.stack(full)] if full else []) + [p[None] for p in pieces if len(p) != MERTOOLS_PIECE]
@@ -108,9 +116,7 @@ class HubertEncoder(Encoder):
     def _encode_last(self, inputs: list[np.ndarray]) -> list[Encoded]:
         import torch
 
-        min_len = 400  # the conv stack needs ~25 ms of audio
-        waves = [np.pad(w, (0, max(0, min_len - len(w)))) for w in inputs]
-        waves = [(w - w.mean()) / np.sqrt(w.var() + 1e-7) for w in waves]
+        waves = [_normalized(w) for w in inputs]
         groups = [list(range(len(waves)))] if self._can_pad else [[i] for i in range(len(waves))]
         out: list[Encoded | None] = [None] * len(waves)
         dev = self.torch_device()

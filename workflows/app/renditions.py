@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Iterator
 
+from extractors.media import error_reason, open_container as open_media_container
 from featurestore.diskspace import disk_full_as_error
 from featurestore.errors import InputError
 from featurestore.progress import track_progress
@@ -151,16 +152,9 @@ _LOCKS = KeyLocks()
 
 
 # ------------------------------------------------------------------ probe and plan
-def _reason(exc: BaseException) -> str:
-    text = (getattr(exc, "strerror", None) or str(exc)).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def open_container(uri: str):
     """A PyAV input container over a local path or a bucket object (ranged reads);
     :class:`MediaUnplayableError` when it cannot be opened."""
-    from extractors.media import open_container as open_media_container
-
     return open_media_container(uri, MediaUnplayableError)
 
 
@@ -208,7 +202,7 @@ def _decodes(container, stream, packets: int = 64) -> None:
             if i >= packets:
                 break
     except (av.error.FFmpegError, ValueError) as exc:
-        raise MediaUnplayableError(f"corrupt media ({_reason(exc)})") from None
+        raise MediaUnplayableError(f"corrupt media ({error_reason(exc)})") from None
     raise MediaUnplayableError("corrupt media (nothing in its first packets decodes)")
 
 
@@ -368,7 +362,7 @@ def render(uri: str, out_path: str, plan: Plan) -> Plan:
         _write(uri, out_path, plan)
         return plan
     except (av.error.FFmpegError, ValueError) as exc:
-        first = _reason(exc)
+        first = error_reason(exc)
     if "copy" not in (plan.video, plan.audio):
         raise MediaUnplayableError(f"cannot re-encode the media ({first})")
     mp4 = plan.container == "mp4"
@@ -380,7 +374,7 @@ def render(uri: str, out_path: str, plan: Plan) -> Plan:
     try:
         _write(uri, out_path, full)
     except (av.error.FFmpegError, ValueError) as exc:
-        raise MediaUnplayableError(f"cannot re-encode the media ({_reason(exc)})") from None
+        raise MediaUnplayableError(f"cannot re-encode the media ({error_reason(exc)})") from None
     return full
 
 

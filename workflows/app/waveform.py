@@ -12,6 +12,7 @@ import json
 from itertools import chain
 from typing import Any
 
+from extractors.media import error_reason
 from featurestore.index.files import read_bytes, write_bytes
 
 from .renditions import ENCODE_SLOTS, KeyLocks, MediaUnplayableError, first_streams, media_key, open_container
@@ -21,11 +22,6 @@ __all__ = ["waveform", "PEAKS_DIR", "PEAK_BINS"]
 PEAKS_DIR = "app/peaks"
 PEAK_BINS = 1000
 _LOCKS = KeyLocks()
-
-
-def _why(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _peaks(uri: str, bins: int) -> dict[str, Any]:
@@ -55,7 +51,7 @@ def _peaks(uri: str, bins: int) -> dict[str, Any]:
                         highs.append(blocks.max(1))
                     carry = x[n:]
         except (av.error.FFmpegError, ValueError) as exc:
-            raise MediaUnplayableError(f"corrupt or truncated audio ({_why(exc)})") from None
+            raise MediaUnplayableError(f"corrupt or truncated audio ({error_reason(exc)})") from None
     if len(carry):
         lows.append(carry.min(keepdims=True))
         highs.append(carry.max(keepdims=True))
