@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["newest_manifest", "local_latest_version"]
+__all__ = ["newest_manifest", "newest_of", "local_latest_version"]
 
 #: ``<version>.manifest`` (Lance's V1 naming) or, with V2 naming,
 #: ``<2**64 - 1 - version>.manifest`` zero-padded to 20 digits (newest sorts first).
@@ -26,6 +26,11 @@ def newest_manifest(dataset_path: str | os.PathLike) -> tuple[int, str] | None:
         names = os.listdir(Path(dataset_path) / "_versions")
     except (FileNotFoundError, NotADirectoryError):
         return None
+    return newest_of(names)
+
+
+def newest_of(names) -> tuple[int, str] | None:
+    """``(version, file name)`` of the newest manifest among a ``_versions/`` listing."""
     newest = None
     for name in names:
         match = _MANIFEST.match(name)

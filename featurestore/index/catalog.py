@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from typing import Any
 
 from ..errors import IndexCorruptError, IndexNotFoundError, StoreError
-from ..manifests import newest_manifest
+from ..manifests import newest_manifest, newest_of
 from ..schema import INDEX_DIR, features_name
 from ..store import Store
 from ..versioned import dataset_version, manifest_stamp
 from .files import (
+    FileMemo,
     check_index_name,
     delete_file,
     folder_names,
@@ -178,10 +178,9 @@ def at_built_version(store: Store, encoder: str, built: dict[str, Any]) -> bool:
     return manifest_stamp(store, features_name(encoder), built["version"]) == built["stamp"]
 
 
-#: local manifest file -> ((inode, size, mtime_ns), its manifest_stamp): a search checks its
+#: local manifest file -> its manifest_stamp, per version of the file: a search checks its
 #: index against the feature sets with one listing and one stat, not a read and a hash.
-_STAMPS: dict[str, tuple[tuple[int, int, int], str | None]] = {}
-_STAMPS_LOCK = threading.Lock()
+_STAMPS = FileMemo()
 
 
 def _local_stamp(store: Store, name: str, version: int) -> str | None:
@@ -192,23 +191,7 @@ def _local_stamp(store: Store, name: str, version: int) -> str | None:
     if newest is None or newest[0] != version:
         return None
     path = os.path.join(store.path(name), "_versions", newest[1])
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    key = (st.st_ino, st.st_size, st.st_mtime_ns)
-    known = _STAMPS.get(path)
-    if known is not None and known[0] == key:
-        return known[1]
-    stamp = manifest_stamp(store, name, version)
-    try:
-        again = os.stat(path)
-    except OSError:
-        return stamp
-    if stamp is not None and (again.st_ino, again.st_size, again.st_mtime_ns) == key:
-        with _STAMPS_LOCK:
-            _STAMPS[path] = (key, stamp)
-    return stamp
+    return _STAMPS.get(path, lambda: manifest_stamp(store, name, version))
 
 
 def index_staleness(store: Store, manifest: dict[str, Any]) -> list[str]:
@@ -251,7 +234,6 @@ def index_staleness(store: Store, manifest: dict[str, Any]) -> list[str]:
     return reasons
 
 
-_U64_MAX = 2**64 - 1
 #: dataset -> (the listing parsed, its newest manifest).
 _NEWEST: dict[str, tuple[list[str], tuple[int, str] | None]] = {}
 
@@ -265,12 +247,6 @@ def _newest(dataset: str) -> tuple[int, str] | None:
     known = _NEWEST.get(dataset)
     if known is not None and known[0] is names:  # the same kept listing: parsed already
         return known[1]
-    newest = None
-    for name in names:
-        digits = name[: -len(".manifest")] if name.endswith(".manifest") else ""
-        if digits.isdigit() and digits.isascii():
-            version = _U64_MAX - int(digits) if len(digits) == 20 else int(digits)
-            if newest is None or version > newest[0]:
-                newest = (version, name)
+    newest = newest_of(names)
     _NEWEST[dataset] = (names, newest)
     return newest

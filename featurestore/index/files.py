@@ -27,7 +27,7 @@ import os
 import re
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..diskspace import disk_full_as_error
 from ..errors import IndexCorruptError, InputError
@@ -48,6 +48,7 @@ __all__ = [
     "read_manifest",
     "shared_manifest",
     "folder_names",
+    "FileMemo",
     "MANIFEST_KINDS",
     "manifest_digest",
     "seal_manifest",
@@ -60,9 +61,6 @@ __all__ = [
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 #: (store uri, index name) -> (stamp of the files it was read from, loaded index).
 _CACHE: dict[tuple[str, str], tuple[str, Any]] = {}
-#: local manifest path -> ((inode, size, mtime_ns) of the file parsed, the parsed manifest).
-_MANIFESTS: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
-_MANIFESTS_LOCK = threading.Lock()
 
 
 def index_paths(name: str) -> dict[str, str]:
@@ -300,24 +298,48 @@ def shared_manifest(store: Store, name: str) -> dict[str, Any] | None:
     """
     if not store.is_local:
         return read_manifest(store, name)
-    path = store.path(index_paths(name)["manifest"])
+    return _MANIFESTS.get(store.path(index_paths(name)["manifest"]), lambda: read_manifest(store, name))
+
+
+def _file_version(path: str) -> tuple[int, int, int] | None:
+    """``(inode, size, mtime_ns)`` of a local file (None when absent)."""
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    key = (st.st_ino, st.st_size, st.st_mtime_ns)
-    cached = _MANIFESTS.get(path)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    manifest = read_manifest(store, name)
-    try:
-        again = os.stat(path)
-    except FileNotFoundError:
-        return manifest
-    if manifest is not None and (again.st_ino, again.st_size, again.st_mtime_ns) == key:
-        with _MANIFESTS_LOCK:  # kept only when the file did not change while it was read
-            _MANIFESTS[path] = (key, manifest)
-    return manifest
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class FileMemo:
+    """Values computed from local files, each kept per version of its file: a lookup costs
+    one ``stat`` (inode, size, mtime) until the file changes. A value is kept only when the
+    file did not change while it was computed; None (nothing to keep) is never kept."""
+
+    def __init__(self):
+        self._known: dict[str, tuple[tuple[int, int, int], Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` for the file at ``path``, from memory while the file is unchanged;
+        None when the file is absent."""
+        version = _file_version(path)
+        if version is None:
+            return None
+        known = self._known.get(path)
+        if known is not None and known[0] == version:
+            return known[1]
+        value = compute()
+        try:
+            unchanged = _file_version(path) == version
+        except OSError:
+            unchanged = False
+        if value is not None and unchanged:
+            with self._lock:
+                self._known[path] = (version, value)
+        return value
+
+
+_MANIFESTS = FileMemo()  # local manifest path -> its parsed manifest
 
 
 #: local folder -> ((inode, mtime_ns) of the folder, its entries): kept only for a folder
