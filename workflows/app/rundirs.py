@@ -25,7 +25,8 @@ from heads.predict import FINISHED
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_dir_of", "clip_modality_weights", "cv_tables", "cv_of_run"]
+__all__ = ["run_dir_of", "run_folders", "find_run_folder", "is_finished_run", "clip_modality_weights",
+           "cv_tables", "cv_of_run"]
 
 _RUNS: dict[str, tuple[float, Any]] = {}
 _RUNS_LOCK = threading.Lock()
@@ -38,19 +39,39 @@ def _children(folder: Path) -> dict[str, Path]:
         return {}
 
 
+def run_folders(runs_dir: str | Path) -> list[tuple[str, Path]]:
+    """``(name, folder)`` of every run folder under ``runs_dir``: each top folder (by name)
+    followed by the folders inside it (a cross-validation's folds); links not followed."""
+    out = []
+    for name, top in sorted(_children(Path(runs_dir)).items()):
+        out.append((name, top))
+        out += sorted(_children(top).items())
+    return out
+
+
+def is_finished_run(folder: Path) -> bool:
+    """Whether ``folder`` is a finished head run (training writes its marker last)."""
+    return (folder / "config.json").is_file() and (folder / FINISHED).is_file()
+
+
+def find_run_folder(runs_dir: str | Path, name: str, *, finished: bool = False) -> Path | None:
+    """The run folder named ``name`` under ``runs_dir`` (a top folder before a nested one),
+    matched against the folders' entries, never joined into a path as given; None if none."""
+    root = Path(runs_dir)
+    found = [p for n, p in run_folders(root) if n == name and (not finished or is_finished_run(p))]
+    return next((p for p in found if p.parent == root), found[0] if found else None)
+
+
 def run_dir_of(store: Store, runs_dir: str | Path, run: str) -> Path | None:
     """The finished head run directory that wrote prediction run ``run``, or None when not
     found (or unfinished: killed while training)."""
     ds = store.dataset(predictions_name(run))
     meta = (ds.schema.metadata or {}) if ds is not None else {}
     run_id = meta.get(RUN_KEY.encode(), b"").decode()
-    root = Path(runs_dir)
-    top = _children(root)
-    nested = {name: path for parent in top.values() for name, path in _children(parent).items()}
     for name in dict.fromkeys(n for n in (run_id, run) if n):
-        for found in (top.get(name), nested.get(name)):
-            if found is not None and (found / "config.json").is_file() and (found / FINISHED).is_file():
-                return found  # a finished run only: training writes metrics.json last
+        found = find_run_folder(runs_dir, name, finished=True)
+        if found is not None:
+            return found
     return None
 
 

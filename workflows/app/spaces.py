@@ -20,6 +20,7 @@ from featurestore.index import index_names, shared_manifest
 from featurestore.store import Store
 
 from .errors import InputError, NotFoundError, PayloadError
+from .rundirs import find_run_folder, is_finished_run, run_folders
 
 __all__ = ["spaces", "describe_space", "default_index", "head_runs", "build_space",
            "spaces_route", "build_space_route", "SPACE_NAME"]
@@ -81,31 +82,15 @@ def default_index(store: Store, clip_id: str | None = None) -> str | None:
 
 def head_runs(runs_dir: str | Path) -> list[str]:
     """Names of the finished head runs under ``runs_dir`` (a cross-validation's folds too)."""
-    from heads.predict import FINISHED
-
-    root = Path(runs_dir)
-    found = []
-    try:
-        tops = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
-    except OSError:
-        return []
-    for top in tops:
-        for folder in [top, *sorted(p for p in top.iterdir() if p.is_dir() and not p.is_symlink())]:
-            if (folder / "config.json").is_file() and (folder / FINISHED).is_file():
-                found.append(folder.name)
-    return found
+    return [name for name, folder in run_folders(runs_dir) if is_finished_run(folder)]
 
 
 def _run_dir(runs_dir: str | Path, run: str) -> Path:
-    """The run directory named ``run`` under ``runs_dir`` (matched against the folder's
-    entries, never joined into a path as given)."""
+    """The run directory named ``run`` under ``runs_dir`` (:func:`.rundirs.find_run_folder`)."""
+    found = find_run_folder(runs_dir, run)
+    if found is not None:
+        return found
     root = Path(runs_dir)
-    for top in (p for p in (root.iterdir() if root.is_dir() else []) if p.is_dir() and not p.is_symlink()):
-        if top.name == run:
-            return top
-        for child in top.iterdir():
-            if child.name == run and child.is_dir() and not child.is_symlink():
-                return child
     available = ", ".join(head_runs(runs_dir)) or "none"
     raise NotFoundError(f"no head run {run!r} under {root} (finished runs: {available}): train one with "
                         f"`emofs train head --out {root}/NAME`, or start the app with --runs FOLDER")
