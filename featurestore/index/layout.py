@@ -24,7 +24,8 @@ from .files import read_bytes, read_manifest, write_bytes
 
 log = logging.getLogger(__name__)
 
-__all__ = ["pca_2d", "pca_2d_chunks", "layout_path", "index_layout", "save_layout", "LAYOUT_KEY"]
+__all__ = ["pca_2d", "pca_2d_chunks", "layout_path", "index_layout", "save_layout", "LAYOUT_KEY",
+           "xy_table", "read_xy_table"]
 
 LAYOUT_KEY = "emofs.layout"
 _CHUNK = 65536
@@ -109,31 +110,41 @@ def save_layout(store: Store, name: str, ids, digest: str, *, vectors: np.ndarra
     else:
         xy = pca_2d_chunks(_rows_of(index))  # IVF: reconstruct_n walks the lists
     ids = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(list(ids), pa.string())
-    schema = pa.schema([pa.field("clip_id", pa.string(), nullable=False), pa.field("x", pa.float32()),
-                        pa.field("y", pa.float32())],
-                       metadata={LAYOUT_KEY: json.dumps({"digest": digest, "method": "pca"})})
-    table = pa.table({"clip_id": ids, "x": np.ascontiguousarray(xy[:, 0]),
-                      "y": np.ascontiguousarray(xy[:, 1])}, schema=schema)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, schema) as writer:
-        writer.write_table(table)
+    table, data = xy_table(ids, xy, {LAYOUT_KEY: json.dumps({"digest": digest, "method": "pca"})})
     try:
-        write_bytes(store, layout_path(name), sink.getvalue().to_pybytes())
+        write_bytes(store, layout_path(name), data)
     except (StoreError, OSError) as exc:
         log.warning(f"the layout of index {name!r} is not kept ({exc})")
     return table
 
 
-def _read_layout(store: Store, name: str):
+def xy_table(ids, xy: np.ndarray, metadata: dict[str, str]):
+    """``(table, Arrow IPC file bytes)`` of a 2-D map: ``clip_id``, ``x``, ``y`` (float32)
+    from ``ids`` (an Arrow string array) and ``xy`` ``(N, 2)``, with schema ``metadata``."""
+    import pyarrow as pa
+
+    schema = pa.schema([pa.field("clip_id", pa.string(), nullable=False), pa.field("x", pa.float32()),
+                        pa.field("y", pa.float32())], metadata=metadata)
+    table = pa.table({"clip_id": ids.cast(pa.string()), "x": np.ascontiguousarray(xy[:, 0]),
+                      "y": np.ascontiguousarray(xy[:, 1])}, schema=schema)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, schema) as writer:
+        writer.write_table(table)
+    return table, sink.getvalue().to_pybytes()
+
+
+def read_xy_table(store: Store, rel: str):
+    """The Arrow table of a stored map file (memory-mapped on a local store); None when it
+    is absent or damaged (the caller computes it again)."""
     import pyarrow as pa
 
     try:
         if store.is_local:
-            return pa.ipc.open_file(pa.memory_map(store.path(layout_path(name)))).read_all()
-        raw = read_bytes(store, layout_path(name))
+            return pa.ipc.open_file(pa.memory_map(store.path(rel))).read_all()  # zero-copy
+        raw = read_bytes(store, rel)
         return None if raw is None else pa.ipc.open_file(pa.BufferReader(raw)).read_all()
     except (OSError, pa.ArrowInvalid):
-        return None  # absent or damaged: computed again
+        return None
 
 
 def index_layout(store: Store, name: str) -> tuple[Any, bool]:
@@ -147,7 +158,7 @@ def index_layout(store: Store, name: str) -> tuple[Any, bool]:
 
     manifest = read_manifest(store, name) or {}
     digest = (manifest.get("checksums") or {}).get("manifest") or str(manifest.get("updated_at"))
-    table = _read_layout(store, name)
+    table = read_xy_table(store, layout_path(name))
     if table is not None:
         saved = json.loads((table.schema.metadata or {}).get(LAYOUT_KEY.encode(), b"{}"))
         if saved.get("digest") == digest:

@@ -26,8 +26,8 @@ import pyarrow as pa
 
 from featurestore.errors import StoreError
 from featurestore.index import read_manifest
-from featurestore.index.files import read_bytes, write_bytes
-from featurestore.index.layout import index_layout, pca_2d, pca_2d_chunks
+from featurestore.index.files import write_bytes
+from featurestore.index.layout import index_layout, pca_2d, pca_2d_chunks, read_xy_table, xy_table
 from featurestore.inventory import FINGERPRINT_KEY
 from featurestore.predictions import read_predictions
 from featurestore.schema import features_name, predictions_name
@@ -122,16 +122,6 @@ def _cache_path(kind: str, name: str) -> str:
     return f"{PROJECTION_DIR}/{re.sub(r'[^A-Za-z0-9_.+-]', '_', kind + '-' + name)}.arrow"
 
 
-def _read_cache(store: Store, rel: str) -> pa.Table | None:
-    try:
-        if store.is_local:
-            return pa.ipc.open_file(pa.memory_map(store.path(rel))).read_all()  # zero-copy
-        raw = read_bytes(store, rel)
-        return None if raw is None else pa.ipc.open_file(pa.BufferReader(raw)).read_all()
-    except (OSError, pa.ArrowInvalid):
-        return None  # absent or damaged: recomputed
-
-
 def projection(store: Store, source: str) -> dict[str, Any]:
     """The cached (or freshly computed and cached) 2-D map of ``source``.
 
@@ -149,23 +139,18 @@ def projection(store: Store, source: str) -> dict[str, Any]:
                 "clip_ids": table.column("clip_id").combine_chunks(),
                 "x": table.column("x").to_numpy(), "y": table.column("y").to_numpy()}
     rel = _cache_path(kind, name)
-    table = _read_cache(store, rel)
+    table = read_xy_table(store, rel)
     meta = json.loads((table.schema.metadata or {}).get(STAMP_KEY.encode(), b"{}")) if table is not None else {}
     if table is not None and meta.get("stamp") == stamp:
         return {"source": source, "method": meta["method"], "cached": True,
                 "clip_ids": table.column("clip_id").combine_chunks(),
                 "x": table.column("x").to_numpy(), "y": table.column("y").to_numpy()}
     ids, xy, method = _compute(store, kind, name)
-    x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
-    schema = pa.schema([pa.field("clip_id", pa.string(), nullable=False), pa.field("x", pa.float32()),
-                        pa.field("y", pa.float32())],
-                       metadata={STAMP_KEY: json.dumps({"stamp": stamp, "method": method})})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, schema) as writer:
-        writer.write_table(pa.table({"clip_id": ids.cast(pa.string()), "x": x, "y": y}, schema=schema))
+    table, data = xy_table(ids, xy, {STAMP_KEY: json.dumps({"stamp": stamp, "method": method})})
+    x, y = table.column("x").to_numpy(), table.column("y").to_numpy()
     try:
         with store.writing():
-            write_bytes(store, rel, sink.getvalue().to_pybytes())
+            write_bytes(store, rel, data)
     except (StoreError, OSError) as exc:  # a read-only store: served, just not kept
         log.warning(f"the map of {source} is not cached in the store ({exc})")
     return {"source": source, "method": method, "cached": False, "clip_ids": ids, "x": x, "y": y}
