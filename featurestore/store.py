@@ -189,6 +189,8 @@ class Store:
                 if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
                     raise
                 if self.is_local and Path(uri).exists():
+                    if version is None and newest_manifest(uri) is None:
+                        return None  # no committed version yet: a create in flight (the manifest comes last)
                     raise StoreError(
                         f"{uri} exists but is not a readable Lance dataset ({_first_line(exc)}): "
                         "move it aside and re-run the command that writes it"

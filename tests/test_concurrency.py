@@ -389,3 +389,19 @@ def test_vacuum_age_counts_from_when_a_version_was_replaced(tmp_path):
     assert cleanup_retired(store.dataset(CLIPS), timedelta(0)) == 1
     assert [v["version"] for v in store.dataset(CLIPS).versions()] == versions[-1:]
     assert store.clips().height == 3
+
+
+def test_a_dataset_being_created_reads_as_absent_not_as_damaged(tmp_path):
+    """Lance writes a new dataset's data before its first manifest: a reader that comes in
+    between (another process's first ingest) sees no dataset yet, not a broken one; a
+    dataset with a committed but unreadable manifest still fails with one line."""
+    from featurestore.errors import StoreError
+
+    (tmp_path / "store" / "clips.lance" / "data").mkdir(parents=True)
+    store = Store(tmp_path / "store")
+    assert store.dataset("clips") is None and store.version() is None
+    versions = tmp_path / "store" / "clips.lance" / "_versions"
+    versions.mkdir()
+    (versions / "1.manifest").write_bytes(b"not a manifest")
+    with pytest.raises(StoreError, match="exists but is not a readable Lance dataset"):
+        Store(tmp_path / "store").dataset("clips")
